@@ -1,0 +1,42 @@
+# shopbayes: `make report` runs the whole analysis, `make test` the tests.
+PY      ?= python3.11
+VENV    := .venv
+BIN     := $(VENV)/bin
+STAMP   := $(VENV)/.installed-stamp
+CLIENTS ?= 104989
+
+.PHONY: install data run report test test-slow test-all bench lint clean-results
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml uv.lock
+	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv>=0.5"
+	$(PY) -m uv sync --frozen --python $(PY)
+	@touch $(STAMP)
+
+data: install
+	$(BIN)/shopbayes demo-data --if-needed --out data/demo --clients $(CLIENTS)
+
+run: data
+	$(BIN)/shopbayes run
+
+report: run
+	@echo "Results are in data/results/ (report rendering arrives with the report issue)."
+
+test: install
+	$(BIN)/python -m pytest
+
+test-slow: install
+	$(BIN)/python -m pytest -m slow
+
+test-all: install
+	$(BIN)/python -m pytest -m "slow or not slow"
+
+bench: install
+	$(BIN)/python benchmarks/run.py
+
+lint: install
+	$(BIN)/ruff check .
+
+clean-results:
+	rm -rf data/results

@@ -1,0 +1,69 @@
+"""Step ``clean``: load and validate the data folder, write the tidy tables.
+
+Outputs in ``results_dir/clean/``: ``clients.parquet``, ``purchases.parquet`` (when the
+data has purchases), ``colours.parquet``, ``products.parquet``, ``campaign_ids.json`` and
+``quality.json`` (the data-quality summary shown in the report).
+
+Run alone with ``python -m analysis.clean`` or ``shopbayes run clean``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from analysis.cleaning import clean
+from analysis.config import Config, load_config
+from analysis.id_files import campaign_groups
+from analysis.io import read_json, write_json, write_parquet
+from analysis.loaders import load_folder
+from analysis.pipeline import StepSkipped, step_dir
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    raw = load_folder(cfg.data_dir)
+    data = clean(raw)
+    out = step_dir(cfg, "clean")
+    quality = dict(data.quality)
+    if raw.positive is not None and raw.negative is not None:
+        groups = campaign_groups(raw.positive, raw.negative, set(data.clients["id"].tolist()))
+        quality["campaign1_ids"] = groups.report()
+        write_json({"treated": list(groups.treated), "control": list(groups.control),
+                    "report": groups.report()}, out / "campaign_ids.json")
+    write_parquet(data.clients, out / "clients.parquet")
+    if data.purchases is not None:
+        write_parquet(data.purchases.drop(columns=["colour"]), out / "purchases.parquet")
+        write_parquet(data.colours, out / "colours.parquet")
+        write_parquet(data.products, out / "products.parquet")
+    write_json(quality, out / "quality.json")
+    return {"clients": len(data.clients),
+            "purchases": 0 if data.purchases is None else len(data.purchases)}
+
+
+def read_clients(cfg: Config) -> pd.DataFrame:
+    """Cleaned client table written by this step."""
+    return pd.read_parquet(step_dir(cfg, "clean") / "clients.parquet")
+
+
+def read_purchases(cfg: Config) -> pd.DataFrame:
+    """Cleaned purchases; raises :class:`StepSkipped` when the data has none."""
+    path = step_dir(cfg, "clean") / "purchases.parquet"
+    if not path.exists():
+        raise StepSkipped("the data folder has no purchases table (the real purchases were "
+                          "never published); this step needs it")
+    return pd.read_parquet(path)
+
+
+def read_campaign_ids(cfg: Config) -> dict[str, Any]:
+    path = step_dir(cfg, "clean") / "campaign_ids.json"
+    if not path.exists():
+        raise StepSkipped("the data folder has no campaign id files")
+    return read_json(path)
+
+
+if __name__ == "__main__":
+    from analysis.pipeline import run as run_pipeline
+
+    run_pipeline(load_config(Path("shopbayes.toml")), only="clean")

@@ -1,0 +1,123 @@
+"""The ``shopbayes`` command line.
+
+::
+
+    shopbayes demo-data [--out data/demo] [--clients N] [--seed S]
+    shopbayes check-data [DIR]
+    shopbayes run [STEP] [--data DIR] [--results DIR] [--force]
+    shopbayes steps
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from analysis.config import load_config
+
+
+def _demo_data(args: argparse.Namespace) -> int:
+    from analysis.demo_data import DemoSpec, write_demo
+
+    spec = DemoSpec(clients=args.clients, seed=args.seed)
+    if args.if_needed:
+        cfg = load_config(args.config)
+        if not cfg.uses_demo_data:
+            print(f"Real data configured ({cfg.data_dir}); no demo data needed.")
+            return 0
+        truth = Path(args.out) / "truth.json"
+        if truth.exists() and _same_spec(truth, spec):
+            print(f"Demo data in {args.out} is current "
+                  f"(seed {spec.seed}, {spec.clients:,} clients).")
+            return 0
+    t0 = time.perf_counter()
+    print(f"Generating synthetic store data: {spec.clients:,} clients, seed {spec.seed} ...")
+    written = write_demo(args.out, spec)
+    print(f"Wrote {len(written)} files to {args.out} in {time.perf_counter() - t0:.1f} s")
+    return 0
+
+
+def _same_spec(truth: Path, spec: object) -> bool:
+    import json
+    from dataclasses import asdict
+
+    try:
+        saved = json.loads(truth.read_text(encoding="utf-8"))["spec"]
+    except (ValueError, KeyError):
+        return False
+    want = json.loads(json.dumps(asdict(spec)))  # tuples become lists, as when saved
+    return saved == want and (truth.parent / "shop_database.db").exists()
+
+
+def _check_data(args: argparse.Namespace) -> int:
+    from analysis.check_data import check_folder, format_report
+
+    folder = Path(args.dir) if args.dir else load_config(args.config).data_dir
+    problems, sizes = check_folder(folder)
+    print(format_report(folder, problems, sizes))
+    return 1 if any(p.severity == "fatal" for p in problems) else 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from analysis import pipeline
+
+    cfg = load_config(args.config, data_dir=args.data, results_dir=args.results)
+    print(f"Data: {cfg.data_dir}   results: {cfg.results_dir}")
+    if not cfg.data_dir.exists():
+        print(f"error: data folder {cfg.data_dir} not found "
+              "(make demo data with `shopbayes demo-data`)", file=sys.stderr)
+        return 2
+    try:
+        results = pipeline.run(cfg, only=args.step, force=args.force)
+    except KeyError as exc:
+        print(f"error: {exc.args[0]}", file=sys.stderr)
+        return 2
+    failed = [r["step"] for r in results if r["status"] == "failed"]
+    if failed:
+        print(f"FAILED steps: {', '.join(failed)} (see their manifest.json)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _steps(args: argparse.Namespace) -> int:
+    from analysis.pipeline import STEPS
+
+    for s in STEPS:
+        print(f"{s.name:<12} {s.description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="shopbayes", description=__doc__.split("\n")[0])
+    p.add_argument("--config", default=None, help="TOML config (default: shopbayes.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo-data", help="write synthetic store data with known truth")
+    d.add_argument("--out", default="data/demo")
+    d.add_argument("--clients", type=int, default=104_989)
+    d.add_argument("--seed", type=int, default=2024)
+    d.add_argument("--if-needed", action="store_true",
+                   help="only when no real data is configured and data/demo is not current")
+    d.set_defaults(func=_demo_data)
+    c = sub.add_parser("check-data", help="validate a data folder and list its problems")
+    c.add_argument("dir", nargs="?", default=None)
+    c.set_defaults(func=_check_data)
+    r = sub.add_parser("run", help="run every analysis step, or one")
+    r.add_argument("step", nargs="?", default=None)
+    r.add_argument("--data", default=None, help="data folder (default from config)")
+    r.add_argument("--results", default=None, help="results folder (default data/results)")
+    r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
+    r.set_defaults(func=_run)
+    s = sub.add_parser("steps", help="list the analysis steps")
+    s.set_defaults(func=_steps)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""Configuration: one TOML file (``shopbayes.toml``) over defaults written here.
+
+Every number a stakeholder sees traces back to this file and the data. Example::
+
+    data_dir = "data/raw"
+    seed = 7
+
+    [sampler]
+    draws = 1000
+
+    [business]
+    margin = 0.35
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from analysis.loaders import CLIENTS_CSV, DB_FILE
+
+CONFIG_FILE = "shopbayes.toml"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """MCMC settings shared by every Bayesian fit."""
+
+    draws: int = 1000
+    tune: int = 1000
+    chains: int = 2
+    target_accept: float = 0.9
+    backend: str = "auto"  # "auto" (nutpie when installed), "nutpie" or "pymc"
+
+
+@dataclass(frozen=True)
+class BusinessConfig:
+    """Business inputs of the profit decisions (documented defaults).
+
+    ``margin`` is the gross margin on list price; ``discount_depth`` the share of the
+    list price given away by campaign 1's personal discount (revenue in the data is what
+    clients paid, so treated revenue is already net of the discount).
+    """
+
+    margin: float = 0.35
+    discount_depth: float = 0.15
+    campaign2_discount_depth: float = 0.10
+    contact_cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class Config:
+    """Paths, seed, sampler and business settings of one analysis."""
+
+    data_dir: Path = Path("data/demo")
+    results_dir: Path = Path("data/results")
+    seed: int = 20241123
+    demo_clients: int = 104_989
+    min_city_clients: int = 30
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    business: BusinessConfig = field(default_factory=BusinessConfig)
+
+    def as_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data_dir"] = str(self.data_dir)
+        d["results_dir"] = str(self.results_dir)
+        return d
+
+    @property
+    def uses_demo_data(self) -> bool:
+        return self.data_dir.resolve() == Path("data/demo").resolve()
+
+
+def has_real_data(folder: Path) -> bool:
+    return (folder / DB_FILE).exists() or (folder / CLIENTS_CSV).exists()
+
+
+def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
+    """Read ``shopbayes.toml`` (or ``path``) over the defaults, then apply ``overrides``.
+
+    The data folder is, in order: ``overrides['data_dir']``, the ``SHOPBAYES_DATA``
+    environment variable, ``data_dir`` in the file, ``data/raw`` when it holds the
+    store's files, else ``data/demo`` (the synthetic default).
+    """
+    cfg = Config()
+    file = Path(path) if path else Path(CONFIG_FILE)
+    raw: dict[str, Any] = {}
+    if file.exists():
+        raw = tomllib.loads(file.read_text(encoding="utf-8"))
+    elif path:
+        raise FileNotFoundError(f"config file not found: {file}")
+    known = {f.name for f in fields(Config)}
+    unknown = set(raw) - known
+    if unknown:
+        raise ValueError(f"{file}: unknown setting(s) {sorted(unknown)}; known: {sorted(known)}")
+    sampler = replace(cfg.sampler, **raw.pop("sampler", {}))
+    business = replace(cfg.business, **raw.pop("business", {}))
+    if "data_dir" not in raw and "data_dir" not in overrides:
+        env = os.environ.get("SHOPBAYES_DATA")
+        if env:
+            raw["data_dir"] = env
+        elif has_real_data(Path("data/raw")):
+            raw["data_dir"] = "data/raw"
+    values = {**raw, **{k: v for k, v in overrides.items() if v is not None}}
+    for key in ("data_dir", "results_dir"):
+        if key in values:
+            values[key] = Path(values[key])
+    return replace(cfg, sampler=sampler, business=business, **values)

@@ -1,0 +1,131 @@
+"""Parse the campaign id files, which are deliberately dirty.
+
+The real files start with a header of words, are hard-wrapped every 1,000 characters in
+the middle of numbers, mix separators (``,`` ``;`` spaces ``|||`` ``;;;``) and glue letters
+to digits. Joining the wrapped lines back together and taking every run of digits
+restores the ids exactly.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from analysis.errors import DataError
+
+_DIGITS = re.compile(r"\d+")
+
+
+@dataclass(frozen=True)
+class IdFile:
+    """Ids parsed from one file, with what was odd about it."""
+
+    path: str
+    ids: tuple[int, ...]
+    n_tokens: int
+    duplicates: dict[int, int] = field(default_factory=dict)
+
+    @property
+    def unique(self) -> set[int]:
+        return set(self.ids)
+
+
+def parse_id_text(text: str, source: str = "<text>") -> IdFile:
+    """Parse ids from the text of a dirty id file.
+
+    Parameters
+    ----------
+    text
+        Whole file content.
+    source
+        File name used in error messages.
+
+    Returns
+    -------
+    IdFile
+        Unique ids in order of first appearance, plus any duplicated ids and their counts.
+
+    Raises
+    ------
+    DataError
+        When the text is empty or holds no digits.
+
+    Examples
+    --------
+    >>> parse_id_text("Ids of people 12,3\\n4;;;5|||7abc8").ids
+    (12, 34, 5, 7, 8)
+    """
+    if not text.strip():
+        raise DataError(source, "the id file is empty")
+    joined = text.replace("\r", "").replace("\n", "")
+    tokens = [int(t) for t in _DIGITS.findall(joined)]
+    if not tokens:
+        raise DataError(source, "the id file holds no digits, so no client id could be read")
+    counts = Counter(tokens)
+    dups = {i: c for i, c in counts.items() if c > 1}
+    return IdFile(path=source, ids=tuple(dict.fromkeys(tokens)), n_tokens=len(tokens),
+                  duplicates=dups)
+
+
+def read_id_file(path: str | Path) -> IdFile:
+    """Read and parse one campaign id file (UTF-8, any line endings)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        text = path.read_text(encoding="utf-8", errors="strict")
+    except UnicodeDecodeError as exc:
+        raise DataError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    return parse_id_text(text, source=str(path))
+
+
+@dataclass(frozen=True)
+class CampaignGroups:
+    """Treated and control ids of campaign 1 and what was found wrong with them."""
+
+    treated: tuple[int, ...]
+    control: tuple[int, ...]
+    overlap: tuple[int, ...]
+    duplicates_treated: dict[int, int]
+    duplicates_control: dict[int, int]
+    unknown_treated: tuple[int, ...] = ()
+    unknown_control: tuple[int, ...] = ()
+
+    def report(self) -> dict[str, object]:
+        """Counts and examples of every problem, for the data-quality summary."""
+        return {
+            "treated_ids": len(self.treated),
+            "control_ids": len(self.control),
+            "overlap": len(self.overlap),
+            "overlap_examples": list(self.overlap[:5]),
+            "duplicated_treated": len(self.duplicates_treated),
+            "duplicated_control": len(self.duplicates_control),
+            "duplicate_examples": list(self.duplicates_treated)[:3]
+            + list(self.duplicates_control)[:3],
+            "unknown_treated": len(self.unknown_treated),
+            "unknown_control": len(self.unknown_control),
+            "unknown_examples": list(self.unknown_treated[:3]) + list(self.unknown_control[:3]),
+        }
+
+
+def campaign_groups(
+    positive: IdFile, negative: IdFile, known_ids: set[int] | None = None
+) -> CampaignGroups:
+    """Combine the two id files, reporting overlap and ids unknown to the client tables.
+
+    Overlapping ids are kept in neither group (their assignment is ambiguous); they are
+    counted in ``overlap`` rather than dropped silently.
+    """
+    overlap = tuple(sorted(positive.unique & negative.unique))
+    bad = set(overlap)
+    treated = tuple(i for i in positive.ids if i not in bad)
+    control = tuple(i for i in negative.ids if i not in bad)
+    unknown_t: tuple[int, ...] = ()
+    unknown_c: tuple[int, ...] = ()
+    if known_ids is not None:
+        unknown_t = tuple(i for i in treated if i not in known_ids)
+        unknown_c = tuple(i for i in control if i not in known_ids)
+    return CampaignGroups(treated, control, overlap, positive.duplicates, negative.duplicates,
+                          unknown_t, unknown_c)

@@ -1,0 +1,152 @@
+"""Read the store's files from a data folder, read-only, and validate every table.
+
+A data folder holds some or all of:
+
+``shop_database.db``
+    SQLite with tables ``personal_data``, ``personal_data_coeffs``, ``purchases``.
+``personal_data.csv``
+    The client table as CSV (used when the database is absent or lacks the table).
+``personal_data.csv.gz``
+    The lost part of the client table, without gender.
+``ids_first_company_positive.txt`` / ``ids_first_company_negative.txt``
+    Campaign 1 treated and control ids (dirty; see :mod:`analysis.id_files`).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import quote
+
+import pandas as pd
+
+from analysis.errors import DataError
+from analysis.id_files import IdFile, read_id_file
+from analysis.schemas import validate
+
+DB_FILE = "shop_database.db"
+CLIENTS_CSV = "personal_data.csv"
+LOST_FILE = "personal_data.csv.gz"
+POSITIVE_FILE = "ids_first_company_positive.txt"
+NEGATIVE_FILE = "ids_first_company_negative.txt"
+DB_TABLES = ("personal_data", "personal_data_coeffs", "purchases")
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass
+class RawData:
+    """Validated tables of one data folder. Tables that are absent are ``None``."""
+
+    folder: Path
+    clients: pd.DataFrame
+    lost: pd.DataFrame | None = None
+    coeffs: pd.DataFrame | None = None
+    purchases: pd.DataFrame | None = None
+    positive: IdFile | None = None
+    negative: IdFile | None = None
+    sources: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def has_purchases(self) -> bool:
+        return self.purchases is not None
+
+
+def connect_readonly(path: str | Path) -> sqlite3.Connection:
+    """Open an SQLite file read-only, failing clearly on anything that is not one."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    with open(path, "rb") as fh:
+        head = fh.read(len(_SQLITE_MAGIC))
+    if head != _SQLITE_MAGIC:
+        raise DataError(path, "not an SQLite database (wrong file header)")
+    con = sqlite3.connect(f"file:{quote(str(path.resolve()))}?mode=ro", uri=True)
+    try:
+        con.execute("PRAGMA schema_version").fetchone()
+    except sqlite3.DatabaseError as exc:
+        con.close()
+        raise DataError(path, f"damaged SQLite database: {exc}") from exc
+    return con
+
+
+def db_tables(con: sqlite3.Connection) -> list[str]:
+    rows = con.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+    return sorted(r[0] for r in rows)
+
+
+def read_db_table(path: str | Path, table: str) -> pd.DataFrame:
+    """Read one table of the database and validate it against its schema."""
+    con = connect_readonly(path)
+    try:
+        tables = db_tables(con)
+        if table not in tables:
+            raise DataError(path, f"missing table '{table}'; found {tables}")
+        try:
+            raw = pd.read_sql_query(f'SELECT * FROM "{table}"', con)
+        except (sqlite3.DatabaseError, pd.errors.DatabaseError) as exc:
+            raise DataError(f"{path}:{table}", f"table could not be read: {exc}") from exc
+    finally:
+        con.close()
+    return validate(raw, table, f"{path}:{table}")
+
+
+def read_client_csv(path: str | Path, lost: bool = False) -> pd.DataFrame:
+    """Read a client table exported as CSV (optionally gzip-compressed)."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(path, "file not found")
+    try:
+        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
+        raise DataError(path, f"not a readable CSV file: {exc}") from exc
+    return validate(raw, "personal_data_lost" if lost else "personal_data", str(path))
+
+
+def load_folder(folder: str | Path) -> RawData:
+    """Load and validate every known file in ``folder``.
+
+    The client table comes from the database when it has ``personal_data``, else from
+    ``personal_data.csv``. Files never opened for writing.
+
+    Raises
+    ------
+    DataError
+        When no client table is found, or a present file fails validation.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "data folder not found")
+    db = folder / DB_FILE
+    sources: dict[str, str] = {}
+    tables: dict[str, pd.DataFrame] = {}
+    if db.exists():
+        con = connect_readonly(db)
+        present = db_tables(con)
+        con.close()
+        missing = [t for t in DB_TABLES if t not in present]
+        if missing and (folder / CLIENTS_CSV).exists() and missing == ["personal_data"]:
+            missing = []
+        if missing:
+            raise DataError(db, f"missing table(s) {missing}; found {present}")
+        for t in DB_TABLES:
+            if t in present:
+                tables[t] = read_db_table(db, t)
+                sources[t] = f"{db}:{t}"
+    if "personal_data" not in tables:
+        csv = folder / CLIENTS_CSV
+        if not csv.exists():
+            raise DataError(folder, f"no client table: neither {DB_FILE} nor {CLIENTS_CSV}")
+        tables["personal_data"] = read_client_csv(csv)
+        sources["personal_data"] = str(csv)
+    data = RawData(folder=folder, clients=tables["personal_data"],
+                   coeffs=tables.get("personal_data_coeffs"),
+                   purchases=tables.get("purchases"), sources=sources)
+    if (folder / LOST_FILE).exists():
+        data.lost = read_client_csv(folder / LOST_FILE, lost=True)
+        sources["personal_data_lost"] = str(folder / LOST_FILE)
+    for attr, name in (("positive", POSITIVE_FILE), ("negative", NEGATIVE_FILE)):
+        if (folder / name).exists():
+            setattr(data, attr, read_id_file(folder / name))
+            sources[attr] = str(folder / name)
+    return data

@@ -1,0 +1,167 @@
+"""The step runner: runs analysis steps in order, skipping those whose inputs are unchanged.
+
+Each step writes into ``results_dir/<step>/`` and leaves a ``manifest.json`` holding the
+hash of what it read (data files, its part of the config, the manifests of the steps it
+builds on, the package version). A rerun compares hashes, so a stale result is detected
+and recomputed, never silently reused; a step whose upstream failed is not run.
+"""
+
+from __future__ import annotations
+
+import importlib
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from analysis.config import Config
+from analysis.io import digest_of, file_digest, read_json, write_json
+
+VERSION = "0.1.0"
+
+
+class StepSkipped(Exception):
+    """Raised by a step that cannot run on this data (e.g. no purchases table)."""
+
+
+@dataclass(frozen=True)
+class Step:
+    """One pipeline step: ``module:function`` taking a :class:`Config`, returning a summary."""
+
+    name: str
+    target: str
+    needs: tuple[str, ...] = ()
+    config_keys: tuple[str, ...] = ("seed",)
+    description: str = ""
+
+    def load(self) -> Callable[[Config], dict[str, Any]]:
+        module, func = self.target.split(":")
+        return getattr(importlib.import_module(module), func)
+
+
+STEPS: tuple[Step, ...] = (
+    Step("clean", "analysis.clean:run", (), ("min_city_clients",),
+         "load, validate and clean the data folder"),
+)
+
+
+def step_names() -> list[str]:
+    return [s.name for s in STEPS]
+
+
+def get_step(name: str) -> Step:
+    for s in STEPS:
+        if s.name == name:
+            return s
+    raise KeyError(f"unknown step '{name}'; steps are {step_names()}")
+
+
+def step_dir(cfg: Config, name: str) -> Path:
+    return cfg.results_dir / name
+
+
+def manifest(cfg: Config, name: str) -> dict[str, Any] | None:
+    path = step_dir(cfg, name) / "manifest.json"
+    if not path.exists():
+        return None
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+_DATA_DIGESTS: dict[tuple[str, float, int], str] = {}
+
+
+def data_digest(folder: Path) -> dict[str, str]:
+    """Digest of every file in the data folder (cached by path, mtime and size)."""
+    out = {}
+    for f in sorted(folder.glob("*")) if folder.is_dir() else []:
+        if f.is_file() and not f.name.startswith("."):
+            st = f.stat()
+            key = (str(f.resolve()), st.st_mtime, st.st_size)
+            if key not in _DATA_DIGESTS:
+                _DATA_DIGESTS[key] = file_digest(f)
+            out[f.name] = _DATA_DIGESTS[key]
+    return out
+
+
+def input_hash(cfg: Config, step: Step) -> str:
+    conf = cfg.as_dict()
+    parts = {
+        "version": VERSION,
+        "step": step.name,
+        "data": data_digest(cfg.data_dir),
+        "config": {k: conf[k] for k in step.config_keys},
+        "upstream": {n: (manifest(cfg, n) or {}).get("input_hash") for n in step.needs},
+    }
+    return digest_of(parts)
+
+
+def is_current(cfg: Config, step: Step) -> bool:
+    m = manifest(cfg, step.name)
+    return bool(m and m.get("status") == "ok" and m.get("input_hash") == input_hash(cfg, step))
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
+    """Run one step (or skip it when current) and write its manifest."""
+    if not force and is_current(cfg, step):
+        m = manifest(cfg, step.name) or {}
+        return {**m, "status": "ok", "reused": True}
+    for up in step.needs:
+        m = manifest(cfg, up)
+        if not m or m.get("status") != "ok":
+            status = "skipped"
+            why = f"upstream step '{up}' has no successful result"
+            if m and m.get("status") == "skipped":
+                why += f" ({m.get('message')})"
+            return _finish(cfg, step, status, why, 0.0, {})
+    t0 = time.perf_counter()
+    try:
+        summary = step.load()(cfg) or {}
+        status, message = "ok", summary.pop("message", "")
+    except StepSkipped as exc:
+        summary, status, message = {}, "skipped", str(exc)
+    except Exception as exc:  # the runner reports every failure and carries on
+        summary, status = {"traceback": traceback.format_exc(limit=6)}, "failed"
+        message = f"{type(exc).__name__}: {exc}"
+    return _finish(cfg, step, status, message, time.perf_counter() - t0, summary)
+
+
+def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
+            summary: dict[str, Any]) -> dict[str, Any]:
+    m = {
+        "step": step.name, "status": status, "message": message,
+        "input_hash": input_hash(cfg, step) if status == "ok" else None,
+        "seconds": round(seconds, 2), "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "finished": datetime.now(UTC).isoformat(timespec="seconds"),
+        "data_dir": str(cfg.data_dir), "summary": summary,
+    }
+    write_json(m, step_dir(cfg, step.name) / "manifest.json")
+    return {**m, "reused": False}
+
+
+def run(cfg: Config, only: str | None = None, force: bool = False,
+        echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
+    """Run every step in order (or just ``only``), printing one progress line per step."""
+    steps = [get_step(only)] if only else list(STEPS)
+    results = []
+    for i, step in enumerate(steps, 1):
+        echo(f"[{i}/{len(steps)}] {step.name}: {step.description} ...")
+        sys.stdout.flush()
+        res = run_step(cfg, step, force=force or only is not None)
+        tag = "unchanged, reused" if res.get("reused") else res["status"]
+        extra = f" - {res['message']}" if res.get("message") else ""
+        echo(f"      {tag} in {res['seconds']:.1f} s (peak RSS {res['peak_rss_mib']:.0f} MiB)"
+             f"{extra}")
+        results.append(res)
+    return results

@@ -1,0 +1,70 @@
+"""Benchmarks at real scale: wall time and peak RSS of each stage, each in its own process.
+
+Run with ``make bench`` (or ``python benchmarks/run.py [NAME ...]``). Results are printed
+and written to ``benchmarks/results/latest.json``. Timings live here, never in unit tests.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WORK = Path(tempfile.gettempdir()) / "shopbayes-bench"
+
+#: name -> (python code run in a fresh process, budget in seconds from the issues)
+CASES: dict[str, tuple[str, float]] = {
+    "demo_data_real_scale": (
+        "from analysis.demo_data import write_demo, DemoSpec\n"
+        f"write_demo(r'{WORK / 'data'}', DemoSpec())", 60.0),
+    "load_validate_clean": (
+        "from analysis.loaders import load_folder\nfrom analysis.cleaning import clean\n"
+        f"clean(load_folder(r'{WORK / 'data'}'))", 20.0),
+}
+
+_WRAP = """
+import resource, time, json, sys
+t0 = time.perf_counter()
+{code}
+sec = time.perf_counter() - t0
+print(json.dumps({{"seconds": sec,
+                   "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
+"""
+
+
+def run_case(name: str) -> dict[str, float]:
+    code, budget = CASES[name]
+    proc = subprocess.run([sys.executable, "-c", _WRAP.format(code=code)], cwd=ROOT,
+                          capture_output=True, text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"benchmark {name} failed:\n{proc.stderr[-3000:]}")
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    res["budget_seconds"] = budget
+    res["within_budget"] = res["seconds"] <= budget
+    return res
+
+
+def main(names: list[str]) -> int:
+    WORK.mkdir(parents=True, exist_ok=True)
+    chosen = names or list(CASES)
+    results = {}
+    print(f"{'benchmark':<34} {'seconds':>8} {'budget':>7} {'peak RSS MiB':>13}")
+    for name in chosen:
+        res = run_case(name)
+        results[name] = res
+        flag = "" if res["within_budget"] else "  OVER BUDGET"
+        print(f"{name:<34} {res['seconds']:>8.2f} {res['budget_seconds']:>7.0f} "
+              f"{res['peak_rss_mib']:>13.0f}{flag}")
+    out = ROOT / "benchmarks" / "results" / "latest.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results},
+                              indent=2))
+    return 0 if all(r["within_budget"] for r in results.values()) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

@@ -1,0 +1,51 @@
+from pathlib import Path
+
+import pytest
+
+from analysis import pipeline
+from analysis.cli import main
+from analysis.config import load_config
+
+
+def test_run_reuses_unchanged_steps_and_detects_changes(demo_copy, tmp_path, capsys):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    first = pipeline.run(cfg)
+    assert [r["status"] for r in first] == ["ok"] * len(first)
+    second = pipeline.run(cfg)
+    assert all(r["reused"] for r in second)
+    (demo_copy / "ids_first_company_negative.txt").write_text("1;2;3")
+    third = pipeline.run(cfg, only=None)
+    assert not third[0]["reused"]
+
+
+def test_failed_step_keeps_earlier_results(demo_copy, tmp_path):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    pipeline.run(cfg)
+    out = tmp_path / "res" / "clean" / "clients.parquet"
+    before = out.read_bytes()
+    (demo_copy / "shop_database.db").write_bytes(b"garbage")
+    res = pipeline.run(cfg)
+    assert res[0]["status"] == "failed" and "not an SQLite database" in res[0]["message"]
+    assert out.read_bytes() == before
+
+
+def test_check_data_cli_exit_codes(demo_copy, capsys):
+    assert main(["check-data", str(demo_copy)]) == 0
+    assert "0 fatal problem(s)" in capsys.readouterr().out
+    (demo_copy / "ids_first_company_positive.txt").write_text("no ids at all")
+    (demo_copy / "shop_database.db").write_bytes(b"SQLite format 3\x00" + b"\x00" * 50)
+    assert main(["check-data", str(demo_copy)]) == 1
+    out = capsys.readouterr().out
+    assert "no digits" in out and "shop_database.db" in out
+
+
+def test_unknown_step_is_a_clear_error(demo_copy, tmp_path, capsys):
+    rc = main(["run", "nope", "--data", str(demo_copy), "--results", str(tmp_path)])
+    assert rc == 2 and "unknown step 'nope'" in capsys.readouterr().err
+
+
+def test_unknown_config_setting(tmp_path: Path):
+    f = tmp_path / "c.toml"
+    f.write_text("marginn = 1\n")
+    with pytest.raises(ValueError, match="unknown setting"):
+        load_config(f)

@@ -1,0 +1,50 @@
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.demo_data import DemoSpec, write_demo
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared" / "data"
+SKILLBOX = SHARED / "skillbox"
+
+
+def needs_shared(*parts: str):
+    """Skip a test cleanly when ../shared/data (or a file under it) is absent."""
+    path = SHARED.joinpath(*parts)
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} absent (real data not here)")
+
+
+@pytest.fixture(scope="session")
+def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small synthetic data folder (3,000 clients), generated once per session."""
+    out = tmp_path_factory.mktemp("demo")
+    write_demo(out, DemoSpec(clients=3000, seed=11))
+    return out
+
+
+@pytest.fixture()
+def demo_copy(small_demo: Path, tmp_path: Path) -> Path:
+    """A private copy of the small demo folder that a test may damage."""
+    dest = tmp_path / "data"
+    shutil.copytree(small_demo, dest)
+    return dest
+
+
+def write_tables(db: Path, tables: dict[str, pd.DataFrame]) -> None:
+    con = sqlite3.connect(db)
+    for name, df in tables.items():
+        df.to_sql(name, con, index=False, if_exists="replace")
+    con.close()
+
+
+def read_table(db: Path, name: str) -> pd.DataFrame:
+    con = sqlite3.connect(db)
+    df = pd.read_sql_query(f"SELECT * FROM {name}", con)
+    con.close()
+    return df
