@@ -29,7 +29,7 @@ CONFIG_FILE = "shopbayes.toml"
 class SamplerConfig:
     """MCMC settings shared by every Bayesian fit."""
 
-    draws: int = 1000
+    draws: int = 2000
     tune: int = 1000
     chains: int = 2
     target_accept: float = 0.9

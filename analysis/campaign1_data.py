@@ -1,0 +1,66 @@
+"""Per-client campaign-1 metrics from the cleaned tables.
+
+Periods: pre (days 0..4), window (5..16), post (17..58). Orders are distinct purchase
+days of a client; revenue excludes flagged costs (see :mod:`analysis.cleaning`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+PERIODS = {"pre": (0, 4), "window": (5, 16), "post": (17, 58)}
+AGE_BANDS = [0, 18, 25, 35, 49, 60, 200]
+AGE_LABELS = ["<18", "18-24", "25-34", "35-48", "49-59", "60+"]
+
+
+def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """Orders, items, revenue and discount share per client and period (zeros for no buys)."""
+    p = purchases[purchases["id"].isin(ids)]
+    out = pd.DataFrame({"id": ids.to_numpy()})
+    for name, (lo, hi) in PERIODS.items():
+        part = p[(p["dt"] >= lo) & (p["dt"] <= hi)]
+        agg = part.groupby("id").agg(orders=("dt", "nunique"), items=("dt", "size"),
+                                     revenue=("revenue", "sum"), sale_items=("base_sale", "sum"))
+        agg = agg.add_prefix(f"{name}_")
+        out = out.merge(agg, left_on="id", right_index=True, how="left")
+    return out.fillna(0)
+
+
+def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[int],
+                   control: list[int], clusters: pd.DataFrame | None = None
+                   ) -> tuple[pd.DataFrame, dict[str, object]]:
+    """One row per campaign client with the uplift data contract (see models.uplift).
+
+    Returns the frame and a report of ids dropped (unknown clients) and why.
+    """
+    known = set(clients["id"].tolist())
+    rows = [(i, True) for i in treated] + [(i, False) for i in control]
+    ids = pd.DataFrame(rows, columns=["id", "treated"])
+    unknown = ~ids["id"].isin(known)
+    report = {
+        "treated_ids": len(treated), "control_ids": len(control),
+        "dropped_unknown_treated": int((unknown & ids.treated).sum()),
+        "dropped_unknown_control": int((unknown & ~ids.treated).sum()),
+    }
+    ids = ids[~unknown]
+    m = client_metrics(purchases, ids["id"])
+    df = ids.merge(m, on="id").merge(
+        clients[["id", "gender", "age", "education", "city", "personal_coef"]], on="id")
+    report["without_any_purchase"] = int(
+        (df[["pre_items", "window_items", "post_items"]].sum(axis=1) == 0).sum())
+    df["converted"] = df["window_orders"] > 0
+    df["revenue"] = df["window_revenue"].astype(float)
+    df["pre_bought"] = df["pre_orders"] > 0
+    df["higher_education"] = (df["education"] == "высшее").astype(float)
+    df["age_band"] = pd.cut(df["age"].astype(float), AGE_BANDS, right=False,
+                            labels=AGE_LABELS).astype(str)
+    df["city"] = df["city"].astype(int).astype(str)
+    if clusters is not None:
+        df = df.merge(clusters[["id", "cluster"]], on="id", how="left")
+        df["cluster"] = df["cluster"].fillna(-1).astype(int).astype(str)
+    else:
+        df["cluster"] = "all"
+    df["aov"] = np.where(df["window_orders"] > 0,
+                         df["window_revenue"] / df["window_orders"].clip(lower=1), np.nan)
+    return df, report

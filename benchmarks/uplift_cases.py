@@ -1,0 +1,65 @@
+"""Campaign-1 benchmark cases (imported by benchmarks/run.py in a fresh process)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit
+
+from models import uplift as U
+
+
+def synthetic_campaign(n_clients: int, seed: int = 0) -> pd.DataFrame:
+    """A campaign with the planted logit model, drawn directly at any size."""
+    rng = np.random.default_rng(seed)
+    m = json.loads((Path("analysis/resources/marginals.json")).read_text())
+    cities = pd.DataFrame(m["cities"])
+    city = rng.choice(cities.city.to_numpy(), n_clients, p=cities.clients / cities.clients.sum())
+    tau_city = dict(zip(cities.city, rng.normal(0, 0.2, len(cities)), strict=True))
+    cluster = rng.integers(0, 4, n_clients)
+    treated = rng.random(n_clients) < 0.5
+    pre = rng.random(n_clients) < 0.2
+    eta = -0.3 + 0.8 * pre + treated * (0.35 + pd.Series(city).map(tau_city).to_numpy()
+                                        + np.array([-0.15, 0.05, 0.35, -0.25])[cluster])
+    conv = rng.random(n_clients) < expit(eta)
+    revenue = np.where(conv, rng.lognormal(9, 1, n_clients), 0.0)
+    return pd.DataFrame({"treated": treated, "converted": conv, "revenue": revenue,
+                         "pre_bought": pre, "city": city.astype(str),
+                         "cluster": cluster.astype(str)})
+
+
+def closed_form(n: int = 10_000) -> dict:
+    df = synthetic_campaign(n)
+    t0 = time.perf_counter()
+    U.beta_binomial_ab(int(df[df.treated].converted.sum()), int(df.treated.sum()),
+                       int(df[~df.treated].converted.sum()), int((~df.treated).sum()), draws=4000)
+    U.arpu_ab(df, draws=4000)
+    return {"inner_seconds": time.perf_counter() - t0}
+
+
+def hierarchical(n: int, backend: str = "auto") -> dict:
+    df = synthetic_campaign(n)
+    t0 = time.perf_counter()
+    m = U.HierarchicalUplift(sampler_config={"draws": 2000, "tune": 1000, "backend": backend},
+                             seed=1).fit(df)
+    return {"inner_seconds": time.perf_counter() - t0, "cells": len(m.cells_),
+            "convergence_ok": m.convergence_.ok, "problems": m.convergence_.problems}
+
+
+def rows_pymc_default(n: int = 10_000) -> dict:
+    """The same conversion model on client rows (Bernoulli) with PyMC's default sampler."""
+    import pymc as pm
+
+    df = synthetic_campaign(n)
+    rows = U.pool_small_cities(df, 30)[0].assign(age_band="all", n=1,
+                                                 y=lambda d: d.converted.astype(int),
+                                                 spenders=0, s1=0.0, s2=0.0)
+    model = U.HierarchicalUplift().build_model(rows.reset_index(drop=True))
+    t0 = time.perf_counter()
+    with model:
+        pm.sample(draws=2000, tune=1000, chains=2, cores=2, random_seed=1, progressbar=False)
+    return {"inner_seconds": time.perf_counter() - t0}

@@ -1,0 +1,88 @@
+"""Convergence checks every MCMC fit must pass (Vehtari et al. 2021).
+
+r_hat <= 1.01, bulk and tail ESS >= 400, no divergent transitions, E-BFMI >= 0.3.
+A failed check is reported, never hidden: :class:`Convergence` lists every problem and
+``raise_if_failed`` turns it into an error where a caller wants one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+
+import arviz as az
+import numpy as np
+
+RHAT_MAX = 1.01
+ESS_MIN = 400
+BFMI_MIN = 0.3
+
+
+class ConvergenceError(RuntimeError):
+    """An MCMC fit failed its convergence checks."""
+
+
+@dataclass(frozen=True)
+class Convergence:
+    """Result of the convergence checks of one fit."""
+
+    max_r_hat: float
+    min_ess_bulk: float
+    min_ess_tail: float
+    divergences: int
+    min_bfmi: float
+    n_draws: int
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def as_dict(self) -> dict[str, object]:
+        return {**asdict(self), "ok": self.ok}
+
+    def raise_if_failed(self, what: str = "model") -> None:
+        if not self.ok:
+            raise ConvergenceError(f"{what} failed convergence checks: " + "; ".join(self.problems))
+
+
+def check_convergence(idata: az.InferenceData, var_names: Sequence[str] | None = None,
+                      ess_min: float = ESS_MIN) -> Convergence:
+    """Check r_hat, bulk/tail ESS, divergences and E-BFMI of a posterior.
+
+    Parameters
+    ----------
+    idata
+        Fitted posterior with ``sample_stats``.
+    var_names
+        Variables to check (default: every free and deterministic variable).
+    ess_min
+        ESS threshold (default 400).
+    """
+    summ = az.summary(idata, var_names=list(var_names) if var_names else None,
+                      kind="diagnostics", round_to="none")
+    rhat = float(np.nanmax(summ["r_hat"])) if len(summ) else float("nan")
+    ess_b = float(np.nanmin(summ["ess_bulk"])) if len(summ) else float("nan")
+    ess_t = float(np.nanmin(summ["ess_tail"])) if len(summ) else float("nan")
+    stats = idata.sample_stats
+    div = int(stats["diverging"].sum()) if "diverging" in stats else 0
+    try:
+        bfmi = float(np.min(az.bfmi(idata)))
+    except (KeyError, ValueError, AttributeError, TypeError):  # no energy recorded
+        bfmi = float("nan")
+    n = int(idata.posterior.sizes["chain"] * idata.posterior.sizes["draw"])
+    problems = []
+    if not rhat <= RHAT_MAX:
+        worst = summ["r_hat"].idxmax()
+        problems.append(f"max r_hat {rhat:.3f} > {RHAT_MAX} (at {worst})")
+    if not ess_b >= ess_min:
+        worst = summ["ess_bulk"].idxmin()
+        problems.append(f"min bulk ESS {ess_b:.0f} < {ess_min:.0f} (at {worst})")
+    if not ess_t >= ess_min:
+        worst = summ["ess_tail"].idxmin()
+        problems.append(f"min tail ESS {ess_t:.0f} < {ess_min:.0f} (at {worst})")
+    if div:
+        problems.append(f"{div} divergent transitions")
+    if bfmi == bfmi and bfmi < BFMI_MIN:
+        problems.append(f"E-BFMI {bfmi:.2f} < {BFMI_MIN}")
+    return Convergence(rhat, ess_b, ess_t, div, bfmi, n, problems)

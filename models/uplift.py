@@ -1,0 +1,489 @@
+"""Campaign uplift: trust checks, a closed-form Bayesian A/B test and a hierarchical
+PyMC model with partial pooling over cities and clusters, plus the profit decision.
+
+Data contract
+-------------
+One row per campaign client with columns
+
+``treated`` (bool), ``converted`` (bool: bought in the window), ``revenue`` (money paid in
+the window, >= 0), ``pre_bought`` (bool: bought before the window), ``city`` and optional
+``cluster`` and ``age_band`` (categorical labels).
+
+Models
+------
+* :func:`beta_binomial_ab` and :func:`arpu_ab`: conjugate answers (Beta-Binomial
+  conversion; conversion x log-normal spend for revenue per client).
+* :class:`HierarchicalUplift`: ``logit p = a + city[c] + cluster[k] + age[b] + beta * pre
+  + treated * (tau + tau_city[c] + tau_cluster[k])`` fitted on exact binomial cells, and
+  log spend of buyers ``~ Normal(m + spend_pre * pre + treated * (kappa + kappa_cluster[k]),
+  sigma)`` fitted through its sufficient statistics. City effects are non-centred normal
+  (small cities shrink to the overall effect), cluster and age effects zero-sum.
+
+Decision
+--------
+Revenue in the data is what clients paid, so treated revenue is net of the discount.
+Incremental profit per treated client =
+``ARPU_T * (1 - (1 - margin) / (1 - depth)) - ARPU_C * margin``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pymc as pm
+from scipy import stats
+
+from models.diagnostics import Convergence, check_convergence
+from models.sampling import SamplerSettings, sample
+
+HDI_PROB = 0.94
+
+
+# --------------------------------------------------------------------------- summaries
+def hdi(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[float, float]:
+    lo, hi = az.hdi(np.asarray(draws, dtype=float).ravel(), hdi_prob=prob)
+    return float(lo), float(hi)
+
+
+def describe(draws: np.ndarray, prob: float = HDI_PROB) -> dict[str, float]:
+    """Mean, 94% HDI and probability of being above zero of a posterior quantity."""
+    d = np.asarray(draws, dtype=float).ravel()
+    lo, hi = hdi(d, prob)
+    return {"mean": float(d.mean()), "hdi_low": lo, "hdi_high": hi,
+            "p_positive": float((d > 0).mean())}
+
+
+def expected_loss(diff: np.ndarray) -> dict[str, float]:
+    """Expected loss of each decision given draws of (treatment - control) value."""
+    d = np.asarray(diff, dtype=float).ravel()
+    return {"launch": float(np.maximum(-d, 0).mean()), "stop": float(np.maximum(d, 0).mean())}
+
+
+# --------------------------------------------------------------------------- trust checks
+def sample_ratio_mismatch(n_treated: int, n_control: int, expected_share: float = 0.5,
+                          alpha: float = 0.001) -> dict[str, Any]:
+    """Chi-square test that the groups have the planned sizes."""
+    total = n_treated + n_control
+    if total == 0:
+        raise ValueError("both campaign groups are empty")
+    expected = [total * expected_share, total * (1 - expected_share)]
+    chi2, p = stats.chisquare([n_treated, n_control], expected)
+    return {"n_treated": n_treated, "n_control": n_control, "chi2": float(chi2),
+            "p_value": float(p), "mismatch": bool(p < alpha), "alpha": alpha}
+
+
+def standardized_mean_differences(df: pd.DataFrame, covariates: list[str],
+                                  group: str = "treated") -> pd.DataFrame:
+    """SMD of each covariate between treated and control (|SMD| > 0.1 flags imbalance)."""
+    rows = []
+    g = df[group].astype(bool)
+    for cov in covariates:
+        x = pd.to_numeric(df[cov], errors="coerce").astype(float)
+        t, c = x[g].dropna(), x[~g].dropna()
+        pooled = np.sqrt((t.var(ddof=1) + c.var(ddof=1)) / 2) if len(t) > 1 and len(c) > 1 else 0
+        smd = (t.mean() - c.mean()) / pooled if pooled > 0 else 0.0
+        rows.append({"covariate": cov, "treated_mean": t.mean(), "control_mean": c.mean(),
+                     "smd": float(smd), "imbalanced": bool(abs(smd) > 0.1)})
+    return pd.DataFrame(rows)
+
+
+def selection_on_outcome(conv_rate: dict[str, float], threshold: float = 0.99) -> list[str]:
+    """Warn when a group converts almost entirely: a sign it was picked among buyers."""
+    return [f"{g} group: {r:.1%} converted in the window; such a rate suggests the group was "
+            "selected among clients who bought, so conversion uplift is not comparable"
+            for g, r in conv_rate.items() if r >= threshold]
+
+
+# --------------------------------------------------------------------------- closed form
+def beta_binomial_ab(conv_t: int, n_t: int, conv_c: int, n_c: int, prior: tuple = (1.0, 1.0),
+                     draws: int = 20_000, seed: int = 0) -> dict[str, Any]:
+    """Beta-Binomial A/B test of conversion.
+
+    Returns posterior summaries of both rates, absolute and relative uplift (94% HDI),
+    P(treatment > control) and the expected loss of launching or stopping.
+    """
+    if n_t == 0 or n_c == 0:
+        raise ValueError(f"a group is empty (treated n={n_t}, control n={n_c})")
+    rng = np.random.default_rng(seed)
+    a, b = prior
+    pt = rng.beta(a + conv_t, b + n_t - conv_t, draws)
+    pc = rng.beta(a + conv_c, b + n_c - conv_c, draws)
+    return {
+        "treated_rate": describe(pt), "control_rate": describe(pc),
+        "uplift_abs": describe(pt - pc), "uplift_rel": describe(pt / pc - 1),
+        "p_treatment_better": float((pt > pc).mean()),
+        "expected_loss": expected_loss(pt - pc),
+        "prior": {"alpha": a, "beta": b},
+        "_draws": {"treated": pt, "control": pc},
+    }
+
+
+def _lognormal_mean_draws(log_spend: np.ndarray, draws: int, rng: np.random.Generator
+                          ) -> np.ndarray:
+    """Posterior draws of E[spend] for log-normal spend (reference prior on mu, sigma^2)."""
+    n = len(log_spend)
+    if n < 2:
+        return np.full(draws, np.exp(log_spend.mean()) if n else 0.0)
+    m, s2 = log_spend.mean(), log_spend.var(ddof=1)
+    sigma2 = (n - 1) * s2 / rng.chisquare(n - 1, draws)
+    mu = rng.normal(m, np.sqrt(sigma2 / n))
+    return np.exp(mu + sigma2 / 2)
+
+
+def arpu_ab(df: pd.DataFrame, draws: int = 20_000, seed: int = 0) -> dict[str, Any]:
+    """Revenue per client (ARPU) as conversion x log-normal spend, both groups."""
+    rng = np.random.default_rng(seed)
+    out: dict[str, Any] = {}
+    arpu = {}
+    for name, g in (("treated", True), ("control", False)):
+        part = df[df["treated"] == g]
+        buyers = part.loc[part["converted"] & (part["revenue"] > 0), "revenue"].to_numpy(float)
+        p = rng.beta(1 + part["converted"].sum(), 1 + len(part) - part["converted"].sum(), draws)
+        spend = _lognormal_mean_draws(np.log(buyers), draws, rng)
+        arpu[name] = p * spend
+        out[f"{name}_arpu"] = describe(arpu[name])
+        out[f"{name}_observed_arpu"] = float(part["revenue"].mean()) if len(part) else 0.0
+    out["arpu_uplift_abs"] = describe(arpu["treated"] - arpu["control"])
+    out["arpu_uplift_rel"] = describe(arpu["treated"] / arpu["control"] - 1)
+    out["_draws"] = arpu
+    return out
+
+
+def profit_per_treated(arpu_t: np.ndarray, arpu_c: np.ndarray, margin: float, depth: float
+                       ) -> np.ndarray:
+    """Incremental profit per treated client (see module docstring)."""
+    return arpu_t * (1 - (1 - margin) / (1 - depth)) - arpu_c * margin
+
+
+# --------------------------------------------------------------------------- cells
+CELL_KEYS = ("city", "cluster", "age_band", "pre_bought", "treated")
+
+
+def pool_small_cities(df: pd.DataFrame, min_clients: int) -> tuple[pd.DataFrame, list]:
+    """Cities with fewer than ``min_clients`` campaign clients become ``other`` (pooled)."""
+    counts = df["city"].value_counts()
+    small = sorted(counts[counts < min_clients].index.tolist())
+    out = df.copy()
+    out["city"] = out["city"].astype(str).where(~df["city"].isin(small), "other")
+    return out, small
+
+
+def to_cells(df: pd.DataFrame) -> pd.DataFrame:
+    """Exact sufficient statistics: clients, buyers, and log-spend sums per cell."""
+    d = df.copy()
+    for k in ("cluster", "age_band"):
+        if k not in d:
+            d[k] = "all"
+    buy = d["converted"] & (d["revenue"] > 0)
+    d["log_spend"] = np.where(buy, np.log(d["revenue"].where(buy, 1.0)), 0.0)
+    d["log_spend2"] = d["log_spend"] ** 2
+    d["spenders"] = buy.astype(int)
+    cells = d.groupby(list(CELL_KEYS), observed=True).agg(
+        n=("converted", "size"), y=("converted", "sum"), spenders=("spenders", "sum"),
+        s1=("log_spend", "sum"), s2=("log_spend2", "sum")).reset_index()
+    cells["y"] = cells["y"].astype(int)
+    return cells
+
+
+# --------------------------------------------------------------------------- hierarchical model
+DEFAULT_PRIORS: dict[str, Any] = {
+    "intercept": ("Normal", 0.0, 1.5),
+    "beta_pre": ("Normal", 0.0, 1.0),
+    "sigma_city": ("HalfNormal", 0.5),
+    "sigma_cluster": ("HalfNormal", 0.5),
+    "tau": ("Normal", 0.0, 0.5),
+    "sigma_tau_city": ("HalfNormal", 0.3),
+    "sigma_tau_cluster": ("HalfNormal", 0.3),
+    "spend_intercept": ("Normal", 8.0, 2.0),
+    "spend_sigma": ("HalfNormal", 1.5),
+    "kappa": ("Normal", 0.0, 0.3),
+}
+
+
+@dataclass
+class HierarchicalUplift:
+    """Hierarchical uplift model on binomial cells (``fit`` / ``summary`` / ``plot``).
+
+    Parameters
+    ----------
+    model_config
+        Priors (see :data:`DEFAULT_PRIORS`); stated in the report.
+    sampler_config
+        MCMC settings (:class:`~models.sampling.SamplerSettings` or dict).
+    min_city_clients
+        Cities with fewer campaign clients are pooled into ``other``.
+
+    Examples
+    --------
+    >>> m = HierarchicalUplift(sampler_config={"draws": 500, "tune": 500})  # doctest: +SKIP
+    >>> m.fit(clients).summary()  # doctest: +SKIP
+    """
+
+    model_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRIORS))
+    sampler_config: Any = None
+    min_city_clients: int = 30
+    seed: int = 0
+
+    def build_model(self, cells: pd.DataFrame) -> pm.Model:
+        cities = sorted(cells["city"].unique(), key=str)
+        clusters = sorted(cells["cluster"].unique(), key=str)
+        ages = sorted(cells["age_band"].unique(), key=str)
+        ci = pd.Categorical(cells["city"], categories=cities).codes
+        ki = pd.Categorical(cells["cluster"], categories=clusters).codes
+        ai = pd.Categorical(cells["age_band"], categories=ages).codes
+        pre = cells["pre_bought"].astype(float).to_numpy()
+        trt = cells["treated"].astype(float).to_numpy()
+        pri = self.model_config
+        coords = {"city": [str(c) for c in cities], "cluster": [str(k) for k in clusters],
+                  "age_band": [str(a) for a in ages], "cell": np.arange(len(cells))}
+        with pm.Model(coords=coords) as model:
+            a = pm.Normal("intercept", pri["intercept"][1], pri["intercept"][2])
+            beta = pm.Normal("beta_pre", pri["beta_pre"][1], pri["beta_pre"][2])
+            s_city = pm.HalfNormal("sigma_city", pri["sigma_city"][1])
+            city = pm.ZeroSumNormal("city_effect", sigma=s_city, dims="city")
+            eta = a + city[ci] + beta * pre
+            if len(clusters) > 1:
+                s_k = pm.HalfNormal("sigma_cluster", pri["sigma_cluster"][1])
+                eta = eta + pm.ZeroSumNormal("cluster_effect", sigma=s_k, dims="cluster")[ki]
+            if len(ages) > 1:
+                eta = eta + pm.ZeroSumNormal("age_effect", sigma=1.0, dims="age_band")[ai]
+            tau = pm.Normal("tau", pri["tau"][1], pri["tau"][2])
+            s_tc = pm.HalfNormal("sigma_tau_city", pri["sigma_tau_city"][1])
+            tau_city = pm.Deterministic(
+                "tau_city", s_tc * pm.Normal("tau_city_z", 0, 1, dims="city"), dims="city")
+            tau_cell = tau + tau_city[ci]
+            if len(clusters) > 1:
+                s_tk = pm.HalfNormal("sigma_tau_cluster", pri["sigma_tau_cluster"][1])
+                tau_k = pm.ZeroSumNormal("tau_cluster", sigma=s_tk, dims="cluster")
+                tau_cell = tau_cell + tau_k[ki]
+            else:
+                pm.Deterministic("tau_cluster", pm.math.zeros(1), dims="cluster")
+            pm.Binomial("buyers", n=cells["n"].to_numpy(), logit_p=eta + trt * tau_cell,
+                        observed=cells["y"].to_numpy(), dims="cell")
+            self._spend_block(cells, pre, trt, ki, len(clusters))
+        return model
+
+    def _spend_block(self, cells: pd.DataFrame, pre: np.ndarray, trt: np.ndarray,
+                     ki: np.ndarray, n_clusters: int) -> None:
+        """Log-normal spend of buyers through its exact sufficient statistics."""
+        pri = self.model_config
+        m0 = pm.Normal("spend_intercept", pri["spend_intercept"][1], pri["spend_intercept"][2])
+        b_pre = pm.Normal("spend_pre", 0.0, 1.0)
+        kappa = pm.Normal("kappa", pri["kappa"][1], pri["kappa"][2])
+        sigma = pm.HalfNormal("spend_sigma", pri["spend_sigma"][1])
+        kap = kappa
+        mu = m0 + b_pre * pre
+        if n_clusters > 1:
+            kap = kappa + pm.ZeroSumNormal("kappa_cluster", sigma=0.3, dims="cluster")[ki]
+            mu = mu + pm.ZeroSumNormal("spend_cluster", sigma=1.0, dims="cluster")[ki]
+        mu = mu + trt * kap
+        k = cells["spenders"].to_numpy(float)
+        s1, s2 = cells["s1"].to_numpy(), cells["s2"].to_numpy()
+        ss = s2 - 2 * mu * s1 + k * mu**2
+        pm.Potential("spend_loglik",
+                     pm.math.sum(-k * pm.math.log(sigma) - ss / (2 * sigma**2)))
+
+    def fit(self, clients: pd.DataFrame) -> HierarchicalUplift:
+        """Aggregate clients to cells and sample the posterior."""
+        _check_contract(clients)
+        pooled, self.pooled_cities_ = pool_small_cities(clients, self.min_city_clients)
+        self.cells_ = to_cells(pooled)
+        self.model_ = self.build_model(self.cells_)
+        settings = SamplerSettings.from_any(self.sampler_config)
+        self.idata_ = sample(self.model_, settings, seed=self.seed)
+        self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
+        return self
+
+    def _checked(self) -> list[str]:
+        names = ["intercept", "beta_pre", "sigma_city", "tau", "sigma_tau_city", "tau_city",
+                 "city_effect", "spend_intercept", "spend_pre", "kappa", "spend_sigma"]
+        post = self.idata_.posterior
+        extra = ["cluster_effect", "sigma_cluster", "sigma_tau_cluster", "tau_cluster",
+                 "kappa_cluster", "spend_cluster", "age_effect"]
+        return names + [n for n in extra if n in post and post[n].std() > 0]
+
+    # ---------------------------------------------------------------- posterior quantities
+    def _cell_draws(self) -> dict[str, np.ndarray]:
+        """Per-cell draws (draws x cells) of p and mean spend with and without treatment."""
+        post = az.extract(self.idata_)
+        c = self.cells_
+        cities = list(post["city"].values)
+        ci = np.array([cities.index(str(x)) for x in c["city"]])
+        clusters = list(post["cluster"].values)
+        ki = np.array([clusters.index(str(x)) for x in c["cluster"]])
+        pre = c["pre_bought"].astype(float).to_numpy()
+
+        def v(name: str) -> np.ndarray:
+            return post[name].values.T if post[name].ndim > 1 else post[name].values[:, None]
+
+        eta0 = v("intercept") + v("city_effect")[:, ci] + v("beta_pre") * pre
+        if "cluster_effect" in post:
+            eta0 = eta0 + v("cluster_effect")[:, ki]
+        if "age_effect" in post:
+            ages = list(post["age_band"].values)
+            eta0 = eta0 + v("age_effect")[:, [ages.index(str(a)) for a in c["age_band"]]]
+        tau = v("tau") + v("tau_city")[:, ci] + v("tau_cluster")[:, ki]
+        mu0 = v("spend_intercept") + v("spend_pre") * pre
+        if "spend_cluster" in post:
+            mu0 = mu0 + v("spend_cluster")[:, ki]
+        kap = v("kappa") + (v("kappa_cluster")[:, ki] if "kappa_cluster" in post else 0)
+        half_s2 = v("spend_sigma") ** 2 / 2
+        p0, p1 = _expit(eta0), _expit(eta0 + tau)
+        return {"p0": p0, "p1": p1, "m0": np.exp(mu0 + half_s2), "m1": np.exp(mu0 + kap + half_s2),
+                "tau": tau}
+
+    def effects(self, margin: float, depth: float, by: str | None = None) -> pd.DataFrame:
+        """Uplift and profit per treated client, overall or by ``city``/``cluster``.
+
+        Quantities are averaged over the treated clients' cells (the population the
+        campaign reached): conversion uplift (points), ARPU uplift and incremental profit.
+        """
+        d = self._cell_draws()
+        c = self.cells_
+        w_all = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
+        groups = [("all", np.ones(len(c), bool))] if by is None else [
+            (g, (c[by].astype(str) == str(g)).to_numpy()) for g in sorted(c[by].unique(), key=str)]
+        rows = []
+        for label, mask in groups:
+            w = w_all * mask
+            if w.sum() == 0:
+                continue
+            w = w / w.sum()
+            conv = (d["p1"] - d["p0"]) @ w
+            arpu1, arpu0 = (d["p1"] * d["m1"]) @ w, (d["p0"] * d["m0"]) @ w
+            profit = profit_per_treated(arpu1, arpu0, margin, depth)
+            tau = d["tau"] @ w
+            row: dict[str, Any] = {"level": label, "treated_clients": int((w_all * mask).sum())}
+            for name, draws in (("conversion_uplift", conv), ("arpu_uplift", arpu1 - arpu0),
+                                ("profit_per_client", profit), ("tau_logit", tau)):
+                for k, val in describe(draws).items():
+                    row[f"{name}_{k}"] = val
+            row["expected_loss_launch"] = expected_loss(profit)["launch"]
+            row["expected_loss_stop"] = expected_loss(profit)["stop"]
+            rows.append(row)
+        return pd.DataFrame(rows)
+
+    def profit_draws(self, margin: float, depth: float) -> np.ndarray:
+        d = self._cell_draws()
+        c = self.cells_
+        w = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
+        w = w / w.sum()
+        return profit_per_treated((d["p1"] * d["m1"]) @ w, (d["p0"] * d["m0"]) @ w, margin, depth)
+
+    def margin_curve(self, depth: float, margins: np.ndarray | None = None) -> pd.DataFrame:
+        """P(incremental profit > 0) across gross margins."""
+        margins = np.linspace(0.05, 0.8, 31) if margins is None else margins
+        rows = []
+        for m in margins:
+            p = self.profit_draws(float(m), depth)
+            rows.append({"margin": float(m), "p_profit_positive": float((p > 0).mean()),
+                         "profit_mean": float(p.mean())})
+        return pd.DataFrame(rows)
+
+    def summary(self, var_names: list[str] | None = None) -> pd.DataFrame:
+        """ArviZ summary (94% HDI) of the main parameters."""
+        names = var_names or ["intercept", "beta_pre", "tau", "sigma_tau_city", "kappa",
+                              "spend_sigma"]
+        return az.summary(self.idata_, var_names=names, hdi_prob=HDI_PROB)
+
+    def prior_predictive(self, draws: int = 500) -> dict[str, Any]:
+        """What the priors imply: control conversion rate and uplift in points."""
+        with self.model_, warnings.catch_warnings():
+            # the spend Potential only concerns spend; conversion priors are sampled exactly
+            warnings.filterwarnings("ignore", message=".*Potentials.*")
+            pp = pm.sample_prior_predictive(draws=draws, random_seed=self.seed,
+                                            var_names=["intercept", "tau", "buyers"])
+        a = pp.prior["intercept"].values.ravel()
+        t = pp.prior["tau"].values.ravel()
+        base, lift = _expit(a), _expit(a + t) - _expit(a)
+        return {"control_rate": describe(base), "uplift_points": describe(lift),
+                "share_uplift_beyond_30_points": float((np.abs(lift) > 0.3).mean()),
+                "_prior": pp}
+
+    def posterior_predictive(self) -> dict[str, Any]:
+        """Replicated buyers per group vs observed (Bayesian p-values)."""
+        with self.model_, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Potentials.*")
+            pp = pm.sample_posterior_predictive(self.idata_, var_names=["buyers"],
+                                                random_seed=self.seed, progressbar=False)
+        self.idata_.extend(pp)
+        rep = pp.posterior_predictive["buyers"].stack(s=("chain", "draw")).values  # cell x s
+        out = {}
+        for name, g in (("treated", True), ("control", False)):
+            mask = (self.cells_["treated"] == g).to_numpy()
+            obs = int(self.cells_.loc[mask, "y"].sum())
+            sim = rep[mask].sum(axis=0)
+            out[name] = {"observed": obs, "replicated_mean": float(sim.mean()),
+                         "p_value": float((sim >= obs).mean())}
+        return out
+
+    def plot_forest(self, by: str, margin: float, depth: float, ax: Any = None) -> Any:
+        """Forest plot of conversion uplift (points) by city or cluster with 94% HDIs."""
+        import matplotlib.pyplot as plt
+
+        eff = self.effects(margin, depth, by=by).sort_values("conversion_uplift_mean")
+        overall = self.effects(margin, depth).iloc[0]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, max(2.5, 0.28 * len(eff) + 1)))
+        y = np.arange(len(eff))
+        ax.hlines(y, 100 * eff["conversion_uplift_hdi_low"],
+                  100 * eff["conversion_uplift_hdi_high"], color="C0")
+        ax.plot(100 * eff["conversion_uplift_mean"], y, "o", color="C0")
+        ax.axvline(0, color="k", lw=0.8)
+        ax.axvline(100 * overall["conversion_uplift_mean"], color="C1", ls="--", lw=1,
+                   label="overall")
+        ax.set_yticks(y, [f"{lv} (n={n})" for lv, n in zip(eff["level"], eff["treated_clients"],
+                                                             strict=True)])
+        ax.set_xlabel("conversion uplift, percentage points (94% HDI)")
+        ax.set_title(f"Campaign 1 uplift by {by}")
+        ax.legend(loc="lower right")
+        return ax
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def _check_contract(df: pd.DataFrame) -> None:
+    need = ["treated", "converted", "revenue", "pre_bought", "city"]
+    missing = [c for c in need if c not in df]
+    if missing:
+        raise ValueError(f"uplift data lacks column(s) {missing}")
+    n_t = int(df["treated"].sum())
+    if n_t == 0 or n_t == len(df):
+        raise ValueError(f"a campaign group is empty (treated {n_t}, control {len(df) - n_t})")
+    if (df["revenue"] < 0).any():
+        raise ValueError("negative revenue in uplift data (flagged costs must be removed)")
+
+
+# --------------------------------------------------------------------------- decision
+def recommend(overall: pd.Series, by_city: pd.DataFrame, by_cluster: pd.DataFrame,
+              margin: float, depth: float, threshold: float = 0.9) -> str:
+    """Plain-language recommendation generated from the posterior (never hand-written)."""
+    p_up = overall["conversion_uplift_p_positive"]
+    p_profit = overall["profit_per_client_p_positive"]
+    pct = 100 * overall["conversion_uplift_mean"]
+    head = (f"The email raised the share of clients who bought by {pct:.1f} points "
+            f"(94% HDI {100 * overall['conversion_uplift_hdi_low']:.1f} to "
+            f"{100 * overall['conversion_uplift_hdi_high']:.1f}; P(uplift > 0) = {p_up:.2f}). ")
+    money = (f"At a {margin:.0%} margin and a {depth:.0%} discount, profit per treated client "
+             f"changes by {overall['profit_per_client_mean']:,.0f} "
+             f"(P(profit > 0) = {p_profit:.2f}). ")
+    if p_profit >= threshold:
+        return head + money + "Recommendation: roll the campaign out."
+    winners = []
+    for name, df in (("cluster", by_cluster), ("city", by_city)):
+        good = df[(df["profit_per_client_p_positive"] >= threshold) & (df["level"] != "other")]
+        winners += [f"{name} {lv}" for lv in good["level"]]
+    if winners:
+        return (head + money + "Recommendation: roll out only to " + ", ".join(winners)
+                + f", where P(profit > 0) >= {threshold:.0%}; stop elsewhere.")
+    if p_up >= threshold:
+        return (head + money + "Recommendation: stop in this form; the email works, but the "
+                "discount costs more than the extra purchases bring. Test a smaller discount.")
+    return head + money + "Recommendation: stop; there is no reliable evidence of an effect."

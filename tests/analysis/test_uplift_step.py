@@ -1,0 +1,55 @@
+import json
+
+import pandas as pd
+
+from analysis import pipeline
+from analysis.campaign1_data import campaign_frame
+from analysis.config import SamplerConfig, load_config
+from analysis.id_files import read_id_file
+from analysis.loaders import load_folder
+from tests.conftest import SKILLBOX, needs_shared
+
+
+def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150)})
+    res = pipeline.run(cfg)
+    assert [r["status"] for r in res] == ["ok", "ok"]
+    out = tmp_path / "res" / "uplift"
+    for f in ("summary.json", "posterior.nc", "forest_city.png", "margin_curve.png",
+              "effects_city.parquet", "balance.parquet", "uplift_posterior.png", "ppc.png"):
+        assert (out / f).exists(), f
+    s = json.loads((out / "summary.json").read_text())
+    assert s["trust"]["srm"]["n_treated"] == s["trust"]["srm"]["n_control"]
+    assert "Recommendation:" in s["recommendation"]
+    if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
+        assert s["recommendation"].startswith("WARNING") and "FAILED" in res[1]["message"]
+
+
+def test_uplift_is_skipped_with_a_reason_without_purchases(tmp_path, small_demo):
+    import shutil
+
+    from tests.conftest import read_table
+
+    read_table(small_demo / "shop_database.db", "personal_data").to_csv(
+        tmp_path / "personal_data.csv", index=False)
+    for f in ("ids_first_company_positive.txt", "ids_first_company_negative.txt"):
+        shutil.copy(small_demo / f, tmp_path)
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[0]["status"] == "ok" and res[1]["status"] == "skipped"
+    assert "no purchases table" in res[1]["message"]
+
+
+@needs_shared("skillbox", "ids_first_company_positive.txt")
+def test_real_groups_are_built_from_exactly_5000_and_5000_ids():
+    raw = load_folder(SKILLBOX)
+    clients = pd.concat([raw.clients, raw.lost.assign(gender=pd.NA)], ignore_index=True)
+    clients["personal_coef"] = float("nan")
+    pos = read_id_file(SKILLBOX / "ids_first_company_positive.txt")
+    neg = read_id_file(SKILLBOX / "ids_first_company_negative.txt")
+    empty = pd.DataFrame({"id": pd.Series(dtype="int64"), "dt": [], "revenue": [],
+                          "base_sale": []})
+    df, report = campaign_frame(clients, empty, list(pos.ids), list(neg.ids))
+    assert report["dropped_unknown_treated"] == report["dropped_unknown_control"] == 0
+    assert df.treated.sum() == 5000 and (~df.treated).sum() == 5000

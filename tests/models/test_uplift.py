@@ -1,0 +1,104 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.campaign1_data import campaign_frame
+from analysis.cleaning import clean
+from analysis.id_files import campaign_groups
+from analysis.loaders import load_folder
+from models import uplift as U
+
+
+def test_beta_binomial_matches_the_conjugate_posterior():
+    r = U.beta_binomial_ab(60, 100, 50, 100, draws=200_000, seed=1)
+    assert r["treated_rate"]["mean"] == pytest.approx(61 / 102, abs=2e-3)
+    assert r["control_rate"]["mean"] == pytest.approx(51 / 102, abs=2e-3)
+    assert 0.9 < r["p_treatment_better"] < 0.95
+    assert r["expected_loss"]["launch"] < r["expected_loss"]["stop"]
+
+
+def test_group_with_zero_conversions_gives_finite_answers():
+    r = U.beta_binomial_ab(0, 50, 5, 50)
+    assert np.isfinite(r["uplift_abs"]["mean"]) and r["p_treatment_better"] < 0.05
+
+
+def test_empty_group_is_a_clear_error():
+    with pytest.raises(ValueError, match="a group is empty"):
+        U.beta_binomial_ab(0, 0, 5, 50)
+
+
+def test_sample_ratio_mismatch_detected():
+    assert not U.sample_ratio_mismatch(5000, 5000)["mismatch"]
+    assert U.sample_ratio_mismatch(5000, 4500)["mismatch"]
+
+
+def test_standardized_mean_differences_flag_imbalance():
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"treated": np.repeat([True, False], 500),
+                       "same": rng.normal(size=1000),
+                       "shifted": np.r_[rng.normal(0.5, 1, 500), rng.normal(0, 1, 500)]})
+    smd = U.standardized_mean_differences(df, ["same", "shifted"]).set_index("covariate")
+    assert not smd.loc["same", "imbalanced"] and smd.loc["shifted", "imbalanced"]
+
+
+def test_selection_on_outcome_warns_when_a_group_all_bought():
+    assert U.selection_on_outcome({"treated": 0.974, "control": 1.0})[0].startswith("control")
+
+
+def test_city_with_one_client_is_pooled_not_dropped():
+    df = pd.DataFrame({"city": ["a"] * 40 + ["b"], "treated": [True, False] * 20 + [True],
+                       "converted": [True] * 41, "revenue": [100.0] * 41,
+                       "pre_bought": [False] * 41})
+    pooled, small = U.pool_small_cities(df, 30)
+    assert small == ["b"] and (pooled["city"] == "other").sum() == 1
+    cells = U.to_cells(pooled)
+    assert cells["n"].sum() == 41 and cells["y"].sum() == 41
+
+
+def test_profit_formula_is_zero_without_discount_and_equal_arpu():
+    assert U.profit_per_treated(np.array([100.0]), np.array([100.0]), 0.3, 0.0)[0] == (
+        pytest.approx(0.0, abs=1e-9))
+
+
+@pytest.fixture(scope="module")
+def campaign(tmp_path_factory):
+    from analysis.demo_data import DemoSpec, write_demo
+
+    folder = tmp_path_factory.mktemp("c1")
+    write_demo(folder, DemoSpec(clients=25_000, seed=21))
+    raw = load_folder(folder)
+    data = clean(raw)
+    g = campaign_groups(raw.positive, raw.negative)
+    truth = pd.read_parquet(folder / "truth_clients.parquet")
+    seg = truth[["id", "segment"]].rename(columns={"segment": "cluster"})
+    df, _ = campaign_frame(data.clients, data.purchases, list(g.treated), list(g.control), seg)
+    return df, folder
+
+
+def test_cells_are_exact_sufficient_statistics(campaign):
+    df, _ = campaign
+    cells = U.to_cells(U.pool_small_cities(df, 30)[0])
+    assert cells["n"].sum() == len(df) and cells["y"].sum() == df["converted"].sum()
+    buyers = df[df.converted & (df.revenue > 0)]
+    assert cells["s1"].sum() == pytest.approx(np.log(buyers.revenue).sum())
+
+
+def test_hierarchical_fit_recovers_overall_effect(campaign):
+    import json
+
+    df, folder = campaign
+    truth = json.loads((folder / "truth.json").read_text())["campaign1"]
+    m = U.HierarchicalUplift(sampler_config={"draws": 400, "tune": 400, "chains": 2},
+                             seed=3).fit(df)
+    s = m.summary(["tau"])
+    assert s.loc["tau", "hdi_3%"] < truth["tau"] < s.loc["tau", "hdi_97%"]
+    eff = m.effects(0.35, 0.15)
+    assert eff.notna().all().all()
+    closed = U.beta_binomial_ab(int(df[df.treated].converted.sum()), int(df.treated.sum()),
+                                int(df[~df.treated].converted.sum()), int((~df.treated).sum()))
+    # the two answers agree on the overall conversion uplift (within 1.5 points)
+    assert abs(eff.iloc[0]["conversion_uplift_mean"] - closed["uplift_abs"]["mean"]) < 0.015
+    assert set(m.effects(0.35, 0.15, by="cluster")["level"]) == {"0", "1", "2", "3"}
+    text = U.recommend(eff.iloc[0], m.effects(0.35, 0.15, by="city"),
+                       m.effects(0.35, 0.15, by="cluster"), 0.35, 0.15)
+    assert "Recommendation:" in text and "points" in text
