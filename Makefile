@@ -21,7 +21,8 @@ run: data
 	$(BIN)/shopbayes run
 
 report: run
-	@echo "Results are in data/results/ (report rendering arrives with the report issue)."
+	$(BIN)/shopbayes report
+	@echo "Open report/_site/index.html"
 
 test: install
 	$(BIN)/python -m pytest

@@ -81,6 +81,25 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from analysis.report import RenderError, render_project
+
+    params = {}
+    for item in args.param or []:
+        key, _, value = item.partition(":")
+        params[key] = value
+    if args.results:
+        params["results_dir"] = str(Path(args.results).resolve())
+    try:
+        outputs = render_project(args.dir, params)
+    except RenderError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    for out in outputs:
+        print(f"Report written to {out}")
+    return 0
+
+
 def _steps(args: argparse.Namespace) -> int:
     from analysis.pipeline import STEPS
 
@@ -109,6 +128,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--results", default=None, help="results folder (default data/results)")
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
     r.set_defaults(func=_run)
+    rp = sub.add_parser("report", help="render the Quarto report without Quarto")
+    rp.add_argument("dir", nargs="?", default="report")
+    rp.add_argument("-P", "--param", action="append", help="name:value, as quarto -P")
+    rp.add_argument("--results", default=None, help="results folder for the report")
+    rp.set_defaults(func=_report)
     s = sub.add_parser("steps", help="list the analysis steps")
     s.set_defaults(func=_steps)
     return p
