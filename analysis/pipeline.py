@@ -47,6 +47,8 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("clean", "analysis.clean:run", (), ("min_city_clients",),
          "load, validate and clean the data folder"),
+    Step("gender", "analysis.gender:run", ("clean",), ("seed",),
+         "restore the lost gender (scikit-learn, cross-validated)"),
     Step("uplift", "analysis.uplift:run", ("clean",),
          ("seed", "sampler", "business", "min_city_clients"),
          "campaign 1: trust checks, Bayesian A/B and hierarchical uplift"),

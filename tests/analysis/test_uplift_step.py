@@ -1,6 +1,7 @@
 import json
 
 import pandas as pd
+import pytest
 
 from analysis import pipeline
 from analysis.campaign1_data import campaign_frame
@@ -8,6 +9,11 @@ from analysis.config import SamplerConfig, load_config
 from analysis.id_files import read_id_file
 from analysis.loaders import load_folder
 from tests.conftest import SKILLBOX, needs_shared
+
+
+@pytest.fixture(autouse=True)
+def clean_and_uplift_only(monkeypatch):
+    monkeypatch.setattr(pipeline, "STEPS", tuple(pipeline.get_step(n) for n in ("clean", "uplift")))
 
 
 def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
