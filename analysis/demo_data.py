@@ -133,7 +133,8 @@ def _clients(spec: DemoSpec, rng: np.random.Generator) -> pd.DataFrame:
 
 
 def _orders(spec: DemoSpec, cl: pd.DataFrame, rng: np.random.Generator) -> tuple:
-    """Orders per client and day, with campaign 2 planted; returns (orders, city_factor)."""
+    """Orders per client and day with campaign 2 planted; returns (orders, expected orders
+    ratio on the campaign days in the campaign city)."""
     city_ids = np.unique(cl.city)
     city_factor = dict(zip(city_ids, np.exp(rng.normal(0, 0.15, len(city_ids))), strict=True))
     rate = (np.asarray(spec.segment_rate)[cl.segment] * cl.frailty
@@ -142,9 +143,12 @@ def _orders(spec: DemoSpec, cl: pd.DataFrame, rng: np.random.Generator) -> tuple
     day_factor = 1 + 0.15 * np.sin(2 * np.pi * days / 7) + 0.002 * (days - 29)
     lam = rate.to_numpy()[:, None] * day_factor[None, :]
     in_1134 = (cl.city == CAMPAIGN2_CITY).to_numpy()
+    base = lam[in_1134][:, list(CAMPAIGN2_DAYS)]
+    # orders are client-days with >= 1 basket, so they rise by less than the rate does
+    ratio = (-np.expm1(-base * np.exp(spec.campaign2_log_effect))).sum() / (-np.expm1(-base)).sum()
     for d in CAMPAIGN2_DAYS:
         lam[in_1134, d] *= np.exp(spec.campaign2_log_effect)
-    return rng.poisson(lam).astype(np.int32), day_factor
+    return rng.poisson(lam).astype(np.int32), float(ratio)
 
 
 def _campaign_groups(spec: DemoSpec, cl: pd.DataFrame, pre_bought: np.ndarray,
@@ -338,7 +342,7 @@ def generate(spec: DemoSpec) -> dict:
     """Build every table and the planted truth in memory (see the module docstring)."""
     rng = np.random.default_rng(spec.seed)
     cl = _clients(spec, rng)
-    orders, _ = _orders(spec, cl, rng)
+    orders, c2_ratio = _orders(spec, cl, rng)
     pre_bought = orders[:, :WINDOW[0]].sum(axis=1) > 0
     c1 = _campaign1(spec, cl, orders, pre_bought, rng)
     items, item_truth = _items(spec, cl, orders, c1["group"], rng)
@@ -369,7 +373,8 @@ def generate(spec: DemoSpec) -> dict:
                      "bought_pre + treated * (tau + tau_city + tau_segment)",
         },
         "campaign2": {"city": CAMPAIGN2_CITY, "days": list(CAMPAIGN2_DAYS),
-                      "log_effect_orders": spec.campaign2_log_effect, "shift_days": []},
+                      "log_effect_rate": spec.campaign2_log_effect,
+                      "orders_ratio_expected": c2_ratio, "shift_days": []},
         "products": item_truth,
     }
     clients_truth = pd.DataFrame({

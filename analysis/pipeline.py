@@ -52,6 +52,8 @@ STEPS: tuple[Step, ...] = (
     Step("uplift", "analysis.uplift:run", ("clean",),
          ("seed", "sampler", "business", "min_city_clients"),
          "campaign 1: trust checks, Bayesian A/B and hierarchical uplift"),
+    Step("campaign2", "analysis.campaign2:run", ("clean",), ("seed", "sampler", "business"),
+         "campaign 2: billboard days in city 1134 against comparable cities"),
 )
 
 
