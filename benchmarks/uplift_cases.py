@@ -17,7 +17,9 @@ def synthetic_campaign(n_clients: int, seed: int = 0) -> pd.DataFrame:
     """A campaign with the planted logit model, drawn directly at any size."""
     rng = np.random.default_rng(seed)
     m = json.loads((Path("analysis/resources/marginals.json")).read_text())
-    cities = pd.DataFrame(m["cities"])
+    # the same 60 cities at every size, so the model (its parameters) is the same and only
+    # the number of clients changes: that isolates what aggregation buys
+    cities = pd.DataFrame(m["cities"]).nlargest(60, "clients")
     city = rng.choice(cities.city.to_numpy(), n_clients, p=cities.clients / cities.clients.sum())
     tau_city = dict(zip(cities.city, rng.normal(0, 0.2, len(cities)), strict=True))
     cluster = rng.integers(0, 4, n_clients)
