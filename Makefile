@@ -20,9 +20,10 @@ data: install
 run: data
 	$(BIN)/shopbayes run
 
-report: run
-	$(BIN)/shopbayes report
-	@echo "Open report/_site/index.html"
+# a failed step still gets a report (with a warning box); make then exits non-zero
+report: data
+	@status=0; $(BIN)/shopbayes run || status=$$?; \
+	$(BIN)/shopbayes report && echo "Open report/_site/index.html"; exit $$status
 
 test: install
 	$(BIN)/python -m pytest

@@ -88,8 +88,8 @@ def _report(args: argparse.Namespace) -> int:
     for item in args.param or []:
         key, _, value = item.partition(":")
         params[key] = value
-    if args.results:
-        params["results_dir"] = str(Path(args.results).resolve())
+    results = Path(args.results) if args.results else load_config(args.config).results_dir
+    params.setdefault("results_dir", str(results.resolve()))
     try:
         outputs = render_project(args.dir, params)
     except RenderError as exc:

@@ -21,19 +21,13 @@ from pathlib import Path
 from typing import Any
 
 from analysis.loaders import CLIENTS_CSV, DB_FILE
+from models.sampling import SamplerSettings
 
 CONFIG_FILE = "shopbayes.toml"
 
 
-@dataclass(frozen=True)
-class SamplerConfig:
-    """MCMC settings shared by every Bayesian fit."""
-
-    draws: int = 2000
-    tune: int = 1000
-    chains: int = 2
-    target_accept: float = 0.9
-    backend: str = "auto"  # "auto" (nutpie when installed), "nutpie" or "pymc"
+#: MCMC settings shared by every Bayesian fit (draws, tune, chains, target_accept, backend).
+SamplerConfig = SamplerSettings
 
 
 @dataclass(frozen=True)

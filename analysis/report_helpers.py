@@ -69,3 +69,13 @@ def fmt_interval(row: dict[str, Any], name: str, scale: float = 1.0) -> str:
     m, lo, hi = (scale * row[f"{name}_{k}"] for k in ("mean", "hdi_low", "hdi_high"))
     digits = 2 if abs(m) < 100 else 0
     return f"{m:,.{digits}f} (94% HDI {lo:,.{digits}f} to {hi:,.{digits}f})"
+
+
+def convergence_box(model: str, c: dict[str, Any]) -> HTML:
+    """The convergence verdict of one fit: an info box when it passed, a warning when not."""
+    status = "passed" if c["ok"] else "FAILED: " + "; ".join(c["problems"])
+    return box("info" if c["ok"] else "warning",
+               f"{model} convergence {status}. max r_hat {c['max_r_hat']:.3f}, "
+               f"min bulk ESS {c['min_ess_bulk']:.0f}, min tail ESS {c['min_ess_tail']:.0f}, "
+               f"{c['divergences']} divergences, min E-BFMI {c['min_bfmi']:.2f} "
+               f"({c['n_draws']} draws).")

@@ -46,7 +46,7 @@ def closed_form(n: int = 10_000) -> dict:
 def hierarchical(n: int, backend: str = "auto") -> dict:
     df = synthetic_campaign(n)
     t0 = time.perf_counter()
-    m = U.HierarchicalUplift(sampler_config={"draws": 2000, "tune": 1000, "backend": backend},
+    m = U.HierarchicalUplift(sampler_config={"draws": 2500, "tune": 1000, "backend": backend},
                              seed=1).fit(df)
     return {"inner_seconds": time.perf_counter() - t0, "cells": len(m.cells_),
             "convergence_ok": m.convergence_.ok, "problems": m.convergence_.problems}

@@ -13,9 +13,12 @@ import pymc as pm
 
 @dataclass(frozen=True)
 class SamplerSettings:
-    """Settings of one MCMC run (mirrors :class:`analysis.config.SamplerConfig`)."""
+    """Settings of one MCMC run; the ``[sampler]`` table of the config.
 
-    draws: int = 1000
+    2,500 draws per chain: hierarchical scale parameters need them for tail ESS >= 400.
+    """
+
+    draws: int = 2500
     tune: int = 1000
     chains: int = 2
     target_accept: float = 0.9

@@ -245,11 +245,18 @@ class HierarchicalUplift:
             a = pm.Normal("intercept", pri["intercept"][1], pri["intercept"][2])
             beta = pm.Normal("beta_pre", pri["beta_pre"][1], pri["beta_pre"][2])
             s_city = pm.HalfNormal("sigma_city", pri["sigma_city"][1])
-            city = pm.ZeroSumNormal("city_effect", sigma=s_city, dims="city")
+            # non-centred and zero-sum: no funnel for small cities, no ridge with the intercept
+            city = pm.Deterministic(
+                "city_effect", s_city * pm.ZeroSumNormal("city_z", sigma=1.0, dims="city"),
+                dims="city")
             eta = a + city[ci] + beta * pre
             if len(clusters) > 1:
                 s_k = pm.HalfNormal("sigma_cluster", pri["sigma_cluster"][1])
-                eta = eta + pm.ZeroSumNormal("cluster_effect", sigma=s_k, dims="cluster")[ki]
+                # non-centred: with a handful of clusters a learned scale makes a funnel
+                k_eff = pm.Deterministic(
+                    "cluster_effect",
+                    s_k * pm.ZeroSumNormal("cluster_z", sigma=1.0, dims="cluster"), dims="cluster")
+                eta = eta + k_eff[ki]
             if len(ages) > 1:
                 eta = eta + pm.ZeroSumNormal("age_effect", sigma=1.0, dims="age_band")[ai]
             tau = pm.Normal("tau", pri["tau"][1], pri["tau"][2])
@@ -259,7 +266,10 @@ class HierarchicalUplift:
             tau_cell = tau + tau_city[ci]
             if len(clusters) > 1:
                 s_tk = pm.HalfNormal("sigma_tau_cluster", pri["sigma_tau_cluster"][1])
-                tau_k = pm.ZeroSumNormal("tau_cluster", sigma=s_tk, dims="cluster")
+                tau_k = pm.Deterministic(
+                    "tau_cluster",
+                    s_tk * pm.ZeroSumNormal("tau_cluster_z", sigma=1.0, dims="cluster"),
+                    dims="cluster")
                 tau_cell = tau_cell + tau_k[ki]
             else:
                 pm.Deterministic("tau_cluster", pm.math.zeros(1), dims="cluster")

@@ -23,3 +23,38 @@ def test_report_renders_with_missing_steps_as_warnings(tmp_path):
     assert out[0] == tmp_path / "report" / "_site" / "index.html"
     assert "Campaign 1: no result to show" in html and "Traceback" not in html
     assert "<script>alert" not in html
+
+
+def test_full_report_on_small_synthetic_results(demo_copy, tmp_path):
+    """Every step on small data, then the report: sections, figures, key numbers, no error."""
+    import re
+    import shutil
+
+    from analysis import pipeline
+    from analysis.config import SamplerConfig, load_config
+
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=200, tune=200)})
+    res = {r["step"]: r for r in pipeline.run(cfg)}
+    assert all(r["status"] == "ok" for r in res.values()), res
+    shutil.copytree(ROOT / "report", tmp_path / "report", ignore=shutil.ignore_patterns("_site"))
+    html = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "res")})[0]
+    text = html.read_text()
+    for section in ("The answer first", "Data quality", "Gender restoration",
+                    "Campaign 1: did the personal discount pay off?",
+                    "Campaign 2: billboard discount days in city 1134",
+                    "Appendix: methods, priors and diagnostics"):
+        assert section in text, section
+    assert "P(conversion uplift &gt; 0)" in text or "P(conversion uplift > 0)" in text
+    assert "Recommendation:" in text and "Placebo" in text
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 7
+    # the renderer raises on a failing chunk; no stderr or traceback output may be shown
+    assert "Traceback" not in text and "application/vnd.jupyter.stderr" not in text
+    # a failed convergence check must be visible, never silent
+    import json
+
+    for step in ("uplift", "campaign2"):
+        s = json.loads((tmp_path / "res" / step / "summary.json").read_text())
+        if not s["convergence"]["ok"]:
+            assert "failed convergence" in text.lower() or "FAILED" in text
+    assert "Segments: no result to show" in text

@@ -25,7 +25,7 @@ def _fit(folder, seed):
     df, _ = campaign_frame(data.clients, data.purchases, list(g.treated), list(g.control),
                            seg.rename(columns={"segment": "cluster"}))
     truth = json.loads((folder / "truth.json").read_text())["campaign1"]
-    model = HierarchicalUplift(seed=seed, sampler_config={"draws": 2000, "tune": 1000}).fit(df)
+    model = HierarchicalUplift(seed=seed, sampler_config={"draws": 2500, "tune": 1000}).fit(df)
     return model, truth
 
 
