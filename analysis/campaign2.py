@@ -38,7 +38,7 @@ def run(cfg: Config) -> dict[str, Any]:
     placebo = tuple(c for c in PLACEBO_CITIES if c in present)
     panel = pool_cities(panel, keep=40, must_keep=(CITY, *placebo))
     model = Campaign2Model(city=CITY, days=DAYS, placebo_cities=placebo,
-                           placebo_days=PLACEBO_DAYS, sampler_config=cfg.sampler,
+                           placebo_days=PLACEBO_DAYS, sampler_config=cfg.sampler_for("campaign2"),
                            seed=cfg.seed).fit(panel)
     b = cfg.business
     effects = model.effects()

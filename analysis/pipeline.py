@@ -52,7 +52,8 @@ STEPS: tuple[Step, ...] = (
     Step("uplift", "analysis.uplift:run", ("clean",),
          ("seed", "sampler", "business", "min_city_clients"),
          "campaign 1: trust checks, Bayesian A/B and hierarchical uplift"),
-    Step("campaign2", "analysis.campaign2:run", ("clean",), ("seed", "sampler", "business"),
+    Step("campaign2", "analysis.campaign2:run", ("clean",),
+         ("seed", "sampler", "sampler_overrides", "business"),
          "campaign 2: billboard days in city 1134 against comparable cities"),
 )
 
@@ -166,9 +167,11 @@ def run(cfg: Config, only: str | None = None, force: bool = False,
         echo(f"[{i}/{len(steps)}] {step.name}: {step.description} ...")
         sys.stdout.flush()
         res = run_step(cfg, step, force=force or only is not None)
-        tag = "unchanged, reused" if res.get("reused") else res["status"]
         extra = f" - {res['message']}" if res.get("message") else ""
-        echo(f"      {tag} in {res['seconds']:.1f} s (peak RSS {res['peak_rss_mib']:.0f} MiB)"
-             f"{extra}")
+        if res.get("reused"):
+            echo(f"      unchanged, reused (it ran in {res['seconds']:.1f} s){extra}")
+        else:
+            echo(f"      {res['status']} in {res['seconds']:.1f} s "
+                 f"(peak RSS {res['peak_rss_mib']:.0f} MiB){extra}")
         results.append(res)
     return results

@@ -89,7 +89,7 @@ def run(cfg: Config) -> dict[str, Any]:
     arpu = U.arpu_ab(df, seed=cfg.seed)
     cf_profit = U.profit_per_treated(arpu["_draws"]["treated"], arpu["_draws"]["control"],
                                      b.margin, b.discount_depth)
-    model = U.HierarchicalUplift(sampler_config=cfg.sampler, seed=cfg.seed,
+    model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
                                  min_city_clients=cfg.min_city_clients).fit(df)
     conv = model.convergence_
     overall = model.effects(b.margin, b.discount_depth).iloc[0]

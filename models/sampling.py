@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import arviz as az
-import pymc as pm
+if TYPE_CHECKING:  # importing PyMC takes seconds; the CLI and config must not pay for it
+    import arviz as az
+    import pymc as pm
 
 
 @dataclass(frozen=True)
@@ -56,6 +57,8 @@ def sample(model: pm.Model, settings: SamplerSettings | None = None, seed: int =
         idata = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=seed,
                               target_accept=s.target_accept, progress_bar=False, cores=s.chains)
         return idata
+    import pymc as pm
+
     with model:
         return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
                          target_accept=s.target_accept, random_seed=seed, progressbar=False,

@@ -34,7 +34,8 @@ def test_full_report_on_small_synthetic_results(demo_copy, tmp_path):
     from analysis.config import SamplerConfig, load_config
 
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
-    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=200, tune=200)})
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=200, tune=200),
+                           "sampler_overrides": {}})
     res = {r["step"]: r for r in pipeline.run(cfg)}
     assert all(r["status"] == "ok" for r in res.values()), res
     shutil.copytree(ROOT / "report", tmp_path / "report", ignore=shutil.ignore_patterns("_site"))
