@@ -306,6 +306,7 @@ class HierarchicalUplift:
         self.model_ = self.build_model(self.cells_)
         settings = SamplerSettings.from_any(self.sampler_config)
         self.idata_ = sample(self.model_, settings, seed=self.seed)
+        self._draws_cache: dict[str, np.ndarray] | None = None
         self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
         return self
 
@@ -319,7 +320,10 @@ class HierarchicalUplift:
 
     # ---------------------------------------------------------------- posterior quantities
     def _cell_draws(self) -> dict[str, np.ndarray]:
-        """Per-cell draws (draws x cells) of p and mean spend with and without treatment."""
+        """Per-cell draws (draws x cells) of p and mean spend with and without treatment
+        (computed once per fit: every effect, profit and margin-curve query reuses them)."""
+        if getattr(self, "_draws_cache", None) is not None:
+            return self._draws_cache
         post = az.extract(self.idata_)
         c = self.cells_
         cities = list(post["city"].values)
@@ -344,8 +348,9 @@ class HierarchicalUplift:
         kap = v("kappa") + (v("kappa_cluster")[:, ki] if "kappa_cluster" in post else 0)
         half_s2 = v("spend_sigma") ** 2 / 2
         p0, p1 = _expit(eta0), _expit(eta0 + tau)
-        return {"p0": p0, "p1": p1, "m0": np.exp(mu0 + half_s2), "m1": np.exp(mu0 + kap + half_s2),
-                "tau": tau}
+        self._draws_cache = {"p0": p0, "p1": p1, "m0": np.exp(mu0 + half_s2),
+                             "m1": np.exp(mu0 + kap + half_s2), "tau": tau}
+        return self._draws_cache
 
     def effects(self, margin: float, depth: float, by: str | None = None) -> pd.DataFrame:
         """Uplift and profit per treated client, overall or by ``city``/``cluster``.
