@@ -48,10 +48,7 @@ def run(cfg: Config) -> dict[str, Any]:
     conv = model.convergence_
     out = step_dir(cfg, "campaign2")
     sentence = _conclusion(effects, inc, placebo_table, b)
-    if not conv.ok:
-        sentence = ("WARNING: the campaign-2 model failed its convergence checks ("
-                    + "; ".join(conv.problems) + "), so its numbers are not reliable. "
-                    + sentence)
+    sentence = conv.caveat("the campaign-2 model") + sentence
     _plot(cf, out)
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)

@@ -105,9 +105,10 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> None:
         cell.metadata.setdefault("tags", [])
         if not opts.get("echo", True):
             cell.metadata["tags"].append("remove_input")
-        if not cell.source.strip() or "parameters" in cell.metadata["tags"] \
-                or "injected-parameters" in cell.metadata["tags"]:
-            cell.metadata["tags"].append("remove_cell") if not cell.outputs else None
+        setup_only = not cell.source.strip() or {"parameters", "injected-parameters"} & set(
+            cell.metadata["tags"])
+        if setup_only and not cell.outputs:
+            cell.metadata["tags"].append("remove_cell")
         cells.append(cell)
         if opts.get("fig-cap") and cell.outputs:
             cells.append(nbformat.v4.new_markdown_cell(f"*{opts['fig-cap']}*"))

@@ -79,3 +79,10 @@ def convergence_box(model: str, c: dict[str, Any]) -> HTML:
                f"min bulk ESS {c['min_ess_bulk']:.0f}, min tail ESS {c['min_ess_tail']:.0f}, "
                f"{c['divergences']} divergences, min E-BFMI {c['min_bfmi']:.2f} "
                f"({c['n_draws']} draws).")
+
+
+def priors_table(priors: dict[str, list[Any]], caption: str) -> HTML:
+    """Priors as written in a summary (``name: [family, arg, ...]``)."""
+    rows = [{"parameter": k, "prior": f"{v[0]}({', '.join(map(str, v[1:]))})"}
+            for k, v in priors.items()]
+    return table(pd.DataFrame(rows), caption=caption)

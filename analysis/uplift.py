@@ -99,9 +99,7 @@ def run(cfg: Config) -> dict[str, Any]:
     prior = model.prior_predictive()
     ppc = model.posterior_predictive()
     sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth)
-    if not conv.ok:
-        sentence = ("WARNING: the hierarchical model failed its convergence checks ("
-                    + "; ".join(conv.problems) + "), so its numbers are not reliable. " + sentence)
+    sentence = conv.caveat("the hierarchical model") + sentence
     _figures(model, bb, curve, out, b)
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)
@@ -144,10 +142,7 @@ def _figures(model: U.HierarchicalUplift, bb: dict, curve: pd.DataFrame, out: Pa
         ax = model.plot_forest(by, b.margin, b.discount_depth)
         save_figure(ax.figure, out / f"forest_{by}.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    d = model._cell_draws()
-    w = np.where(model.cells_["treated"], model.cells_["n"], 0.0)
-    w = w / w.sum()
-    hier = 100 * ((d["p1"] - d["p0"]) @ w)
+    hier = 100 * model.weighted_draws()["conversion"]
     axes[0].hist(100 * (bb["_draws"]["treated"] - bb["_draws"]["control"]), bins=60,
                  density=True, alpha=0.5, label="closed form (Beta-Binomial)")
     axes[0].hist(hier, bins=60, density=True, alpha=0.5, label="hierarchical model")

@@ -35,7 +35,7 @@ import pymc as pm
 
 from models.diagnostics import Convergence, check_convergence
 from models.sampling import SamplerSettings, sample
-from models.uplift import describe
+from models.uplift import describe, profit_per_treated
 
 N_DAYS = 59
 
@@ -193,17 +193,18 @@ class Campaign2Model:
                              "hdi_includes_zero": d["hdi_low"] <= 0 <= d["hdi_high"]})
         return pd.DataFrame(rows)
 
+    def _no_campaign_log_rate(self, post: Any, param: str, days: np.ndarray) -> np.ndarray:
+        """Campaign city's ``city + day`` effects of ``param`` (orders or aov): days x draws."""
+        ci = list(post["city"].values).index(str(self.city))
+        return post[f"{param}_city"].values[ci][None, :] + post[f"{param}_day"].values[days]
+
     def counterfactual(self) -> pd.DataFrame:
         """Campaign city per day: observed orders and revenue and the no-campaign posterior."""
         post = az.extract(self.idata_)
-        cities = list(post["city"].values)
-        ci = cities.index(str(self.city))
         p = self.panel_[self.panel_["city"] == self.city].sort_values("day")
-        base = post["orders_city"].values[ci]
-        eta = base[None, :] + post["orders_day"].values  # day x draws
         ind = self.indicators(self.panel_)
         near = ind["around"][p.index.to_numpy()][:, None] * post["orders_near"].values[None, :]
-        mu_cf = np.exp(eta + near)
+        mu_cf = np.exp(self._no_campaign_log_rate(post, "orders", p["day"].to_numpy()) + near)
         lo, hi = np.quantile(mu_cf, [0.03, 0.97], axis=1)
         aov_obs = (p["revenue"] / p["orders"].clip(lower=1)).to_numpy()
         return pd.DataFrame({"day": p["day"].to_numpy(), "orders": p["orders"].to_numpy(),
@@ -215,19 +216,13 @@ class Campaign2Model:
     def incremental(self, margin: float, depth: float) -> dict[str, Any]:
         """Incremental orders, revenue and profit over the campaign days (posterior)."""
         post = az.extract(self.idata_)
-        cf = self.counterfactual()
-        days = cf[cf["campaign_day"]]
-        eff = post["orders_effect"].values
-        aov_eff = post["aov_effect"].values
-        cities = list(post["city"].values)
-        ci = cities.index(str(self.city))
-        base = post["orders_city"].values[ci]
-        mu0 = np.exp(base[None, :] + post["orders_day"].values[days["day"].to_numpy()])
-        aov0 = np.exp(post["aov_city"].values[ci]
-                      + post["aov_day"].values[days["day"].to_numpy()])
+        days = np.asarray(self.days)
+        eff, aov_eff = post["orders_effect"].values, post["aov_effect"].values
+        mu0 = np.exp(self._no_campaign_log_rate(post, "orders", days))
+        aov0 = np.exp(self._no_campaign_log_rate(post, "aov", days))
         rev0 = (mu0 * aov0).sum(axis=0)
-        rev1 = (mu0 * np.exp(eff) * aov0 * np.exp(aov_eff)).sum(axis=0)
-        profit = rev1 * (1 - (1 - margin) / (1 - depth)) - rev0 * margin
+        rev1 = rev0 * np.exp(eff + aov_eff)
+        profit = profit_per_treated(rev1, rev0, margin, depth)
         return {"incremental_orders": describe((mu0 * np.expm1(eff)).sum(axis=0)),
                 "incremental_revenue": describe(rev1 - rev0),
                 "incremental_profit": describe(profit), "margin": margin, "depth": depth}

@@ -41,6 +41,13 @@ class Convergence:
     def as_dict(self) -> dict[str, object]:
         return {**asdict(self), "ok": self.ok}
 
+    def caveat(self, what: str) -> str:
+        """A warning sentence to put before any conclusion drawn from a failed fit."""
+        if self.ok:
+            return ""
+        return (f"WARNING: {what} failed its convergence checks ("
+                + "; ".join(self.problems) + "), so its numbers are not reliable. ")
+
     def raise_if_failed(self, what: str = "model") -> None:
         if not self.ok:
             raise ConvergenceError(f"{what} failed convergence checks: " + "; ".join(self.problems))

@@ -37,6 +37,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 from scipy import stats
+from scipy.special import expit
 
 from models.diagnostics import Convergence, check_convergence
 from models.sampling import SamplerSettings, sample
@@ -156,7 +157,8 @@ def arpu_ab(df: pd.DataFrame, draws: int = 20_000, seed: int = 0) -> dict[str, A
 
 def profit_per_treated(arpu_t: np.ndarray, arpu_c: np.ndarray, margin: float, depth: float
                        ) -> np.ndarray:
-    """Incremental profit per treated client (see module docstring)."""
+    """Incremental profit of discounted sales ``arpu_t`` (net of the discount) over
+    undiscounted sales ``arpu_c`` (see module docstring); per client or for totals."""
     return arpu_t * (1 - (1 - margin) / (1 - depth)) - arpu_c * margin
 
 
@@ -347,10 +349,22 @@ class HierarchicalUplift:
             mu0 = mu0 + v("spend_cluster")[:, ki]
         kap = v("kappa") + (v("kappa_cluster")[:, ki] if "kappa_cluster" in post else 0)
         half_s2 = v("spend_sigma") ** 2 / 2
-        p0, p1 = _expit(eta0), _expit(eta0 + tau)
+        p0, p1 = expit(eta0), expit(eta0 + tau)
         self._draws_cache = {"p0": p0, "p1": p1, "m0": np.exp(mu0 + half_s2),
                              "m1": np.exp(mu0 + kap + half_s2), "tau": tau}
         return self._draws_cache
+
+    def weighted_draws(self, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """Posterior draws averaged over the treated clients of the cells in ``mask``
+        (all cells by default): conversion uplift, ARPU with and without treatment, tau."""
+        d = self._cell_draws()
+        c = self.cells_
+        w = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
+        if mask is not None:
+            w = w * mask
+        w = w / w.sum()
+        return {"conversion": (d["p1"] - d["p0"]) @ w, "arpu1": (d["p1"] * d["m1"]) @ w,
+                "arpu0": (d["p0"] * d["m0"]) @ w, "tau": d["tau"] @ w}
 
     def effects(self, margin: float, depth: float, by: str | None = None) -> pd.DataFrame:
         """Uplift and profit per treated client, overall or by ``city``/``cluster``.
@@ -358,37 +372,32 @@ class HierarchicalUplift:
         Quantities are averaged over the treated clients' cells (the population the
         campaign reached): conversion uplift (points), ARPU uplift and incremental profit.
         """
-        d = self._cell_draws()
         c = self.cells_
-        w_all = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
+        treated_n = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
         groups = [("all", np.ones(len(c), bool))] if by is None else [
             (g, (c[by].astype(str) == str(g)).to_numpy()) for g in sorted(c[by].unique(), key=str)]
         rows = []
         for label, mask in groups:
-            w = w_all * mask
-            if w.sum() == 0:
+            n = (treated_n * mask).sum()
+            if n == 0:
                 continue
-            w = w / w.sum()
-            conv = (d["p1"] - d["p0"]) @ w
-            arpu1, arpu0 = (d["p1"] * d["m1"]) @ w, (d["p0"] * d["m0"]) @ w
-            profit = profit_per_treated(arpu1, arpu0, margin, depth)
-            tau = d["tau"] @ w
-            row: dict[str, Any] = {"level": label, "treated_clients": int((w_all * mask).sum())}
-            for name, draws in (("conversion_uplift", conv), ("arpu_uplift", arpu1 - arpu0),
-                                ("profit_per_client", profit), ("tau_logit", tau)):
+            w = self.weighted_draws(mask)
+            profit = profit_per_treated(w["arpu1"], w["arpu0"], margin, depth)
+            row: dict[str, Any] = {"level": label, "treated_clients": int(n)}
+            for name, draws in (("conversion_uplift", w["conversion"]),
+                                ("arpu_uplift", w["arpu1"] - w["arpu0"]),
+                                ("profit_per_client", profit), ("tau_logit", w["tau"])):
                 for k, val in describe(draws).items():
                     row[f"{name}_{k}"] = val
-            row["expected_loss_launch"] = expected_loss(profit)["launch"]
-            row["expected_loss_stop"] = expected_loss(profit)["stop"]
+            loss = expected_loss(profit)
+            row["expected_loss_launch"] = loss["launch"]
+            row["expected_loss_stop"] = loss["stop"]
             rows.append(row)
         return pd.DataFrame(rows)
 
     def profit_draws(self, margin: float, depth: float) -> np.ndarray:
-        d = self._cell_draws()
-        c = self.cells_
-        w = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
-        w = w / w.sum()
-        return profit_per_treated((d["p1"] * d["m1"]) @ w, (d["p0"] * d["m0"]) @ w, margin, depth)
+        w = self.weighted_draws()
+        return profit_per_treated(w["arpu1"], w["arpu0"], margin, depth)
 
     def margin_curve(self, depth: float, margins: np.ndarray | None = None) -> pd.DataFrame:
         """P(incremental profit > 0) across gross margins."""
@@ -415,7 +424,7 @@ class HierarchicalUplift:
                                             var_names=["intercept", "tau", "buyers"])
         a = pp.prior["intercept"].values.ravel()
         t = pp.prior["tau"].values.ravel()
-        base, lift = _expit(a), _expit(a + t) - _expit(a)
+        base, lift = expit(a), expit(a + t) - expit(a)
         return {"control_rate": describe(base), "uplift_points": describe(lift),
                 "share_uplift_beyond_30_points": float((np.abs(lift) > 0.3).mean()),
                 "_prior": pp}
@@ -458,10 +467,6 @@ class HierarchicalUplift:
         ax.set_title(f"Campaign 1 uplift by {by}")
         ax.legend(loc="lower right")
         return ax
-
-
-def _expit(x: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _check_contract(df: pd.DataFrame) -> None:
