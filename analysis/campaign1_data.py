@@ -58,7 +58,7 @@ def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list
     df["city"] = df["city"].astype(int).astype(str)
     if clusters is not None:
         df = df.merge(clusters[["id", "cluster"]], on="id", how="left")
-        df["cluster"] = df["cluster"].fillna(-1).astype(int).astype(str)
+        df["cluster"] = df["cluster"].fillna(-1).astype(int).astype(str).replace("-1", "no history")
     else:
         df["cluster"] = "all"
     df["aov"] = np.where(df["window_orders"] > 0,

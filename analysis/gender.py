@@ -17,21 +17,18 @@ balance check uses known gender only; no step forces an uncertain label.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any
 
-import joblib
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import sklearn
 
+from analysis import model_store as store
 from analysis.clean import read_clients
 from analysis.config import Config, load_config
-from analysis.io import atomic_path, save_figure, write_json, write_parquet
+from analysis.io import save_figure, write_json, write_parquet
 from analysis.pipeline import step_dir
 from models.gender import GenderImputer, confidence_threshold, evaluate, purchase_features
 
@@ -58,27 +55,12 @@ def features(cfg: Config, clients: pd.DataFrame) -> pd.DataFrame:
 
 
 def save_model(model: GenderImputer, folder: Path) -> None:
-    with atomic_path(folder / "model.joblib") as tmp:
-        joblib.dump(model, tmp)
-        digest = hashlib.sha256(tmp.read_bytes()).hexdigest()
-    write_json({"sklearn": sklearn.__version__, "features": list(model.feature_names_in_),
-                "sha256": digest}, folder / "model.json")
+    store.save_model(model, folder, list(model.feature_names_in_))
 
 
 def load_model(folder: Path, features: list[str] | None = None) -> GenderImputer:
     """Load a saved imputer, refusing a file that does not match its manifest."""
-    meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-    blob = (folder / "model.joblib").read_bytes()
-    if hashlib.sha256(blob).hexdigest() != meta["sha256"]:
-        raise ValueError(f"{folder / 'model.joblib'}: contents do not match model.json "
-                         "(modified or corrupted); refusing to load")
-    if meta["sklearn"] != sklearn.__version__:
-        raise ValueError(f"{folder}: model saved with scikit-learn {meta['sklearn']}, this is "
-                         f"{sklearn.__version__}; rerun `shopbayes run gender`")
-    if features is not None and list(features) != meta["features"]:
-        raise ValueError(f"{folder}: model trained on features {meta['features']}, "
-                         f"data has {list(features)}; rerun `shopbayes run gender`")
-    return joblib.load(folder / "model.joblib")
+    return store.load_model(folder, features, step="gender")
 
 
 def run(cfg: Config) -> dict[str, Any]:

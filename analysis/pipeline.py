@@ -38,6 +38,7 @@ class Step:
     needs: tuple[str, ...] = ()
     config_keys: tuple[str, ...] = ("seed",)
     description: str = ""
+    uses: tuple[str, ...] = ()  # optional upstream: used when it succeeded, never required
 
     def load(self) -> Callable[[Config], dict[str, Any]]:
         module, func = self.target.split(":")
@@ -49,12 +50,17 @@ STEPS: tuple[Step, ...] = (
          "load, validate and clean the data folder"),
     Step("gender", "analysis.gender:run", ("clean",), ("seed",),
          "restore the lost gender (scikit-learn, cross-validated)"),
+    Step("segments", "analysis.segments:run", ("clean",), ("seed", "segments"),
+         "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",)),
     Step("uplift", "analysis.uplift:run", ("clean",),
          ("seed", "sampler", "business", "min_city_clients"),
-         "campaign 1: trust checks, Bayesian A/B and hierarchical uplift"),
+         "campaign 1: trust checks, Bayesian A/B and hierarchical uplift", uses=("segments",)),
     Step("campaign2", "analysis.campaign2:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business"),
          "campaign 2: billboard days in city 1134 against comparable cities"),
+    Step("propensity", "analysis.propensity:run", ("clean",),
+         ("seed", "sampler", "sampler_overrides", "business", "propensity"),
+         "who in city 1188 buys which category when contacted", uses=("gender", "segments")),
 )
 
 
@@ -106,7 +112,8 @@ def input_hash(cfg: Config, step: Step) -> str:
         "step": step.name,
         "data": data_digest(cfg.data_dir),
         "config": {k: conf[k] for k in step.config_keys},
-        "upstream": {n: (manifest(cfg, n) or {}).get("input_hash") for n in step.needs},
+        "upstream": {n: (manifest(cfg, n) or {}).get("input_hash")
+                     for n in step.needs + step.uses},
     }
     return digest_of(parts)
 

@@ -45,6 +45,26 @@ CASES: dict[str, tuple[str, float]] = {
         "import time\nt = time.perf_counter()\n"
         "pipeline.run(cfg, only='campaign2', echo=lambda s: None)\n"
         "extra = {'inner_seconds': time.perf_counter() - t}", 60.0),
+    "segments_k_search_real_scale": (
+        "from analysis.config import load_config\nfrom analysis import pipeline\n"
+        f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
+        "pipeline.run(cfg, only='segments', echo=lambda s: None)\n"
+        "import json\ns = json.load(open("
+        f"r'{WORK / 'res' / 'segments' / 'summary.json'}'))\n"
+        "extra = {'inner_seconds': s['search_seconds'], 'fit_clients': s['fit_clients']}",
+        90.0),
+    "segments_k_search_every_buyer": (
+        "from benchmarks.segment_cases import search_every_buyer\n"
+        f"extra = search_every_buyer(r'{WORK / 'res'}')", 90.0),
+    "propensity_real_scale": (
+        "from analysis.config import load_config\nfrom analysis import pipeline\n"
+        f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
+        "pipeline.run(cfg, only='propensity', echo=lambda s: None)\n"
+        "import json\ns = json.load(open("
+        f"r'{WORK / 'res' / 'propensity' / 'summary.json'}'))\n"
+        "t = s['timings_seconds']\n"
+        "extra = {'inner_seconds': t['fit'], 'score_seconds': t['score_target_city'], "
+        "'converged': s['convergence']['ok']}", 90.0),
     "uplift_rows_pymc_default_10k": (
         "from benchmarks.uplift_cases import rows_pymc_default\nextra = rows_pymc_default()",
         float("inf")),

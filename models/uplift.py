@@ -350,21 +350,23 @@ class HierarchicalUplift:
         kap = v("kappa") + (v("kappa_cluster")[:, ki] if "kappa_cluster" in post else 0)
         half_s2 = v("spend_sigma") ** 2 / 2
         p0, p1 = expit(eta0), expit(eta0 + tau)
-        self._draws_cache = {"p0": p0, "p1": p1, "m0": np.exp(mu0 + half_s2),
-                             "m1": np.exp(mu0 + kap + half_s2), "tau": tau}
+        self._draws_cache = {"conversion": p1 - p0, "arpu1": p1 * np.exp(mu0 + kap + half_s2),
+                             "arpu0": p0 * np.exp(mu0 + half_s2), "tau": tau}
         return self._draws_cache
+
+    def _weighted(self, weights: np.ndarray) -> dict[str, np.ndarray]:
+        """Draws averaged over cells with ``weights`` (cells x groups, columns sum to 1):
+        one matrix product per quantity for all groups at once."""
+        return {k: v @ weights for k, v in self._cell_draws().items()}
 
     def weighted_draws(self, mask: np.ndarray | None = None) -> dict[str, np.ndarray]:
         """Posterior draws averaged over the treated clients of the cells in ``mask``
         (all cells by default): conversion uplift, ARPU with and without treatment, tau."""
-        d = self._cell_draws()
         c = self.cells_
         w = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
         if mask is not None:
             w = w * mask
-        w = w / w.sum()
-        return {"conversion": (d["p1"] - d["p0"]) @ w, "arpu1": (d["p1"] * d["m1"]) @ w,
-                "arpu0": (d["p0"] * d["m0"]) @ w, "tau": d["tau"] @ w}
+        return {k: v[:, 0] for k, v in self._weighted((w / w.sum())[:, None]).items()}
 
     def effects(self, margin: float, depth: float, by: str | None = None) -> pd.DataFrame:
         """Uplift and profit per treated client, overall or by ``city``/``cluster``.
@@ -374,19 +376,24 @@ class HierarchicalUplift:
         """
         c = self.cells_
         treated_n = np.where(c["treated"].to_numpy(), c["n"].to_numpy(float), 0.0)
-        groups = [("all", np.ones(len(c), bool))] if by is None else [
-            (g, (c[by].astype(str) == str(g)).to_numpy()) for g in sorted(c[by].unique(), key=str)]
+        if by is None:
+            labels, member = ["all"], np.ones((len(c), 1))
+        else:
+            key = c[by].astype(str)
+            labels = sorted(key.unique(), key=str)
+            member = (key.to_numpy()[:, None] == np.asarray(labels)[None, :]).astype(float)
+        n = treated_n @ member
+        keep = n > 0
+        labels = [lv for lv, k in zip(labels, keep, strict=True) if k]
+        weights = member[:, keep] * treated_n[:, None] / n[keep]
+        w = self._weighted(weights)
         rows = []
-        for label, mask in groups:
-            n = (treated_n * mask).sum()
-            if n == 0:
-                continue
-            w = self.weighted_draws(mask)
-            profit = profit_per_treated(w["arpu1"], w["arpu0"], margin, depth)
-            row: dict[str, Any] = {"level": label, "treated_clients": int(n)}
-            for name, draws in (("conversion_uplift", w["conversion"]),
-                                ("arpu_uplift", w["arpu1"] - w["arpu0"]),
-                                ("profit_per_client", profit), ("tau_logit", w["tau"])):
+        for j, label in enumerate(labels):
+            profit = profit_per_treated(w["arpu1"][:, j], w["arpu0"][:, j], margin, depth)
+            row: dict[str, Any] = {"level": label, "treated_clients": int(n[keep][j])}
+            for name, draws in (("conversion_uplift", w["conversion"][:, j]),
+                                ("arpu_uplift", w["arpu1"][:, j] - w["arpu0"][:, j]),
+                                ("profit_per_client", profit), ("tau_logit", w["tau"][:, j])):
                 for k, val in describe(draws).items():
                     row[f"{name}_{k}"] = val
             loss = expected_loss(profit)
@@ -402,9 +409,10 @@ class HierarchicalUplift:
     def margin_curve(self, depth: float, margins: np.ndarray | None = None) -> pd.DataFrame:
         """P(incremental profit > 0) across gross margins."""
         margins = np.linspace(0.05, 0.8, 31) if margins is None else margins
+        w = self.weighted_draws()
         rows = []
         for m in margins:
-            p = self.profit_draws(float(m), depth)
+            p = profit_per_treated(w["arpu1"], w["arpu0"], float(m), depth)
             rows.append({"margin": float(m), "p_profit_positive": float((p > 0).mean()),
                          "profit_mean": float(p.mean())})
         return pd.DataFrame(rows)

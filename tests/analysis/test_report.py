@@ -43,20 +43,24 @@ def test_full_report_on_small_synthetic_results(demo_copy, tmp_path):
     text = html.read_text()
     for section in ("The answer first", "Data quality", "Gender restoration",
                     "Campaign 1: did the personal discount pay off?",
+                    "Segments: who the clients are",
                     "Campaign 2: billboard discount days in city 1134",
+                    "Propensity: whom to contact in city 1188, and about what",
                     "Appendix: methods, priors and diagnostics"):
         assert section in text, section
     assert "P(conversion uplift &gt; 0)" in text or "P(conversion uplift > 0)" in text
     assert "Recommendation:" in text and "Placebo" in text
-    assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 7
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 12
+    assert "ICL chose k =" in text and "Held-out clients: discrimination and calibration" in text
+    assert "How to work with each cluster" in text and "targets.csv" in text
     # the renderer raises on a failing chunk; no stderr or traceback output may be shown
     body = text[text.index("<body"):]
     assert "Traceback" not in body and "jupyter.stderr\"" not in body
     # a failed convergence check must be visible, never silent
     import json
 
-    for step in ("uplift", "campaign2"):
+    for step in ("uplift", "campaign2", "propensity"):
         s = json.loads((tmp_path / "res" / step / "summary.json").read_text())
         if not s["convergence"]["ok"]:
             assert "failed convergence" in text.lower() or "FAILED" in text
-    assert "Segments: no result to show" in text
+    assert "no result to show" not in text
