@@ -53,7 +53,7 @@ STEPS: tuple[Step, ...] = (
     Step("segments", "analysis.segments:run", ("clean",), ("seed", "segments"),
          "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",)),
     Step("uplift", "analysis.uplift:run", ("clean",),
-         ("seed", "sampler", "business", "min_city_clients"),
+         ("seed", "sampler", "sampler_overrides", "business", "min_city_clients"),
          "campaign 1: trust checks, Bayesian A/B and hierarchical uplift", uses=("segments",)),
     Step("campaign2", "analysis.campaign2:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business"),

@@ -92,7 +92,7 @@ def score_clients(model: PropensityModel, clients: pd.DataFrame, purchases: pd.D
     rows = clients[["id", "city", "cluster", "gender"]].merge(
         pd.DataFrame({"category": categories}), how="cross")
     rows = rows.merge(hist, on=["id", "category"], how="left")
-    rows["history"] = rows["history"].fillna(False).astype(bool)
+    rows["history"] = rows["history"].notna()
     keys = ["city", "cluster", "gender", "history", "category"]
     prof = rows[keys].drop_duplicates().reset_index(drop=True)
     p1 = model.predict(prof, contacted=True)
