@@ -16,6 +16,7 @@ a chunk that raises fails the render and names the chunk.
 
 from __future__ import annotations
 
+import html
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,8 +112,20 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> None:
             cell.metadata["tags"].append("remove_cell")
         cells.append(cell)
         if opts.get("fig-cap") and cell.outputs:
+            _alt_text(cell, str(opts["fig-cap"]))
             cells.append(nbformat.v4.new_markdown_cell(f"*{opts['fig-cap']}*"))
     nb.cells = cells
+
+
+def _alt_text(cell: nbformat.NotebookNode, caption: str) -> None:
+    """Give a captioned chunk's images the caption as alt text (for screen readers)."""
+    for out in cell.outputs:
+        png = out.get("data", {}).get("image/png") if out.output_type in (
+            "display_data", "execute_result") else None
+        if png:
+            src = png if isinstance(png, str) else "".join(png)
+            out.data = {"text/html": f'<img alt="{html.escape(caption)}" '
+                                     f'src="data:image/png;base64,{src.strip()}">'}
 
 
 def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],

@@ -6,6 +6,7 @@ runs script from the data.
 
 from __future__ import annotations
 
+import base64
 import html
 import json
 from pathlib import Path
@@ -62,6 +63,12 @@ def table(df: pd.DataFrame, caption: str | None = None) -> HTML:
     body = df.to_html(index=False, escape=True, border=0, classes="table table-sm")
     cap = f"<p><em>{html.escape(caption)}</em></p>" if caption else ""
     return HTML(cap + body)
+
+
+def figure(path: Path, alt: str) -> HTML:
+    """An embedded PNG with alt text (for figures inside chunks without a ``fig-cap``)."""
+    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+    return HTML(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
 
 
 def fmt_interval(row: dict[str, Any], name: str, scale: float = 1.0) -> str:
