@@ -21,13 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 from analysis import model_store as store
 from analysis.clean import read_clients
 from analysis.config import Config, load_config
+from analysis.figures import reliability_figure
 from analysis.io import save_figure, write_json, write_parquet
 from analysis.pipeline import step_dir
 from models.gender import GenderImputer, confidence_threshold, evaluate, purchase_features
@@ -133,15 +133,10 @@ def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> N
 
 
 def _plot(ev: Any, out: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 4.5))
-    ax.plot([0, 1], [0, 1], color="grey", ls=":", label="perfect calibration")
-    for name in ("logistic, demographics only", ev.chosen):
-        r = ev.reliability(name)
-        ax.plot(r["predicted"], r["observed"], "o-", ms=4, label=name)
-    ax.set_xlabel("predicted P(gender = 1), out of fold")
-    ax.set_ylabel("observed share with gender = 1")
-    ax.set_title("Reliability of the restored gender")
-    ax.legend(fontsize=8)
+    fig = reliability_figure(
+        {name: ev.reliability(name) for name in ("logistic, demographics only", ev.chosen)},
+        "predicted P(gender = 1), out of fold", "observed share with gender = 1",
+        "Reliability of the restored gender", lim=1.0, figsize=(5, 4.5))
     save_figure(fig, out / "calibration.png")
 
 

@@ -19,6 +19,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
 
@@ -87,6 +89,21 @@ def manifest(cfg: Config, name: str) -> dict[str, Any] | None:
         return read_json(path)
     except ValueError:
         return None
+
+
+def succeeded(cfg: Config, name: str) -> bool:
+    """Whether step ``name`` has a successful result."""
+    return (manifest(cfg, name) or {}).get("status") == "ok"
+
+
+def optional_result(cfg: Config, name: str, file: str,
+                    columns: list[str] | None = None) -> pd.DataFrame | None:
+    """A parquet result of an optional upstream step (``Step.uses``), or ``None`` when that
+    step has no successful result."""
+    path = step_dir(cfg, name) / file
+    if not succeeded(cfg, name) or not path.exists():
+        return None
+    return pd.read_parquet(path, columns=columns)
 
 
 _DATA_DIGESTS: dict[tuple[str, float, int], str] = {}

@@ -29,36 +29,35 @@ import pandas as pd
 
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
 from analysis.config import Config, load_config
+from analysis.figures import reliability_figure
 from analysis.io import save_figure, write_json, write_parquet, write_text
-from analysis.pipeline import StepSkipped, manifest, step_dir
+from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
 from models import propensity_eval as E
-from models.propensity import PropensityModel, category_features, client_category_cells
-from models.uplift import HDI_PROB
+from models.propensity import (
+    PropensityModel,
+    category_features,
+    category_history,
+    client_category_cells,
+)
+from models.uplift import HDI_PROB, pool_small_cities
 
 WINDOW = (5, 16)
-
-
-def _ok(cfg: Config, step: str) -> bool:
-    return (manifest(cfg, step) or {}).get("status") == "ok"
 
 
 def client_frame(cfg: Config, clients: pd.DataFrame, treated: list[int]) -> pd.DataFrame:
     """One row per client: pooled city, cluster, gender level, contacted, split."""
     pc = cfg.propensity
-    df = clients[["id", "city", "country"]].copy()
+    df, _ = pool_small_cities(clients[["id", "city", "country"]], pc.min_city_clients,
+                              keep=[pc.target_city])
     df["id"] = df["id"].astype("int64")
-    counts = df["city"].value_counts()
-    small = counts[(counts < pc.min_city_clients) & (counts.index != pc.target_city)].index
-    df["city"] = df["city"].astype(int).astype(str).where(~df["city"].isin(small), "other")
     gender = clients.set_index("id")["gender"]
-    gpath = step_dir(cfg, "gender") / "clients.parquet"
-    if _ok(cfg, "gender") and gpath.exists():
-        g = pd.read_parquet(gpath, columns=["id", "gender_label"]).set_index("id")
-        gender = gender.fillna(g["gender_label"].reindex(gender.index))
+    g = optional_result(cfg, "gender", "clients.parquet", ["id", "gender_label"])
+    if g is not None:
+        gender = gender.fillna(g.set_index("id")["gender_label"].reindex(gender.index))
     df["gender"] = df["id"].map(gender).map({0: "0", 1: "1"}).fillna("unknown").astype(str)
-    spath = step_dir(cfg, "segments") / "assignments.parquet"
-    if _ok(cfg, "segments") and spath.exists():
-        a = pd.read_parquet(spath, columns=["id", "cluster"]).set_index("id")["cluster"]
+    a = optional_result(cfg, "segments", "assignments.parquet", ["id", "cluster"])
+    if a is not None:
+        a = a.set_index("id")["cluster"]
         df["cluster"] = df["id"].map(a).fillna(-1).astype(int).astype(str).replace(
             "-1", "no history")
     else:
@@ -86,12 +85,10 @@ def score_clients(model: PropensityModel, clients: pd.DataFrame, purchases: pd.D
     ``value * (p1 * (margin - depth) - p0 * margin)`` (treated buyers pay ``1 - depth`` of
     the list price), and without a discount ``value * margin * (p1 - p0)``.
     """
-    lo = WINDOW[0]
-    hist = purchases.loc[(purchases["dt"] < lo) & purchases["id"].isin(clients["id"]),
-                         ["id", "category"]].drop_duplicates().assign(history=True)
+    hist = category_history(purchases[purchases["id"].isin(clients["id"])], WINDOW[0])
     rows = clients[["id", "city", "cluster", "gender"]].merge(
         pd.DataFrame({"category": categories}), how="cross")
-    rows = rows.merge(hist, on=["id", "category"], how="left")
+    rows = rows.merge(hist.assign(history=True), on=["id", "category"], how="left")
     rows["history"] = rows["history"].notna()
     keys = ["city", "cluster", "gender", "history", "category"]
     prof = rows[keys].drop_duplicates().reset_index(drop=True)
@@ -118,7 +115,7 @@ def run(cfg: Config) -> dict[str, Any]:
     ids = read_campaign_ids(cfg)
     frame = client_frame(cfg, clients, ids["treated"])
     target = frame[(frame["city"] == str(pc.target_city))
-                   & (clients["country"].to_numpy() == pc.target_country)]
+                   & (frame["country"] == pc.target_country)]
     if target.empty:
         raise StepSkipped(f"no clients in country {pc.target_country}, city {pc.target_city}")
     cat_table = category_features(purchases)
@@ -182,8 +179,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "target": {"country": pc.target_country, "city": pc.target_city,
                    "clients": int(len(target)), "rows_scored": int(len(scores))},
         "window": list(WINDOW), "categories": len(categories),
-        "clusters_used": _ok(cfg, "segments"), "gender_source": "gender step"
-        if _ok(cfg, "gender") else "known gender only",
+        "clusters_used": succeeded(cfg, "segments"), "gender_source": "gender step"
+        if succeeded(cfg, "gender") else "known gender only",
         "cells": {"all": len(cells), "train": len(train), "holdout": len(holdout),
                   "client_category_rows": int(cells["n"].sum())},
         "holdout_share": pc.holdout_share,
@@ -216,15 +213,10 @@ def _figures(model: PropensityModel, calib: pd.DataFrame, out: Path) -> None:
     if model.has_contact_:
         ax = model.plot_contact_effects()
         save_figure(ax.figure, out / "contact_effects.png")
-    fig, ax = plt.subplots(figsize=(5.5, 4.5))
-    lim = float(max(calib["predicted"].max(), calib["observed"].max())) * 1.05
-    ax.plot([0, lim], [0, lim], ":", color="grey", label="perfect calibration")
-    for name, g in calib.groupby("model"):
-        ax.plot(g["predicted"], g["observed"], "o-", ms=4, label=name)
-    ax.set_xlabel("predicted P(buy the category in the window)")
-    ax.set_ylabel("observed share that bought")
-    ax.set_title("Calibration on held-out clients (deciles)")
-    ax.legend(fontsize=8)
+    fig = reliability_figure(dict(tuple(calib.groupby("model"))),
+                             "predicted P(buy the category in the window)",
+                             "observed share that bought",
+                             "Calibration on held-out clients (deciles)")
     save_figure(fig, out / "calibration.png")
     plt.close("all")
 

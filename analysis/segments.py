@@ -28,8 +28,8 @@ from sklearn.metrics import adjusted_rand_score
 from analysis import model_store
 from analysis.clean import read_clients, read_purchases
 from analysis.config import Config, load_config
-from analysis.io import save_figure, write_json, write_parquet
-from analysis.pipeline import StepSkipped, manifest, step_dir
+from analysis.io import read_json, save_figure, write_json, write_parquet
+from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
 from models.segment_features import client_behaviour
 from models.segments import GaussianMixtureSegmenter, profile_clusters, stability
 
@@ -45,10 +45,9 @@ def demographics(cfg: Config, clients: pd.DataFrame) -> pd.DataFrame:
     d["personal_coef"] = pd.to_numeric(d["personal_coef"], errors="coerce").astype(float)
     d["higher_education"] = (d["education"] == "высшее").astype(float)
     d["gender_prob"] = pd.to_numeric(d["gender"], errors="coerce").astype(float)
-    g = manifest(cfg, "gender")
-    path = step_dir(cfg, "gender") / "clients.parquet"
-    if g and g.get("status") == "ok" and path.exists():
-        imputed = pd.read_parquet(path, columns=["id", "gender_prob"]).set_index("id")
+    imputed = optional_result(cfg, "gender", "clients.parquet", ["id", "gender_prob"])
+    if imputed is not None:
+        imputed = imputed.set_index("id")
         d["gender_prob"] = d["gender_prob"].fillna(imputed["gender_prob"].reindex(d.index))
     return d.drop(columns=["education", "gender"])
 
@@ -107,8 +106,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "mean_p_max_fit": float(table.loc[table.history == "fit", "p_max"].mean()),
         "mean_p_max_thin": float(table.loc[table.history == "thin", "p_max"].mean()),
         "notes": model.notes_,
-        "gender_prob_source": "gender step" if (manifest(cfg, "gender") or {}).get(
-            "status") == "ok" else "known gender only",
+        "gender_prob_source": "gender step" if succeeded(cfg, "gender")
+        else "known gender only",
     }
     _truth_check(cfg, table, summary)
     write_parquet(table, out / "assignments.parquet")
@@ -136,9 +135,7 @@ def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> N
     truth_file = cfg.data_dir / "truth_clients.parquet"
     if not truth_file.exists():
         return
-    import json
-
-    truth = json.loads((cfg.data_dir / "truth.json").read_text(encoding="utf-8"))
+    truth = read_json(cfg.data_dir / "truth.json")
     t = pd.read_parquet(truth_file, columns=["id", "segment"])
     m = table.merge(t, on="id")
     fit, anyp = m[m["history"] == "fit"], m[m["history"] != "none"]

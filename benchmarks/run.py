@@ -16,6 +16,18 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(tempfile.gettempdir()) / "shopbayes-bench"
 
+def _step_case(step: str, extra: str) -> str:
+    """Code that runs pipeline ``step`` on the benchmark data (after what it needs) and sets
+    ``extra`` from the step's ``summary`` (``s``) or the timed part (``t``)."""
+    return ("from analysis.config import load_config\nfrom analysis import pipeline\n"
+            f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
+            "import json, time\nt = time.perf_counter()\n"
+            f"pipeline.run(cfg, only='{step}', echo=lambda s: None)\n"
+            "t = time.perf_counter() - t\n"
+            f"s = json.load(open(r'{WORK / 'res' / step / 'summary.json'}'))\n"
+            f"extra = {extra}")
+
+
 #: name -> (python code run in a fresh process, budget in seconds from the issues)
 CASES: dict[str, tuple[str, float]] = {
     "demo_data_real_scale": (
@@ -35,36 +47,18 @@ CASES: dict[str, tuple[str, float]] = {
         "from analysis.config import load_config\nfrom analysis import pipeline\n"
         f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
         "pipeline.run(cfg, only='clean', echo=lambda s: None)\n"
-        "import time\nt = time.perf_counter()\n"
-        "pipeline.run(cfg, only='gender', echo=lambda s: None)\n"
-        "import json\nextra = {'inner_seconds': json.load(open("
-        f"r'{WORK / 'res' / 'gender' / 'summary.json'}'))['cv_seconds']}}", 60.0),
-    "campaign2_fit_real_scale": (
-        "from analysis.config import load_config\nfrom analysis import pipeline\n"
-        f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
-        "import time\nt = time.perf_counter()\n"
-        "pipeline.run(cfg, only='campaign2', echo=lambda s: None)\n"
-        "extra = {'inner_seconds': time.perf_counter() - t}", 60.0),
+        + _step_case("gender", "{'inner_seconds': s['cv_seconds']}"), 60.0),
+    "campaign2_fit_real_scale": (_step_case("campaign2", "{'inner_seconds': t}"), 60.0),
     "segments_k_search_real_scale": (
-        "from analysis.config import load_config\nfrom analysis import pipeline\n"
-        f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
-        "pipeline.run(cfg, only='segments', echo=lambda s: None)\n"
-        "import json\ns = json.load(open("
-        f"r'{WORK / 'res' / 'segments' / 'summary.json'}'))\n"
-        "extra = {'inner_seconds': s['search_seconds'], 'fit_clients': s['fit_clients']}",
-        90.0),
+        _step_case("segments", "{'inner_seconds': s['search_seconds'], "
+                               "'fit_clients': s['fit_clients']}"), 90.0),
     "segments_k_search_every_buyer": (
         "from benchmarks.segment_cases import search_every_buyer\n"
         f"extra = search_every_buyer(r'{WORK / 'res'}')", 90.0),
     "propensity_real_scale": (
-        "from analysis.config import load_config\nfrom analysis import pipeline\n"
-        f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
-        "pipeline.run(cfg, only='propensity', echo=lambda s: None)\n"
-        "import json\ns = json.load(open("
-        f"r'{WORK / 'res' / 'propensity' / 'summary.json'}'))\n"
-        "t = s['timings_seconds']\n"
-        "extra = {'inner_seconds': t['fit'], 'score_seconds': t['score_target_city'], "
-        "'converged': s['convergence']['ok']}", 90.0),
+        _step_case("propensity", "{'inner_seconds': s['timings_seconds']['fit'], "
+                                 "'score_seconds': s['timings_seconds']['score_target_city'], "
+                                 "'converged': s['convergence']['ok']}"), 90.0),
     "uplift_rows_pymc_default_10k": (
         "from benchmarks.uplift_cases import rows_pymc_default\nextra = rows_pymc_default()",
         float("inf")),

@@ -91,6 +91,11 @@ def category_features(purchases: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index()
 
 
+def category_history(purchases: pd.DataFrame, before_day: int) -> pd.DataFrame:
+    """Distinct (``id``, ``category``) pairs bought before ``before_day``."""
+    return purchases.loc[purchases["dt"] < before_day, ["id", "category"]].drop_duplicates()
+
+
 def client_category_cells(clients: pd.DataFrame, purchases: pd.DataFrame,
                           window: tuple[int, int], categories: list[str]) -> pd.DataFrame:
     """Exact binomial cells of "bought the category in ``window``".
@@ -117,7 +122,7 @@ def client_category_cells(clients: pd.DataFrame, purchases: pd.DataFrame,
     cl = clients[["id"] + keys].drop_duplicates("id")
     lo, hi = window
     p = purchases[purchases["category"].isin(categories) & purchases["id"].isin(cl["id"])]
-    hist = p.loc[p["dt"] < lo, ["id", "category"]].drop_duplicates()
+    hist = category_history(p, lo)
     buy = p.loc[(p["dt"] >= lo) & (p["dt"] <= hi), ["id", "category"]].drop_duplicates()
     group_n = cl.groupby(keys, observed=True).size().rename("group_n").reset_index()
     # clients with history, per group x category

@@ -22,14 +22,21 @@ FEATURES = ["city", "cluster", "gender", "contacted", "history", "category"]
 CATEGORICAL = ["city", "cluster", "gender", "category"]
 
 
-def expand(cells: pd.DataFrame, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(y, weight, prediction) with two weighted rows per cell (buyers, non-buyers)."""
+def _two_rows(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(cell position, y, weight) of the buyer and non-buyer rows of each cell, without
+    rows of weight zero."""
     n, k = cells["n"].to_numpy(float), cells["k"].to_numpy(float)
+    pos = np.r_[np.arange(len(cells)), np.arange(len(cells))]
     y = np.r_[np.ones(len(cells)), np.zeros(len(cells))]
     w = np.r_[k, n - k]
-    pp = np.r_[p, p]
     keep = w > 0
-    return y[keep], w[keep], pp[keep]
+    return pos[keep], y[keep], w[keep]
+
+
+def expand(cells: pd.DataFrame, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(y, weight, prediction) with two weighted rows per cell (buyers, non-buyers)."""
+    pos, y, w = _two_rows(cells)
+    return y, w, np.asarray(p)[pos]
 
 
 def top_share_lift(y: np.ndarray, w: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
@@ -86,29 +93,22 @@ def baseline_model(random_state: int = 0) -> Pipeline:
     return Pipeline([("encode", enc), ("boost", hgb)])
 
 
-def _xy(cells: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+def _features(cells: pd.DataFrame) -> pd.DataFrame:
     X = cells[FEATURES].copy()
     for c in CATEGORICAL:
         X[c] = X[c].astype(str)
     X["contacted"] = X["contacted"].astype(float)
     X["history"] = X["history"].astype(float)
-    X2 = pd.concat([X, X], ignore_index=True)
-    y = np.r_[np.ones(len(cells)), np.zeros(len(cells))]
-    w = np.r_[cells["k"].to_numpy(float), (cells["n"] - cells["k"]).to_numpy(float)]
-    keep = w > 0
-    return X2[keep].reset_index(drop=True), y[keep], w[keep]
+    return X
 
 
 def fit_baseline(cells: pd.DataFrame, random_state: int = 0) -> Pipeline:
     """Fit :func:`baseline_model` on cells (weighted rows: the row-level fit, exactly)."""
-    X, y, w = _xy(cells)
+    pos, y, w = _two_rows(cells)
+    X = _features(cells).iloc[pos].reset_index(drop=True)
     return baseline_model(random_state).fit(X, y, boost__sample_weight=w)
 
 
 def predict_baseline(model: Any, cells: pd.DataFrame) -> np.ndarray:
-    X = cells[FEATURES].copy()
-    for c in CATEGORICAL:
-        X[c] = X[c].astype(str)
-    X["contacted"] = X["contacted"].astype(float)
-    X["history"] = X["history"].astype(float)
-    return model.predict_proba(X)[:, 1]
+    """P(buy) of each cell from a :func:`fit_baseline` model."""
+    return model.predict_proba(_features(cells))[:, 1]

@@ -140,6 +140,13 @@ class BehaviourEncoder(TransformerMixin, BaseEstimator):
                              f"{list(empty[:5])}); they cannot be placed by behaviour: "
                              "drop them or assign them a 'no history' group")
 
+    def _clr(self, X: pd.DataFrame, n: np.ndarray) -> np.ndarray:
+        """Centred log-ratio of the shrunk category shares (clients x categories)."""
+        counts = X.reindex(columns=self.categories_, fill_value=0).to_numpy(float)
+        a = self.prior_strength
+        clr = np.log((counts + a * self.category_p0_) / (n[:, None] + a))
+        return clr - clr.mean(axis=1, keepdims=True)
+
     def _raw(self, X: pd.DataFrame) -> pd.DataFrame:
         a = self.prior_strength
         n = X["items"].to_numpy(float)
@@ -149,11 +156,7 @@ class BehaviourEncoder(TransformerMixin, BaseEstimator):
             "kids_logit": _shrunk_logit(X["kids_items"].to_numpy(float), n, self.kids_p0_, a),
         }
         if self.categories_:
-            counts = X.reindex(columns=self.categories_, fill_value=0).to_numpy(float)
-            shares = (counts + a * self.category_p0_) / (n[:, None] + a)
-            clr = np.log(shares)
-            clr -= clr.mean(axis=1, keepdims=True)
-            pcs = self.pca_.transform(self.clr_scaler_.transform(clr))
+            pcs = self.pca_.transform(self.clr_scaler_.transform(self._clr(X, n)))
             for j in range(pcs.shape[1]):
                 out[f"category_pc{j + 1}"] = pcs[:, j]
         if self.use_age:
@@ -172,12 +175,9 @@ class BehaviourEncoder(TransformerMixin, BaseEstimator):
         self.age_fill_ = (float(pd.to_numeric(X["age"], errors="coerce").median())
                           if self.use_age else 0.0)
         if self.categories_:
-            a = self.prior_strength
             counts = X[self.categories_].to_numpy(float)
             self.category_p0_ = counts.sum(axis=0) / counts.sum()
-            shares = (counts + a * self.category_p0_) / (n[:, None] + a)
-            clr = np.log(shares)
-            clr -= clr.mean(axis=1, keepdims=True)
+            clr = self._clr(X, n)
             self.clr_scaler_ = StandardScaler().fit(clr)
             n_comp = max(1, min(self.n_category_components, len(self.categories_) - 1, len(X)))
             self.pca_ = PCA(n_comp, random_state=0).fit(self.clr_scaler_.transform(clr))

@@ -29,6 +29,7 @@ Incremental profit per treated client =
 from __future__ import annotations
 
 import warnings
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,10 +167,12 @@ def profit_per_treated(arpu_t: np.ndarray, arpu_c: np.ndarray, margin: float, de
 CELL_KEYS = ("city", "cluster", "age_band", "pre_bought", "treated")
 
 
-def pool_small_cities(df: pd.DataFrame, min_clients: int) -> tuple[pd.DataFrame, list]:
-    """Cities with fewer than ``min_clients`` campaign clients become ``other`` (pooled)."""
+def pool_small_cities(df: pd.DataFrame, min_clients: int, keep: Collection[Any] = ()
+                      ) -> tuple[pd.DataFrame, list]:
+    """Cities with fewer than ``min_clients`` clients become ``other`` (pooled), except the
+    cities in ``keep``; city labels become strings."""
     counts = df["city"].value_counts()
-    small = sorted(counts[counts < min_clients].index.tolist())
+    small = sorted(counts[(counts < min_clients) & ~counts.index.isin(keep)].index.tolist())
     out = df.copy()
     out["city"] = out["city"].astype(str).where(~df["city"].isin(small), "other")
     return out, small
