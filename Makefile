@@ -4,6 +4,10 @@ VENV    := .venv
 BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed-stamp
 CLIENTS ?= 104989
+# the one-click case reads the real public files when they sit beside the project
+# (../shared/data/one_click), else its synthetic stand-in in data/demo_one_click
+ONE_CLICK_DATA ?= $(wildcard ../shared/data/one_click)
+RUN_ENV := SHOPBAYES_ONE_CLICK_DATA=$(ONE_CLICK_DATA)
 
 .PHONY: install data run report test test-slow test-all bench lint clean-results
 
@@ -15,15 +19,16 @@ $(STAMP): pyproject.toml uv.lock
 	@touch $(STAMP)
 
 data: install
-	$(BIN)/shopbayes demo-data --if-needed --out data/demo --clients $(CLIENTS)
+	$(RUN_ENV) $(BIN)/shopbayes demo-data --if-needed --out data/demo --clients $(CLIENTS)
 
 run: data
-	$(BIN)/shopbayes run
+	$(RUN_ENV) $(BIN)/shopbayes run
 
 # a failed step still gets a report (with a warning box); make then exits non-zero
 report: data
-	@status=0; $(BIN)/shopbayes run || status=$$?; \
-	$(BIN)/shopbayes report && echo "Open report/_site/index.html"; exit $$status
+	@status=0; $(RUN_ENV) $(BIN)/shopbayes run || status=$$?; \
+	$(BIN)/shopbayes report && echo "Open report/_site/index.html (and one_click.html)"; \
+	exit $$status
 
 test: install
 	$(BIN)/python -m pytest

@@ -2,9 +2,10 @@
 
 ::
 
-    shopbayes demo-data [--out data/demo] [--clients N] [--seed S]
+    shopbayes demo-data [--out data/demo] [--clients N] [--seed S] [--one-click]
     shopbayes check-data [DIR]
     shopbayes run [STEP] [--data DIR] [--results DIR] [--force]
+    shopbayes run one-click [--data DIR]
     shopbayes steps
 """
 
@@ -18,12 +19,30 @@ from pathlib import Path
 from analysis.config import load_config
 
 
+def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
+    from analysis.one_click_demo import is_current, write_one_click_demo
+
+    if if_needed and is_current(out, clients, seed):
+        print(f"One-click stand-in in {out} is current.")
+        return
+    written = write_one_click_demo(out, clients, seed)
+    print(f"Wrote the one-click stand-in ({clients:,} clients) to {out}: {len(written)} files")
+
+
 def _demo_data(args: argparse.Namespace) -> int:
+    from analysis.config import ONE_CLICK_DEMO_DIR
     from analysis.demo_data import DemoSpec, write_demo
 
-    spec = DemoSpec(clients=args.clients, seed=args.seed)
+    cfg = load_config(args.config)
+    if args.one_click:
+        _one_click_demo(Path(args.out or ONE_CLICK_DEMO_DIR), args.clients or
+                        cfg.one_click.demo_clients, args.seed, args.if_needed)
+        return 0
+    args.out = args.out or "data/demo"
+    spec = DemoSpec(clients=args.clients or 104_989, seed=args.seed)
+    if args.if_needed and cfg.one_click_dir.resolve() == ONE_CLICK_DEMO_DIR.resolve():
+        _one_click_demo(ONE_CLICK_DEMO_DIR, cfg.one_click.demo_clients, args.seed, True)
     if args.if_needed:
-        cfg = load_config(args.config)
         if not cfg.uses_demo_data:
             print(f"Real data configured ({cfg.data_dir}); no demo data needed.")
             return 0
@@ -61,8 +80,18 @@ def _check_data(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
     from analysis import pipeline
 
+    step = args.step.replace("-", "_") if args.step else None
+    if step == "one_click":  # the second case reads its own folder
+        cfg = load_config(args.config, results_dir=args.results)
+        if args.data:
+            cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=args.data))
+        print(f"Data: {cfg.one_click_dir}   results: {cfg.results_dir}")
+        results = pipeline.run(cfg, only=step, force=args.force)
+        return 1 if any(r["status"] == "failed" for r in results) else 0
     cfg = load_config(args.config, data_dir=args.data, results_dir=args.results)
     print(f"Data: {cfg.data_dir}   results: {cfg.results_dir}")
     if not cfg.data_dir.exists():
@@ -70,7 +99,7 @@ def _run(args: argparse.Namespace) -> int:
               "(make demo data with `shopbayes demo-data`)", file=sys.stderr)
         return 2
     try:
-        results = pipeline.run(cfg, only=args.step, force=args.force)
+        results = pipeline.run(cfg, only=step, force=args.force)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -113,8 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", default=None, help="TOML config (default: shopbayes.toml)")
     sub = p.add_subparsers(dest="command", required=True)
     d = sub.add_parser("demo-data", help="write synthetic store data with known truth")
-    d.add_argument("--out", default="data/demo")
-    d.add_argument("--clients", type=int, default=104_989)
+    d.add_argument("--out", default=None,
+                   help="output folder (default data/demo, or data/demo_one_click)")
+    d.add_argument("--clients", type=int, default=None,
+                   help="clients (default 104,989 for the store, 1,300 for --one-click)")
+    d.add_argument("--one-click", action="store_true",
+                   help="write the stand-in for the one-click case instead")
     d.add_argument("--seed", type=int, default=2024)
     d.add_argument("--if-needed", action="store_true",
                    help="only when no real data is configured and data/demo is not current")
@@ -124,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.set_defaults(func=_check_data)
     r = sub.add_parser("run", help="run every analysis step, or one")
     r.add_argument("step", nargs="?", default=None)
-    r.add_argument("--data", default=None, help="data folder (default from config)")
+    r.add_argument("--data", default=None,
+                   help="data folder (default from config); for `run one-click` the "
+                        "folder with the case's four files")
     r.add_argument("--results", default=None, help="results folder (default data/results)")
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
     r.set_defaults(func=_run)

@@ -78,6 +78,37 @@ class PropensityConfig:
 
 
 @dataclass(frozen=True)
+class OneClickConfig:
+    """The second case ("В один клик" online store): where its files are and the settings
+    of its cleaning, model comparison and action segments (documented defaults).
+
+    ``data_dir`` empty means: the ``SHOPBAYES_ONE_CLICK_DATA`` environment variable, else
+    ``data/one_click`` when it holds ``market_file.csv``, else the synthetic stand-in in
+    ``data/demo_one_click`` (written by ``shopbayes demo-data``).
+    """
+
+    data_dir: str = ""
+    outlier_factor: float = 10.0
+    outlier_rule: str = "replace"
+    outer_folds: int = 5
+    inner_folds: int = 5
+    permutation_repeats: int = 10
+    #: action segments: P(decline) from which a client is "at risk", the profit quantile
+    #: that splits high from lower profit, promo share and unpaid-items quantile of the
+    #: promo-driven cart segment, and how far (in SD) a feature must stand out to drive an
+    #: offer
+    p_threshold: float = 0.5
+    profit_quantile: float = 0.5
+    promo_threshold: float = 0.5
+    unpaid_quantile: float = 0.75
+    min_smd: float = 0.3
+    demo_clients: int = 1300
+
+
+ONE_CLICK_DEMO_DIR = Path("data/demo_one_click")
+
+
+@dataclass(frozen=True)
 class Config:
     """Paths, seed, sampler and business settings of one analysis."""
 
@@ -96,6 +127,19 @@ class Config:
     business: BusinessConfig = field(default_factory=BusinessConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     propensity: PropensityConfig = field(default_factory=PropensityConfig)
+    one_click: OneClickConfig = field(default_factory=OneClickConfig)
+
+    @property
+    def one_click_dir(self) -> Path:
+        """The one-click case's data folder (see :class:`OneClickConfig`)."""
+        if self.one_click.data_dir:
+            return Path(self.one_click.data_dir)
+        env = os.environ.get("SHOPBAYES_ONE_CLICK_DATA")
+        if env:
+            return Path(env)
+        if (Path("data/one_click") / "market_file.csv").exists():
+            return Path("data/one_click")
+        return ONE_CLICK_DEMO_DIR
 
     def sampler_for(self, step: str) -> SamplerConfig:
         """Sampler settings of one step (``sampler`` with that step's overrides)."""
@@ -140,6 +184,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     seg_raw = {k: tuple(v) if isinstance(v, list) else v for k, v in seg_raw.items()}
     segments = replace(cfg.segments, **seg_raw)
     propensity = replace(cfg.propensity, **raw.pop("propensity", {}))
+    one_click = replace(cfg.one_click, **raw.pop("one_click", {}))
     if "data_dir" not in raw and "data_dir" not in overrides:
         env = os.environ.get("SHOPBAYES_DATA")
         if env:
@@ -151,4 +196,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
         if key in values:
             values[key] = Path(values[key])
     return replace(cfg, sampler=sampler, business=business, segments=segments,
-                   propensity=propensity, **values)
+                   propensity=propensity, one_click=one_click, **values)

@@ -126,9 +126,9 @@ def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> N
     m = table.merge(t.rename(columns={"gender": "true_gender"}), on="id")
     lost = m[m["lost"]]
     if len(lost):
-        from models.gender import metrics
+        from models.classification_metrics import binary_metrics
 
-        summary["demo_truth_lost"] = metrics(lost["true_gender"].to_numpy(),
+        summary["demo_truth_lost"] = binary_metrics(lost["true_gender"].to_numpy(),
                                              lost["gender_prob"].to_numpy())
 
 

@@ -41,6 +41,7 @@ class Step:
     config_keys: tuple[str, ...] = ("seed",)
     description: str = ""
     uses: tuple[str, ...] = ()  # optional upstream: used when it succeeded, never required
+    case: str = "store"  # whose data folder: the store's (data_dir) or "one_click"
 
     def load(self) -> Callable[[Config], dict[str, Any]]:
         module, func = self.target.split(":")
@@ -63,6 +64,10 @@ STEPS: tuple[Step, ...] = (
     Step("propensity", "analysis.propensity:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "propensity"),
          "who in city 1188 buys which category when contacted", uses=("gender", "segments")),
+    Step("one_click", "analysis.one_click:run", (),
+         ("seed", "sampler", "sampler_overrides", "one_click"),
+         "second case: which online-store clients will buy less, and what to offer",
+         case="one_click"),
 )
 
 
@@ -122,12 +127,17 @@ def data_digest(folder: Path) -> dict[str, str]:
     return out
 
 
+def data_folder(cfg: Config, step: Step) -> Path:
+    """The data folder a step reads."""
+    return cfg.one_click_dir if step.case == "one_click" else cfg.data_dir
+
+
 def input_hash(cfg: Config, step: Step) -> str:
     conf = cfg.as_dict()
     parts = {
         "version": VERSION,
         "step": step.name,
-        "data": data_digest(cfg.data_dir),
+        "data": data_digest(data_folder(cfg, step)),
         "config": {k: conf[k] for k in step.config_keys},
         "upstream": {n: (manifest(cfg, n) or {}).get("input_hash")
                      for n in step.needs + step.uses},
@@ -176,7 +186,7 @@ def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
         "input_hash": input_hash(cfg, step) if status == "ok" else None,
         "seconds": round(seconds, 2), "peak_rss_mib": round(_peak_rss_mib(), 1),
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
-        "data_dir": str(cfg.data_dir), "summary": summary,
+        "data_dir": str(data_folder(cfg, step)), "summary": summary,
     }
     write_json(m, step_dir(cfg, step.name) / "manifest.json")
     return {**m, "reused": False}

@@ -140,7 +140,7 @@ def run(cfg: Config) -> dict[str, Any]:
     for name, p in preds.items():
         tab = E.calibration_table(holdout, p)
         metrics.append({"model": name, **E.holdout_metrics(holdout, p),
-                        "ece": E.expected_calibration_error(tab)})
+                        "ece": E.table_calibration_error(tab)})
         calib.append(tab.assign(model=name))
     metrics = pd.DataFrame(metrics)
     calib = pd.concat(calib, ignore_index=True)

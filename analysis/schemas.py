@@ -17,6 +17,11 @@ from analysis.errors import DataError
 
 EDUCATION_LEVELS = ("среднее", "высшее")
 LAST_DAY = 58
+#: the one-click case's allowed values, after the known typos are fixed
+ACTIVITY_LEVELS = ("Снизилась", "Прежний уровень")
+SERVICE_TYPES = ("стандарт", "премиум")
+REVENUE_PERIODS = ("препредыдущий_месяц", "предыдущий_месяц", "текущий_месяц")
+TIME_PERIODS = ("предыдущий_месяц", "текущий_месяц")
 
 #: Expected columns and their kind for each table ("int", "float", "str").
 COLUMNS: Mapping[str, Mapping[str, str]] = {
@@ -28,6 +33,17 @@ COLUMNS: Mapping[str, Mapping[str, str]] = {
                              "sm_coef": "float", "personal_coef": "float"},
     "purchases": {"id": "int", "product": "str", "colour": "str", "cost": "int",
                   "product_sex": "int", "base_sale": "int", "dt": "int"},
+    # the second case, "В один клик" (column names as in its files)
+    "market_file": {"id": "int", "Покупательская активность": "str", "Тип сервиса": "str",
+                    "Разрешить сообщать": "str", "Маркет_актив_6_мес": "float",
+                    "Маркет_актив_тек_мес": "int", "Длительность": "int",
+                    "Акционные_покупки": "float", "Популярная_категория": "str",
+                    "Средний_просмотр_категорий_за_визит": "int",
+                    "Неоплаченные_продукты_штук_квартал": "int", "Ошибка_сервиса": "int",
+                    "Страниц_за_визит": "int"},
+    "market_money": {"id": "int", "Период": "str", "Выручка": "float"},
+    "market_time": {"id": "int", "Период": "str", "минут": "int"},
+    "money": {"id": "int", "Прибыль": "float"},
 }
 
 #: Columns that may hold gaps (everything else must be filled).
@@ -36,6 +52,10 @@ NULLABLE: Mapping[str, frozenset[str]] = {
     "personal_data_lost": frozenset({"education"}),
     "personal_data_coeffs": frozenset({"lbt_coef", "ac_coef", "sm_coef"}),
     "purchases": frozenset({"colour", "product_sex"}),
+    "market_file": frozenset(),
+    "market_money": frozenset(),
+    "market_time": frozenset(),
+    "money": frozenset(),
 }
 
 _client_columns = {
@@ -66,6 +86,35 @@ SCHEMAS: Mapping[str, pa.DataFrameSchema] = {
         "product_sex": pa.Column("Int64", pa.Check.isin([0, 1]), nullable=True),
         "base_sale": pa.Column("Int64", pa.Check.isin([0, 1])),
         "dt": pa.Column("Int64", pa.Check.in_range(0, LAST_DAY)),
+    }),
+    "market_file": pa.DataFrameSchema({
+        "id": pa.Column("Int64", pa.Check.ge(0), unique=True),
+        "Покупательская активность": pa.Column(object, pa.Check.isin(ACTIVITY_LEVELS)),
+        "Тип сервиса": pa.Column(object, pa.Check.isin(SERVICE_TYPES)),
+        "Разрешить сообщать": pa.Column(object, pa.Check.isin(("да", "нет"))),
+        "Маркет_актив_6_мес": pa.Column("Float64", pa.Check.ge(0)),
+        "Маркет_актив_тек_мес": pa.Column("Int64", pa.Check.ge(0)),
+        "Длительность": pa.Column("Int64", pa.Check.ge(0)),
+        "Акционные_покупки": pa.Column("Float64", pa.Check.in_range(0.0, 1.0)),
+        "Популярная_категория": pa.Column(object, pa.Check.str_length(min_value=1)),
+        "Средний_просмотр_категорий_за_визит": pa.Column("Int64", pa.Check.ge(0)),
+        "Неоплаченные_продукты_штук_квартал": pa.Column("Int64", pa.Check.ge(0)),
+        "Ошибка_сервиса": pa.Column("Int64", pa.Check.ge(0)),
+        "Страниц_за_визит": pa.Column("Int64", pa.Check.ge(0)),
+    }),
+    "market_money": pa.DataFrameSchema({
+        "id": pa.Column("Int64", pa.Check.ge(0)),
+        "Период": pa.Column(object, pa.Check.isin(REVENUE_PERIODS)),
+        "Выручка": pa.Column("Float64", pa.Check.ge(0)),
+    }, unique=["id", "Период"]),
+    "market_time": pa.DataFrameSchema({
+        "id": pa.Column("Int64", pa.Check.ge(0)),
+        "Период": pa.Column(object, pa.Check.isin(TIME_PERIODS)),
+        "минут": pa.Column("Int64", pa.Check.ge(0)),
+    }, unique=["id", "Период"]),
+    "money": pa.DataFrameSchema({
+        "id": pa.Column("Int64", pa.Check.ge(0), unique=True),
+        "Прибыль": pa.Column("Float64"),
     }),
 }
 

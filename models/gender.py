@@ -19,16 +19,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.calibration import CalibratedClassifierCV, calibration_curve
+from sklearn.calibration import CalibratedClassifierCV
 from sklearn.compose import ColumnTransformer
 from sklearn.dummy import DummyClassifier
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 from sklearn.model_selection import StratifiedKFold, cross_val_predict
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 from sklearn.utils.validation import check_is_fitted
+
+from models.classification_metrics import binary_metrics, reliability
 
 DEMOGRAPHICS = ["age", "education", "city", "country"]
 CATEGORICAL = ["education", "country"]
@@ -163,25 +164,6 @@ def demographics_baseline(random_state: int | None = None) -> Pipeline:
     return make_pipeline(pre, StandardScaler(), LogisticRegression(max_iter=1000))
 
 
-def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
-    """Weighted mean |observed - predicted| over equal-width probability bins."""
-    edges = np.linspace(0, 1, bins + 1)
-    idx = np.clip(np.digitize(p, edges[1:-1]), 0, bins - 1)
-    err = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            err += m.mean() * abs(y[m].mean() - p[m].mean())
-    return float(err)
-
-
-def metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
-    p = np.clip(p, 1e-6, 1 - 1e-6)
-    return {"roc_auc": float(roc_auc_score(y, p)), "accuracy": float(accuracy_score(y, p >= 0.5)),
-            "log_loss": float(log_loss(y, p)), "brier": float(brier_score_loss(y, p)),
-            "ece": expected_calibration_error(y, p)}
-
-
 @dataclass
 class Evaluation:
     """Cross-validated metrics of the imputer and its baselines."""
@@ -192,8 +174,7 @@ class Evaluation:
     chosen: str
 
     def reliability(self, model: str | None = None, bins: int = 10) -> pd.DataFrame:
-        frac, mean = calibration_curve(self.y, self.oof[model or self.chosen], n_bins=bins)
-        return pd.DataFrame({"predicted": mean, "observed": frac})
+        return reliability(self.y, self.oof[model or self.chosen], bins)
 
 
 def evaluate(X: pd.DataFrame, y: Any, folds: int = 5, random_state: int = 0) -> Evaluation:
@@ -211,7 +192,7 @@ def evaluate(X: pd.DataFrame, y: Any, folds: int = 5, random_state: int = 0) -> 
     for name, est in candidates.items():
         p = cross_val_predict(est, X, y, cv=cv, method="predict_proba")[:, 1]
         oof[name] = p
-        rows.append({"model": name, **metrics(y, p)})
+        rows.append({"model": name, **binary_metrics(y, p)})
     table = pd.DataFrame(rows)
     t = table.set_index("model")
     raw, cal = t.loc["boosting"], t.loc["boosting + isotonic calibration"]

@@ -76,7 +76,8 @@ def calibration_table(cells: pd.DataFrame, p: np.ndarray, bins: int = 10) -> pd.
                          "rows": g["w"].sum()}).reset_index()
 
 
-def expected_calibration_error(table: pd.DataFrame) -> float:
+def table_calibration_error(table: pd.DataFrame) -> float:
+    """ECE from a :func:`calibration_table` (weighted mean |predicted - observed| over bins)."""
     w = table["rows"] / table["rows"].sum()
     return float((w * (table["predicted"] - table["observed"]).abs()).sum())
 

@@ -46,20 +46,58 @@ def chosen_backend(settings: SamplerSettings) -> str:
     return settings.backend
 
 
+class Sampler:
+    """A model compiled once and sampled on one or more data sets.
+
+    Cross-validation refits the same model on each fold's training rows: with nutpie the
+    model is compiled once and each fold swaps the values of its ``pm.Data`` containers
+    (``CompiledModel.with_data``); with PyMC's NUTS ``pm.set_data`` does the same.
+
+    Parameters
+    ----------
+    model
+        A PyMC model; data to be swapped must be ``pm.Data`` containers.
+    settings
+        Sampler settings (backend ``auto`` picks nutpie when installed).
+
+    Examples
+    --------
+    >>> sampler = Sampler(model, SamplerSettings(draws=1000))  # doctest: +SKIP
+    >>> idata = sampler.sample(seed=1, data={"x": X_fold, "y": y_fold})  # doctest: +SKIP
+    """
+
+    def __init__(self, model: pm.Model, settings: SamplerSettings | None = None) -> None:
+        self.model = model
+        self.settings = settings or SamplerSettings()
+        self.backend = chosen_backend(self.settings)
+        self._compiled: Any = None
+        if self.backend == "nutpie":
+            import nutpie
+
+            self._compiled = nutpie.compile_pymc_model(model)
+
+    def sample(self, seed: int = 0, data: dict[str, Any] | None = None) -> az.InferenceData:
+        """Sample with NUTS (same seed and data, same draws), optionally on new data."""
+        s = self.settings
+        if self.backend == "nutpie":
+            import nutpie
+
+            compiled = self._compiled.with_data(**data) if data else self._compiled
+            return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
+                                 seed=seed, target_accept=s.target_accept, progress_bar=False,
+                                 cores=s.chains)
+        import pymc as pm
+
+        with self.model:
+            if data:
+                pm.set_data(data)
+            return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains,
+                             cores=min(s.chains, 2), target_accept=s.target_accept,
+                             random_seed=seed, progressbar=False,
+                             compute_convergence_checks=False)
+
+
 def sample(model: pm.Model, settings: SamplerSettings | None = None, seed: int = 0
            ) -> az.InferenceData:
     """Sample ``model`` with NUTS; same seed, same draws."""
-    s = settings or SamplerSettings()
-    if chosen_backend(s) == "nutpie":
-        import nutpie
-
-        compiled = nutpie.compile_pymc_model(model)
-        idata = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=seed,
-                              target_accept=s.target_accept, progress_bar=False, cores=s.chains)
-        return idata
-    import pymc as pm
-
-    with model:
-        return pm.sample(draws=s.draws, tune=s.tune, chains=s.chains, cores=min(s.chains, 2),
-                         target_accept=s.target_accept, random_seed=seed, progressbar=False,
-                         compute_convergence_checks=False)
+    return Sampler(model, settings).sample(seed)

@@ -48,3 +48,23 @@ def read_table(db: Path, name: str) -> pd.DataFrame:
     df = pd.read_sql_query(f"SELECT * FROM {name}", con)
     con.close()
     return df
+
+
+@pytest.fixture(scope="session")
+def one_click_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The one-click stand-in (1,300 clients, same schema and quirks), written once."""
+    from analysis.one_click_demo import write_one_click_demo
+
+    out = tmp_path_factory.mktemp("one_click")
+    write_one_click_demo(out, clients=1300, seed=5)
+    return out
+
+
+def quick_one_click(cfg, folder: Path):
+    """``cfg`` with the one-click case on ``folder`` and small CV / MCMC settings."""
+    from dataclasses import replace
+
+    oc = replace(cfg.one_click, data_dir=str(folder), outer_folds=3, inner_folds=3,
+                 permutation_repeats=2)
+    overrides = {**cfg.sampler_overrides, "one_click": {"draws": 600, "tune": 500}}
+    return replace(cfg, one_click=oc, sampler_overrides=overrides)

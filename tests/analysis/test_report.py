@@ -1,6 +1,7 @@
 from pathlib import Path
 
 from analysis.report import parse_qmd, render_project
+from tests.conftest import quick_one_click
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -25,7 +26,7 @@ def test_report_renders_with_missing_steps_as_warnings(tmp_path):
     assert "<script>alert" not in html
 
 
-def test_full_report_on_small_synthetic_results(demo_copy, tmp_path):
+def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_path):
     """Every step on small data, then the report: sections, figures, key numbers, no error."""
     import re
     import shutil
@@ -36,10 +37,22 @@ def test_full_report_on_small_synthetic_results(demo_copy, tmp_path):
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
     cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=200, tune=200),
                            "sampler_overrides": {}})
+    cfg = quick_one_click(cfg, one_click_demo)
     res = {r["step"]: r for r in pipeline.run(cfg)}
     assert all(r["status"] == "ok" for r in res.values()), res
     shutil.copytree(ROOT / "report", tmp_path / "report", ignore=shutil.ignore_patterns("_site"))
-    html = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "res")})[0]
+    html, oc_html = render_project(tmp_path / "report",
+                                   {"results_dir": str(tmp_path / "res")})
+    assert oc_html.name == "one_click.html"
+    oc = oc_html.read_text()
+    for section in ("The answer first", "The data and its cleaning",
+                    "Two models of P(activity declines)", "Why: what drives a decline",
+                    "What to do: segments and offers", "Appendix: priors and diagnostics"):
+        assert section in oc, section
+    assert "cross-validated ROC-AUC" in oc and "They agree on" in oc
+    assert "What to offer." in oc and "стандартт -&gt; стандарт" in oc
+    assert len(re.findall(r'<img[^>]*src="data:image/png;base64', oc)) >= 4
+    assert "no result to show" not in oc and "Traceback" not in oc[oc.index("<body"):]
     text = html.read_text()
     for section in ("The answer first", "Data quality", "Gender restoration",
                     "Campaign 1: did the personal discount pay off?",

@@ -2,11 +2,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from models.classification_metrics import expected_calibration_error
 from models.gender import (
     GenderImputer,
     confidence_threshold,
     evaluate,
-    expected_calibration_error,
     purchase_features,
 )
 
