@@ -59,6 +59,9 @@ CASES: dict[str, tuple[str, float]] = {
         _step_case("propensity", "{'inner_seconds': s['timings_seconds']['fit'], "
                                  "'score_seconds': s['timings_seconds']['score_target_city'], "
                                  "'converged': s['convergence']['ok']}"), 90.0),
+    "one_click_whole_case": (
+        "from benchmarks.one_click_cases import whole_case\n"
+        f"extra = whole_case(r'{WORK / 'one_click'}')", 180.0),
     "uplift_rows_pymc_default_10k": (
         "from benchmarks.uplift_cases import rows_pymc_default\nextra = rows_pymc_default()",
         float("inf")),
