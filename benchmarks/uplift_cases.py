@@ -44,10 +44,15 @@ def closed_form(n: int = 10_000) -> dict:
 
 
 def hierarchical(n: int, backend: str = "auto") -> dict:
+    """The hierarchical fit with the sampler settings the uplift step uses."""
+    from dataclasses import asdict, replace
+
+    from analysis.config import Config
+
+    settings = replace(Config().sampler_for("uplift"), backend=backend)
     df = synthetic_campaign(n)
     t0 = time.perf_counter()
-    m = U.HierarchicalUplift(sampler_config={"draws": 2500, "tune": 1000, "backend": backend},
-                             seed=1).fit(df)
+    m = U.HierarchicalUplift(sampler_config=asdict(settings), seed=1).fit(df)
     return {"inner_seconds": time.perf_counter() - t0, "cells": len(m.cells_),
             "convergence_ok": m.convergence_.ok, "problems": m.convergence_.problems}
 
