@@ -85,4 +85,7 @@ def test_parameter_recovery_over_seeds():
         d, td = u[:, 1:] - u[:, [0]], t[1:] - t[0]
         lo, hi = np.quantile(d, [0.03, 0.97], axis=0)
         contrast_hits += list((lo <= td) & (td <= hi))
+    print(f"\n  hierarchical logit recovery: coefficient coverage {np.mean(hits):.2f} "
+          f"({len(hits)}), category contrast coverage {np.mean(contrast_hits):.2f} "
+          f"({len(contrast_hits)})")
     assert np.mean(hits) >= 0.8 and np.mean(contrast_hits) >= 0.8
