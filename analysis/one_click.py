@@ -226,7 +226,8 @@ def run(cfg: Config) -> dict[str, Any]:
                    "by_family": final.by_family().to_dict("records"),
                    "nested_folds": nested.folds.to_dict("records")},
         "agreement": agreement,
-        "priors": {k: list(v) for k, v in bayes.priors.items()},
+        "priors": {k: list(v[:2]) if v[0] == "HalfNormal" else list(v)
+                   for k, v in bayes.priors.items()},
         "prior_predictive": bayes.prior_predictive(X, seed=cfg.seed),
         "posterior_predictive_inside_90": float(ppc["inside"].mean()),
         "convergence": conv.as_dict(),
