@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import arviz as az
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -34,7 +35,7 @@ from scipy.stats import spearmanr
 from analysis.config import Config, load_config
 from analysis.errors import DataError
 from analysis.figures import reliability_figure
-from analysis.io import read_json, save_figure, write_json, write_parquet
+from analysis.io import atomic_path, read_json, save_figure, write_json, write_parquet
 from analysis.model_store import save_model
 from analysis.one_click_data import CATEGORICAL, FEATURES, LABELS, NUMERIC, load_one_click
 from analysis.pipeline import StepSkipped, step_dir
@@ -205,10 +206,10 @@ def run(cfg: Config) -> dict[str, Any]:
     write_parquet(smd, out / "segment_smd.parquet")
     write_parquet(offer_table, out / "offers.parquet")
     save_model(final.best, out / "model", FEATURES)
-    bayes.idata_.to_netcdf(out / "posterior.nc.tmp")
-    os.replace(out / "posterior.nc.tmp", out / "posterior.nc")
+    with atomic_path(out / "posterior.nc") as tmp:
+        az.to_netcdf(bayes.idata_, tmp)
     _figures(calib, nested.importance, bayes, clients, thresholds, out)
-    ppc = pd.concat([bayes.posterior_predictive(X, y, g, seed=cfg.seed)
+    ppc = pd.concat([bayes.posterior_predictive(X, y, g, seed=cfg.seed, p_draws=draws)
                      .rename(columns={g: "level"}).assign(group=g) for g in BAYES_GROUPS])
     write_parquet(ppc, out / "posterior_predictive.parquet")
     total_s = time.perf_counter() - t_start

@@ -251,15 +251,3 @@ def load_one_click(folder: str | Path, outlier_factor: float = 10.0,
     out = out[FEATURES + ["declined", "profit"]].sort_index()
     return OneClickData(clients=out, log=log, fixes=fixes, outliers=outliers)
 
-
-def check_known_categories(X: pd.DataFrame, known: dict[str, list[str]],
-                           source: str = "input") -> dict[str, list[str]]:
-    """Values of categorical columns not seen in training, per column (empty when none)."""
-    unknown = {}
-    for col, levels in known.items():
-        if col not in X.columns:
-            raise DataError(source, f"missing column '{col}'")
-        bad = sorted(set(X[col].dropna().astype(str)) - set(levels))
-        if bad:
-            unknown[col] = bad
-    return unknown

@@ -44,4 +44,4 @@ def whole_case(work: str) -> dict[str, float | bool | str]:
             "converged": s["convergence"]["ok"],
             **{f"auc_{k}": round(r["roc_auc"], 4) for k, r in
                zip(("search", "bayes"), s["metrics"], strict=True)},
-            **{k: v for k, v in s["timings_seconds"].items()}}
+            **s["timings_seconds"]}

@@ -103,12 +103,12 @@ class HierarchicalLogit:
             raise ValueError(f"missing column(s) {missing}")
 
     def _learn_scaling(self, X: pd.DataFrame) -> None:
+        """Mean and SD of the numeric columns (from the rows being fitted)."""
         raw = self._raw_fixed(X)
         k = len(self.numeric)  # indicators stay 0/1: their effect is a log odds ratio
         sd = raw.std(axis=0)
         self.mean_ = np.r_[raw.mean(axis=0)[:k], np.zeros(raw.shape[1] - k)]
         self.sd_ = np.r_[np.where(sd[:k] > 0, sd[:k], 1.0), np.ones(raw.shape[1] - k)]
-        self.levels_ = {g: sorted(map(str, X[g].dropna().unique())) for g in self.groups}
 
     def _raw_fixed(self, X: pd.DataFrame) -> np.ndarray:
         cols = [X[c].to_numpy(float) for c in self.numeric]
@@ -160,6 +160,8 @@ class HierarchicalLogit:
     def compile(self, X: pd.DataFrame, y: np.ndarray) -> Sampler:
         """A sampler compiled once on ``X``'s shape; :meth:`fit` can reuse it on other rows
         (levels are learned from ``X``, so pass the full data)."""
+        self._check_columns(X)
+        self.levels_ = {g: sorted(map(str, X[g].dropna().unique())) for g in self.groups}
         self._learn_scaling(X)
         return Sampler(self.build_model(self.design(X), y), self.sampler)
 
@@ -176,9 +178,7 @@ class HierarchicalLogit:
             data = None
         else:
             # the compiled model keeps the levels it was built with; refit the scaling only
-            levels = self.levels_
             self._learn_scaling(X)
-            self.levels_ = levels
             d = self.design(X)
             unseen = {g: int((d.idx[g] < 0).sum()) for g in self.groups}
             if any(unseen.values()):
@@ -252,12 +252,13 @@ class HierarchicalLogit:
                 "mean_rate_low_94": float(np.quantile(p.mean(axis=1), 0.03)),
                 "mean_rate_high_94": float(np.quantile(p.mean(axis=1), 0.97))}
 
-    def posterior_predictive(self, X: pd.DataFrame, y: Any, by: str, seed: int = 0
-                             ) -> pd.DataFrame:
+    def posterior_predictive(self, X: pd.DataFrame, y: Any, by: str, seed: int = 0,
+                             p_draws: np.ndarray | None = None) -> pd.DataFrame:
         """Observed rate of ``y`` per level of ``by`` against its posterior predictive
-        90% interval (replicated outcomes drawn from the posterior)."""
+        90% interval (replicated outcomes drawn from the posterior). ``p_draws``: the
+        result of :meth:`predict_draws` on ``X`` when the caller already has it."""
         rng = np.random.default_rng(seed)
-        p = self.predict_draws(X, seed)
+        p = self.predict_draws(X, seed) if p_draws is None else p_draws
         yrep = rng.random(p.shape) < p
         y = np.asarray(y).astype(int)
         rows = []

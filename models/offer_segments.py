@@ -83,14 +83,20 @@ def profit_at_risk(profit: np.ndarray, p_draws: np.ndarray, segment: pd.Series
     return pd.DataFrame(rows)
 
 
+def _values(frame: pd.DataFrame, numeric: list[str]) -> pd.DataFrame:
+    """The numeric columns and one 0/1 column per level (``service=премиум``) of the
+    categorical ones: what segments are compared on."""
+    dummies = pd.get_dummies(frame[["service", "consent", "category"]].astype(str),
+                             prefix_sep="=").astype(float)
+    return pd.concat([frame[numeric].astype(float), dummies], axis=1)
+
+
 def profile_segments(frame: pd.DataFrame, segment: pd.Series, p: np.ndarray,
                      numeric: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Size, P(decline), profit and feature medians per segment, and the standardised mean
     difference (segment vs all clients) of every numeric feature and level share."""
     f = frame.assign(p_decline=np.asarray(p, float), segment=segment.to_numpy())
-    dummies = pd.get_dummies(frame[["service", "consent", "category"]].astype(str),
-                             prefix_sep="=").astype(float)
-    values = pd.concat([frame[numeric + ["profit"]].astype(float), dummies], axis=1)
+    values = _values(frame, numeric + ["profit"])
     mu, sd = values.mean(), values.std().replace(0, np.nan)
     rows, smd_rows = [], []
     for seg in [s for s in SEGMENTS if (segment == s).any()]:
@@ -163,11 +169,8 @@ def offers(frame: pd.DataFrame, segment: pd.Series, smd: pd.DataFrame,
            profiles: pd.DataFrame, min_smd: float = 0.3, top: int = 3) -> pd.DataFrame:
     """Offer suggestions for each at-risk segment from the features that stand out; stable
     segments get a keep-as-is line with their numbers."""
-    dummies = pd.get_dummies(frame[["service", "consent"]].astype(str),
-                             prefix_sep="=").astype(float)
-    values = pd.concat([frame.drop(columns=["service", "consent"], errors="ignore"), dummies],
-                       axis=1)
     smd = smd.set_index("segment")
+    values = _values(frame, [c for c in smd.columns if c in frame.columns])
     rows = []
     for _, prof in profiles.iterrows():
         seg = prof["segment"]

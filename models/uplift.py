@@ -273,12 +273,12 @@ class HierarchicalUplift:
                 eta = eta + pm.ZeroSumNormal("age_effect", sigma=1.0, dims="age_band")[ai]
             tau = pm.Normal("tau", pri["tau"][1], pri["tau"][2])
             s_tc = pm.HalfNormal("sigma_tau_city", pri["sigma_tau_city"][1])
-            treated = cells.loc[cells["treated"].astype(bool)]
             tau_city = pm.Deterministic(
                 "tau_city", s_tc * pm.Normal("tau_city_z", 0, 1, dims="city"), dims="city")
             tau_cell = tau + tau_city[ci]
             if len(clusters) > 1:
                 s_tk = pm.HalfNormal("sigma_tau_cluster", pri["sigma_tau_cluster"][1])
+                treated = cells.loc[cells["treated"].astype(bool)]
                 per_cluster = treated.groupby("cluster")["n"].sum()
                 if per_cluster.reindex(clusters, fill_value=0).min() >= CENTRED_FROM:
                     # every cluster's effect is pinned down by its data: the non-centred

@@ -52,6 +52,14 @@ def _copy(src, tmp_path):
     return dest
 
 
+def _rewrite(folder, name, edit):
+    """Apply ``edit`` to the rows of ``folder/name`` and write it back as the file was
+    (CRLF)."""
+    f = folder / name
+    df = edit(pd.read_csv(f, dtype=str))
+    df.to_csv(f, index=False, lineterminator="\r\n")
+
+
 def test_missing_period_is_named(one_click_demo, tmp_path):
     folder = _copy(one_click_demo, tmp_path)
     f = folder / "market_money.csv"
@@ -64,20 +72,17 @@ def test_missing_period_is_named(one_click_demo, tmp_path):
 
 def test_non_numeric_revenue_names_column_and_row(one_click_demo, tmp_path):
     folder = _copy(one_click_demo, tmp_path)
-    f = folder / "market_money.csv"
-    df = pd.read_csv(f, dtype=str)
-    df.loc[7, "Выручка"] = "n/a"
-    df.to_csv(f, index=False, lineterminator="\r\n")
+    _rewrite(folder, "market_money.csv", lambda df: df.assign(
+        Выручка=df["Выручка"].mask(df.index == 7, "n/a")))
     with pytest.raises(DataError, match=r"Выручка.*'n/a'.*rows 7"):
         load_one_click(folder)
 
 
 def test_unknown_activity_value_and_missing_file(one_click_demo, tmp_path):
     folder = _copy(one_click_demo, tmp_path)
-    f = folder / "market_file.csv"
-    df = pd.read_csv(f, dtype=str)
-    df.loc[3, "Покупательская активность"] = "Выросла"
-    df.to_csv(f, index=False, lineterminator="\r\n")
+    col = "Покупательская активность"
+    _rewrite(folder, "market_file.csv",
+             lambda df: df.assign(**{col: df[col].mask(df.index == 3, "Выросла")}))
     with pytest.raises(DataError, match="Покупательская активность"):
         load_one_click(folder)
     (folder / "money.csv").unlink()
@@ -88,11 +93,9 @@ def test_unknown_activity_value_and_missing_file(one_click_demo, tmp_path):
 def test_outlier_rule_drop_and_client_without_a_period(one_click_demo, tmp_path):
     folder = _copy(one_click_demo, tmp_path)
     assert len(load_one_click(folder, outlier_rule="drop").clients) == 1296
-    f = folder / "market_money.csv"
-    df = pd.read_csv(f, dtype=str)
-    victim = df["id"].iloc[-1]
-    df = df[~((df["id"] == victim) & (df["Период"] == "предыдущий_месяц"))]
-    df.to_csv(f, index=False, lineterminator="\r\n")
+    victim = pd.read_csv(folder / "market_money.csv", dtype=str)["id"].iloc[-1]
+    _rewrite(folder, "market_money.csv", lambda df: df[
+        ~((df["id"] == victim) & (df["Период"] == "предыдущий_месяц"))])
     d = load_one_click(folder)
     assert d.log[2]["dropped"] == 1 and int(victim) not in d.clients.index
     with pytest.raises(ValueError, match="outlier_rule"):
