@@ -15,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv>=0.5"
-	$(PY) -m uv sync --frozen --python $(PY)
+	$(PY) -m uv sync --frozen --all-extras --python $(PY)
 	@touch $(STAMP)
 
 data: install
@@ -27,7 +27,7 @@ run: data
 # a failed step still gets a report (with a warning box); make then exits non-zero
 report: data
 	@status=0; $(RUN_ENV) $(BIN)/shopbayes run || status=$$?; \
-	$(BIN)/shopbayes report && echo "Open report/_site/index.html (and one_click.html)"; \
+	$(BIN)/shopbayes report && echo "Open report/_site/index.html (and one_click.html; PDFs beside them)"; \
 	exit $$status
 
 test: install

@@ -120,7 +120,7 @@ def _report(args: argparse.Namespace) -> int:
     results = Path(args.results) if args.results else load_config(args.config).results_dir
     params.setdefault("results_dir", str(results.resolve()))
     try:
-        outputs = render_project(args.dir, params)
+        outputs = render_project(args.dir, params, to=args.to)
     except RenderError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
@@ -167,6 +167,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("dir", nargs="?", default="report")
     rp.add_argument("-P", "--param", action="append", help="name:value, as quarto -P")
     rp.add_argument("--results", default=None, help="results folder for the report")
+    rp.add_argument("--to", choices=["html", "typst", "all"], default=None,
+                    help="output format, as quarto render --to (typst = PDF); default: "
+                         "every format in _quarto.yml")
     rp.set_defaults(func=_report)
     s = sub.add_parser("steps", help="list the analysis steps")
     s.set_defaults(func=_steps)

@@ -2,7 +2,8 @@
 
 Quarto cannot be installed on every machine, so this renderer executes the same ``.qmd``
 files the way ``quarto render report`` does and writes the same output path
-(``report/_site/<name>.html``, self-contained):
+(``report/_site/<name>.html``, self-contained; ``<name>.pdf`` for the ``typst`` format,
+see :mod:`analysis.report_pdf`):
 
 * front matter and ``report/_quarto.yml`` (``execute`` defaults, ``output-dir``);
 * Python chunks with ``#|`` options: ``echo``, ``output``, ``warning``, ``fig-cap``,
@@ -16,8 +17,10 @@ a chunk that raises fails the render and names the chunk.
 
 from __future__ import annotations
 
+import copy
 import html
 import re
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +32,9 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 from analysis.io import write_text
+from analysis.report_pdf import missing_tools, write_pdf
+
+KNOWN_FORMATS = ("html", "typst")
 
 _CHUNK = re.compile(r"^```\{python[^}]*\}[ \t]*\n(.*?)^```[ \t]*$", re.S | re.M)
 _OPTION = re.compile(r"^#\|\s*([\w-]+)\s*:\s*(.*)$")
@@ -118,22 +124,56 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> None:
 
 
 def _alt_text(cell: nbformat.NotebookNode, caption: str) -> None:
-    """Give a captioned chunk's images the caption as alt text (for screen readers)."""
+    """Give a captioned chunk's images the caption as alt text (for screen readers).
+
+    The PNG stays beside the ``<img>`` so the PDF still gets the figure.
+    """
     for out in cell.outputs:
         png = out.get("data", {}).get("image/png") if out.output_type in (
             "display_data", "execute_result") else None
-        if png:
+        if png and "text/html" not in out.data:
             src = png if isinstance(png, str) else "".join(png)
-            out.data = {"text/html": f'<img alt="{html.escape(caption)}" '
-                                     f'src="data:image/png;base64,{src.strip()}">'}
+            out.data["text/html"] = (f'<img alt="{html.escape(caption)}" '
+                                     f'src="data:image/png;base64,{src.strip()}">')
+
+
+def formats_to_render(project: dict[str, Any], to: str | None) -> list[str]:
+    """The output formats: ``to`` (``html``, ``typst`` or ``all``), else ``_quarto.yml``'s.
+
+    Like ``quarto render``, no ``to`` renders every format the project lists. A listed
+    ``typst`` format is skipped with a warning when pandoc/typst are not installed; an
+    explicit ``to="typst"`` then fails.
+    """
+    listed = list((project.get("format") or {"html": {}}).keys())
+    if to not in (None, "all", *KNOWN_FORMATS):
+        raise RenderError(f"unknown format {to!r}; choose from {', '.join(KNOWN_FORMATS)}")
+    wanted = listed if to is None else list(KNOWN_FORMATS) if to == "all" else [to]
+    unknown = [f for f in wanted if f not in KNOWN_FORMATS]
+    if unknown:
+        raise RenderError(f"_quarto.yml lists formats this renderer does not make: {unknown}")
+    if "typst" in wanted:
+        reason = missing_tools()
+        if reason and to is None:
+            warnings.warn(f"PDF skipped: {reason}", stacklevel=2)
+            wanted.remove("typst")
+        elif reason:
+            raise RenderError(reason)
+    return wanted
 
 
 def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
-                timeout: int = 600) -> Path:
-    """Execute one ``.qmd`` and write its self-contained HTML; return the output path."""
+                timeout: int = 600, formats: tuple[str, ...] | list[str] = ("html",)
+                ) -> list[Path]:
+    """Execute one ``.qmd`` once and write each of ``formats``; return the output paths.
+
+    ``html`` is ``<output-dir>/<name>.html`` (self-contained); ``typst`` is
+    ``<output-dir>/<name>.pdf``, as Quarto names them.
+    """
     meta, parts = parse_qmd(qmd.read_text(encoding="utf-8"))
     nb = _notebook(parts, params)
-    nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {meta.get('title', qmd.stem)}"))
+    title = str(meta.get("title", qmd.stem))
+    nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}",
+                                                     metadata={"shopbayes": "title"}))
     client = NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=False,
                             resources={"metadata": {"path": str(qmd.parent)}})
     try:
@@ -143,16 +183,23 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
     defaults = dict(project.get("execute", {}))
     defaults.update(meta.get("execute", {}) or {})
     _apply_options(nb, defaults)
-    exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True,
-                            exclude_output_prompt=True, embed_images=True)
-    exporter.register_preprocessor(_tag_remover(), enabled=True)
-    nb.metadata["title"] = meta.get("title", qmd.stem)
-    body, _ = exporter.from_notebook_node(
-        nb, resources={"metadata": {"name": nb.metadata["title"]}})
     out_dir = qmd.parent / project.get("project", {}).get("output-dir", "_site")
-    out = out_dir / f"{qmd.stem}.html"
-    write_text(body, out)
-    return out
+    outputs = []
+    if "html" in formats:
+        exporter = HTMLExporter(template_name="lab", exclude_input_prompt=True,
+                                exclude_output_prompt=True, embed_images=True)
+        exporter.register_preprocessor(_tag_remover(), enabled=True)
+        nb.metadata["title"] = title
+        body, _ = exporter.from_notebook_node(copy.deepcopy(nb),
+                                              resources={"metadata": {"name": title}})
+        outputs.append(write_text(body, out_dir / f"{qmd.stem}.html"))
+    if "typst" in formats:
+        typst_format = (project.get("format") or {}).get("typst") or {}
+        try:
+            outputs.append(write_pdf(nb, title, out_dir / f"{qmd.stem}.pdf", typst_format))
+        except Exception as exc:  # pandoc or typst refused the document
+            raise RenderError(f"{qmd}: PDF output failed: {exc}") from exc
+    return outputs
 
 
 def _tag_remover() -> Any:
@@ -164,11 +211,28 @@ def _tag_remover() -> Any:
     return pre
 
 
-def render_project(report_dir: str | Path = "report", params: dict[str, Any] | None = None
-                   ) -> list[Path]:
-    """Render every ``.qmd`` of the Quarto project in ``report_dir``."""
+def render_project(report_dir: str | Path = "report", params: dict[str, Any] | None = None,
+                   to: str | None = None) -> list[Path]:
+    """Render every ``.qmd`` of the Quarto project in ``report_dir``.
+
+    Parameters
+    ----------
+    report_dir
+        The Quarto project (``_quarto.yml`` and ``*.qmd``).
+    params
+        Overrides of the ``parameters`` cell, as ``quarto render -P name:value``.
+    to
+        ``html``, ``typst`` (PDF) or ``all``; ``None`` renders the formats ``_quarto.yml``
+        lists, like ``quarto render``.
+
+    Returns
+    -------
+    list of Path
+        The written files, document by document.
+    """
     report_dir = Path(report_dir)
     cfg_file = report_dir / "_quarto.yml"
     project = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
-    return [render_file(q, project or {}, params or {})
-            for q in sorted(report_dir.glob("*.qmd"))]
+    formats = formats_to_render(project or {}, to)
+    return [path for q in sorted(report_dir.glob("*.qmd"))
+            for path in render_file(q, project or {}, params or {}, formats=formats)]

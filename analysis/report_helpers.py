@@ -1,7 +1,8 @@
 """Small helpers the report's chunks use to read results and show them safely.
 
-Every piece of text that comes from data is HTML-escaped here, so the report never
-runs script from the data.
+Every piece of text that comes from data is escaped here (HTML for the web page,
+Markdown for the PDF), so the report never runs script from the data. Chunks that put
+data into ``Markdown(...)`` themselves wrap it in :func:`md_escape`.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
-from IPython.display import HTML
 
 
 def step_manifest(results: Path, step: str) -> dict[str, Any] | None:
@@ -38,18 +40,54 @@ def load_summary(results: Path, step: str) -> dict[str, Any] | None:
         return None
 
 
-def box(kind: str, text: str) -> HTML:
+class Output:
+    """One chunk output in the forms Quarto chooses between.
+
+    HTML formats show ``_repr_html_``; PDF (typst) shows ``_repr_markdown_`` (Quarto's
+    order for non-HTML formats is Markdown, then images), so every helper returns both.
+    """
+
+    def __init__(self, html_text: str, markdown: str | None = None,
+                 png: bytes | None = None) -> None:
+        self.html, self.markdown, self.png = html_text, markdown, png
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def _repr_markdown_(self) -> str | None:
+        return self.markdown
+
+    def _repr_png_(self) -> bytes | None:
+        return self.png
+
+
+_MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")
+
+
+def md_escape(value: Any) -> str:
+    """``value`` as literal Markdown text: every ASCII punctuation mark backslash-escaped.
+
+    Pandoc and CommonMark both read ``\\<`` as a literal ``<``, so text from the data can
+    neither inject HTML (``<script>``) nor Markdown structure (``*``, ``|``, ``#``).
+    """
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def box(kind: str, text: str) -> Output:
     """A visible callout box (``warning`` or ``info``) with escaped text."""
     colours = {"warning": ("#fff3cd", "#856404", "#ffe08a"),
                "info": ("#e7f1ff", "#084298", "#b6d4fe")}
     bg, fg, border = colours.get(kind, colours["info"])
     label = "Warning" if kind == "warning" else "Note"
-    return HTML(f'<div class="callout callout-{kind}" style="background:{bg};color:{fg};'
-                f'border:1px solid {border};border-radius:6px;padding:10px 14px;margin:10px 0">'
-                f"<strong>{label}:</strong> {html.escape(text)}</div>")
+    callout = "warning" if kind == "warning" else "note"
+    return Output(
+        f'<div class="callout callout-{kind}" style="background:{bg};color:{fg};'
+        f'border:1px solid {border};border-radius:6px;padding:10px 14px;margin:10px 0">'
+        f"<strong>{label}:</strong> {html.escape(text)}</div>",
+        f"::: {{.callout-{callout}}}\n**{label}:** {md_escape(text)}\n:::\n")
 
 
-def missing_step_box(results: Path, step: str, title: str) -> HTML:
+def missing_step_box(results: Path, step: str, title: str) -> Output:
     m = step_manifest(results, step)
     if m is None:
         why = "this step has not been run (or is not built yet)"
@@ -58,17 +96,45 @@ def missing_step_box(results: Path, step: str, title: str) -> HTML:
     return box("warning", f"{title}: no result to show; {why}.")
 
 
-def table(df: pd.DataFrame, caption: str | None = None) -> HTML:
-    """An escaped HTML table (pandas escapes cell text by default)."""
+def table(df: pd.DataFrame, caption: str | None = None) -> Output:
+    """An escaped table: HTML (pandas escapes cell text) and a Markdown pipe table."""
     body = df.to_html(index=False, escape=True, border=0, classes="table table-sm")
     cap = f"<p><em>{html.escape(caption)}</em></p>" if caption else ""
-    return HTML(cap + body)
+    md_cap = f"*{md_escape(caption)}*\n\n" if caption else ""
+    return Output(cap + body, md_cap + pipe_table(df))
 
 
-def figure(path: Path, alt: str) -> HTML:
+def pipe_table(df: pd.DataFrame) -> str:
+    """``df`` as a pandoc pipe table with escaped cells; numbers right-, text left-aligned.
+
+    The dashes under each header are as long as the column's widest cell (its longest
+    word for the header, which may wrap at underscores) plus room for the cell padding,
+    so a table wider than a line gets column widths in proportion to its content.
+    """
+    def text(v: Any) -> str:
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            return ""
+        return " ".join((f"{v:.6g}" if isinstance(v, float | np.floating) else str(v)).split())
+
+    head = [text(c) for c in df.columns]
+    body = [[text(v) for v in r] for r in df.itertuples(index=False, name=None)]
+    widths = [3 + max(max(len(w) for w in re.split(r"[\s_]", h)),
+                      *(len(r[i]) for r in body)) for i, h in enumerate(head)]
+    numeric = [pd.api.types.is_numeric_dtype(t) for t in df.dtypes]
+    rule = ["-" * (w - 1) + ":" if num else ":" + "-" * (w - 1)
+            for w, num in zip(widths, numeric, strict=True)]
+    # a zero-width space after each underscore lets long snake_case headers wrap
+    lines = [[md_escape(h).replace("\\_", "\\_\u200b") for h in head], rule,
+             *([md_escape(c) for c in r] for r in body)]
+    return "\n".join("| " + " | ".join(r) + " |" for r in lines) + "\n"
+
+
+def figure(path: Path, alt: str) -> Output:
     """An embedded PNG with alt text (for figures inside chunks without a ``fig-cap``)."""
-    data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
-    return HTML(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">')
+    raw = Path(path).read_bytes()
+    data = base64.b64encode(raw).decode("ascii")
+    return Output(f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">',
+                  png=raw)
 
 
 def fmt_interval(row: dict[str, Any], name: str, scale: float = 1.0) -> str:
@@ -78,7 +144,7 @@ def fmt_interval(row: dict[str, Any], name: str, scale: float = 1.0) -> str:
     return f"{m:,.{digits}f} (94% HDI {lo:,.{digits}f} to {hi:,.{digits}f})"
 
 
-def convergence_box(model: str, c: dict[str, Any]) -> HTML:
+def convergence_box(model: str, c: dict[str, Any]) -> Output:
     """The convergence verdict of one fit: an info box when it passed, a warning when not."""
     status = "passed" if c["ok"] else "FAILED: " + "; ".join(c["problems"])
     return box("info" if c["ok"] else "warning",
@@ -88,7 +154,7 @@ def convergence_box(model: str, c: dict[str, Any]) -> HTML:
                f"({c['n_draws']} draws).")
 
 
-def priors_table(priors: dict[str, list[Any]], caption: str) -> HTML:
+def priors_table(priors: dict[str, list[Any]], caption: str) -> Output:
     """Priors as written in a summary (``name: [family, arg, ...]``)."""
     rows = [{"parameter": k, "prior": f"{v[0]}({', '.join(map(str, v[1:]))})"}
             for k, v in priors.items()]

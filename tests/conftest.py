@@ -60,6 +60,21 @@ def one_click_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def copy_one_click(src: Path, tmp_path: Path) -> Path:
+    """A private copy of a one-click folder that a test may damage."""
+    dest = tmp_path / "oc"
+    shutil.copytree(src, dest)
+    return dest
+
+
+def rewrite_csv(folder: Path, name: str, edit) -> None:
+    """Apply ``edit`` to the rows of ``folder/name`` and write it back as the file was
+    (CRLF)."""
+    f = folder / name
+    df = edit(pd.read_csv(f, dtype=str))
+    df.to_csv(f, index=False, lineterminator="\r\n")
+
+
 def quick_one_click(cfg, folder: Path):
     """``cfg`` with the one-click case on ``folder`` and small CV / MCMC settings."""
     from dataclasses import replace

@@ -1,12 +1,10 @@
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 
 from analysis.errors import DataError
 from analysis.one_click_data import FEATURES, load_one_click, read_table
-from tests.conftest import SHARED, needs_shared
+from tests.conftest import SHARED, copy_one_click, needs_shared, rewrite_csv
 
 REAL = SHARED / "one_click"
 
@@ -46,22 +44,8 @@ def test_stand_in_has_the_real_quirks_and_cleans_the_same_way(one_click_demo):
     assert len(d.fixes) == 4
 
 
-def _copy(src, tmp_path):
-    dest = tmp_path / "oc"
-    shutil.copytree(src, dest)
-    return dest
-
-
-def _rewrite(folder, name, edit):
-    """Apply ``edit`` to the rows of ``folder/name`` and write it back as the file was
-    (CRLF)."""
-    f = folder / name
-    df = edit(pd.read_csv(f, dtype=str))
-    df.to_csv(f, index=False, lineterminator="\r\n")
-
-
 def test_missing_period_is_named(one_click_demo, tmp_path):
-    folder = _copy(one_click_demo, tmp_path)
+    folder = copy_one_click(one_click_demo, tmp_path)
     f = folder / "market_money.csv"
     lines = f.read_text(encoding="utf-8").splitlines()
     f.write_text("\r\n".join(ln for ln in lines if "текущий_месяц" not in ln) + "\r\n",
@@ -71,17 +55,17 @@ def test_missing_period_is_named(one_click_demo, tmp_path):
 
 
 def test_non_numeric_revenue_names_column_and_row(one_click_demo, tmp_path):
-    folder = _copy(one_click_demo, tmp_path)
-    _rewrite(folder, "market_money.csv", lambda df: df.assign(
+    folder = copy_one_click(one_click_demo, tmp_path)
+    rewrite_csv(folder, "market_money.csv", lambda df: df.assign(
         Выручка=df["Выручка"].mask(df.index == 7, "n/a")))
     with pytest.raises(DataError, match=r"Выручка.*'n/a'.*rows 7"):
         load_one_click(folder)
 
 
 def test_unknown_activity_value_and_missing_file(one_click_demo, tmp_path):
-    folder = _copy(one_click_demo, tmp_path)
+    folder = copy_one_click(one_click_demo, tmp_path)
     col = "Покупательская активность"
-    _rewrite(folder, "market_file.csv",
+    rewrite_csv(folder, "market_file.csv",
              lambda df: df.assign(**{col: df[col].mask(df.index == 3, "Выросла")}))
     with pytest.raises(DataError, match="Покупательская активность"):
         load_one_click(folder)
@@ -91,10 +75,10 @@ def test_unknown_activity_value_and_missing_file(one_click_demo, tmp_path):
 
 
 def test_outlier_rule_drop_and_client_without_a_period(one_click_demo, tmp_path):
-    folder = _copy(one_click_demo, tmp_path)
+    folder = copy_one_click(one_click_demo, tmp_path)
     assert len(load_one_click(folder, outlier_rule="drop").clients) == 1296
     victim = pd.read_csv(folder / "market_money.csv", dtype=str)["id"].iloc[-1]
-    _rewrite(folder, "market_money.csv", lambda df: df[
+    rewrite_csv(folder, "market_money.csv", lambda df: df[
         ~((df["id"] == victim) & (df["Период"] == "предыдущий_месяц"))])
     d = load_one_click(folder)
     assert d.log[2]["dropped"] == 1 and int(victim) not in d.clients.index

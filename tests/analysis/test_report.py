@@ -1,9 +1,14 @@
 from pathlib import Path
 
-from analysis.report import parse_qmd, render_project
-from tests.conftest import quick_one_click
+import pytest
+
+from analysis.report import RenderError, formats_to_render, parse_qmd, render_project
+from analysis.report_helpers import md_escape, pipe_table, table
+from tests.conftest import copy_one_click, quick_one_click, rewrite_csv
 
 ROOT = Path(__file__).resolve().parents[2]
+# a favourite category name that tries to run script and break Markdown and typst
+HOSTILE = '<img src=x onerror=alert(1)>*x* | #panic("typst") $y$'
 
 
 def test_parse_qmd_reads_front_matter_chunks_and_options():
@@ -19,11 +24,42 @@ def test_report_renders_with_missing_steps_as_warnings(tmp_path):
     shutil.copytree(ROOT / "report", tmp_path / "report",
                     ignore=shutil.ignore_patterns("_site"))
     (tmp_path / "results").mkdir()
-    out = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "results")})
+    out = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "results")},
+                         to="html")
     html = out[0].read_text()
     assert out[0] == tmp_path / "report" / "_site" / "index.html"
     assert "Campaign 1: no result to show" in html and "Traceback" not in html
     assert "<script>alert" not in html
+
+
+def test_data_text_is_escaped_in_markdown_and_tables():
+    import pandas as pd
+
+    assert md_escape("<b>x</b> *y* | 1,5") == r"\<b\>x\<\/b\> \*y\* \| 1\,5"
+    t = table(pd.DataFrame({"name": ["<script>alert(1)</script>"], "p": [0.5]}), "Cap <i>")
+    assert "<script>" not in t.html and "&lt;script&gt;" in t.html
+    assert t.markdown.startswith(r"*Cap \<i\>*") and r"\<script\>" in t.markdown
+    lines = pipe_table(pd.DataFrame({"a_b": [1.25], "t": ["x"]})).splitlines()
+    assert lines[1].endswith("--: | :--- |") and lines[2] == r"| 1\.25 | x |"
+
+
+def test_format_choice_follows_quarto_yml_and_refuses_unknown_formats():
+    project = {"format": {"html": {}, "typst": {}}}
+    assert formats_to_render(project, None) == ["html", "typst"]
+    assert formats_to_render(project, "html") == ["html"]
+    assert formats_to_render({}, None) == ["html"]
+    with pytest.raises(RenderError, match="unknown format"):
+        formats_to_render(project, "docx")
+
+
+def test_pdf_needs_the_tools_and_says_how_to_install_them(monkeypatch):
+    import analysis.report as report
+
+    monkeypatch.setattr(report, "missing_tools", lambda: "PDF output needs pandoc and typst")
+    with pytest.warns(UserWarning, match="PDF skipped"):
+        assert formats_to_render({"format": {"html": {}, "typst": {}}}, None) == ["html"]
+    with pytest.raises(RenderError, match="needs pandoc and typst"):
+        formats_to_render({}, "typst")
 
 
 def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_path):
@@ -37,14 +73,21 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
     cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=200, tune=200),
                            "sampler_overrides": {}})
-    cfg = quick_one_click(cfg, one_click_demo)
+    oc_data = copy_one_click(one_click_demo, tmp_path)
+    rewrite_csv(oc_data, "market_file.csv", lambda df: df.replace(
+        {"Популярная_категория": {df["Популярная_категория"].mode()[0]: HOSTILE}}))
+    cfg = quick_one_click(cfg, oc_data)
     res = {r["step"]: r for r in pipeline.run(cfg)}
     assert all(r["status"] == "ok" for r in res.values()), res
     shutil.copytree(ROOT / "report", tmp_path / "report", ignore=shutil.ignore_patterns("_site"))
-    html, oc_html = render_project(tmp_path / "report",
-                                   {"results_dir": str(tmp_path / "res")})
-    assert oc_html.name == "one_click.html"
+    html, pdf, oc_html, oc_pdf = render_project(tmp_path / "report",
+                                                {"results_dir": str(tmp_path / "res")})
+    assert (oc_html.name, pdf.name, oc_pdf.name) == ("one_click.html", "index.pdf",
+                                                     "one_click.pdf")
     oc = oc_html.read_text()
+    # the hostile category reaches the report (tables, offers) only as text
+    assert not re.search(r"<[^<>]*onerror", oc), "data text became an HTML tag"
+    assert "&lt;img src=x onerror=alert(1)&gt;" in oc
     for section in ("The answer first", "The data and its cleaning",
                     "Two models of P(activity declines)", "Why: what drives a decline",
                     "What to do: segments and offers", "Appendix: priors and diagnostics"):
@@ -77,3 +120,25 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
         if not s["convergence"]["ok"]:
             assert "failed convergence" in text.lower() or "FAILED" in text
     assert "no result to show" not in text
+    _check_pdfs(pdf, oc_pdf)
+
+
+def _check_pdfs(pdf, oc_pdf):
+    """The PDFs carry the same sections, key numbers, figures and escaped data text."""
+    from pypdf import PdfReader
+
+    doc = PdfReader(pdf)
+    text = " ".join(" ".join(p.extract_text().split()) for p in doc.pages)
+    for section in ("1 The answer first", "2 Data quality", "3 Gender restoration",
+                    "Campaign 1: did the personal discount pay off?", "Placebo",
+                    "Appendix: methods, priors and diagnostics"):
+        assert section in text, section
+    assert "P(conversion uplift > 0)" in text and "Recommendation:" in text
+    assert "convergence" in text and "Traceback" not in text
+    images = sum(len(p.images) for p in doc.pages)
+    assert images >= 12, images
+    oc = PdfReader(oc_pdf)
+    oc_text = " ".join(" ".join(p.extract_text().split()) for p in oc.pages)
+    assert "cross-validated ROC-AUC" in oc_text and "What to offer." in oc_text
+    assert 'onerror=alert(1)>*x* | #panic("typst") $y$' in oc_text
+    assert sum(len(p.images) for p in oc.pages) >= 4

@@ -1,0 +1,24 @@
+-- Quarto's callout divs (::: {.callout-warning}, ::: {.callout-note}) as coloured typst
+-- blocks, so a warning in the PDF is as visible as in the web page.
+local colours = {
+  ["callout-warning"] = { fill = "#fff3cd", stroke = "#e0a800" },
+  ["callout-note"] = { fill = "#e7f1ff", stroke = "#6ea8fe" },
+}
+
+function Div(div)
+  for _, class in ipairs(div.classes) do
+    local c = colours[class]
+    if c then
+      local open = string.format(
+        '#block(width: 100%%, fill: rgb("%s"), stroke: 0.8pt + rgb("%s"), inset: 8pt, '
+          .. 'radius: 4pt, breakable: true)[',
+        c.fill, c.stroke)
+      local blocks = { pandoc.RawBlock("typst", open) }
+      for _, b in ipairs(div.content) do
+        table.insert(blocks, b)
+      end
+      table.insert(blocks, pandoc.RawBlock("typst", "]"))
+      return blocks
+    end
+  end
+end
