@@ -174,8 +174,10 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
     title = str(meta.get("title", qmd.stem))
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}",
                                                      metadata={"shopbayes": "title"}))
+    # the kernel's own log (e.g. "running over TCP without encryption") is not the report's
     client = NotebookClient(nb, kernel_name="python3", timeout=timeout, allow_errors=False,
-                            resources={"metadata": {"path": str(qmd.parent)}})
+                            resources={"metadata": {"path": str(qmd.parent)}},
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])
     try:
         client.execute()
     except CellExecutionError as exc:
