@@ -2,8 +2,10 @@
 
 Each step writes into ``results_dir/<step>/`` and leaves a ``manifest.json`` holding the
 hash of what it read (data files, its part of the config, the manifests of the steps it
-builds on, the package version). A rerun compares hashes, so a stale result is detected
-and recomputed, never silently reused; a step whose upstream failed is not run.
+builds on) and of the code that computed it (the analysis and model sources and the
+versions of the numerical libraries). A rerun compares hashes, so a stale result, also
+one from an older version of shopbayes, is detected and recomputed, never silently
+reused; a step whose upstream failed is not run.
 """
 
 from __future__ import annotations
@@ -25,6 +27,39 @@ from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
 
 VERSION = "0.1.0"
+# code that only draws the report or parses the command line cannot change a result
+_NOT_RESULTS = {"cli.py", "report.py", "report_helpers.py", "report_pdf.py"}
+_LIBRARIES = ("numpy", "pandas", "scipy", "scikit-learn", "pymc", "pytensor", "nutpie",
+              "arviz")
+_CODE_DIGEST: list[str] = []
+
+
+def code_digest() -> str:
+    """Digest of the sources that compute results and of the numerical libraries' versions.
+
+    Part of every step's input hash, so updating shopbayes (or a library) reruns the
+    steps instead of reusing results an older version wrote. Computed once per process.
+    """
+    if not _CODE_DIGEST:
+        from importlib.metadata import PackageNotFoundError, version
+
+        libs = {}
+        for name in _LIBRARIES:
+            try:
+                libs[name] = version(name)
+            except PackageNotFoundError:
+                libs[name] = None
+        root = Path(__file__).resolve().parents[1]
+        _CODE_DIGEST.append(digest_of({"sources": source_digest(root), "libraries": libs}))
+    return _CODE_DIGEST[0]
+
+
+def source_digest(root: Path) -> str:
+    """Digest of ``analysis/`` and ``models/`` under ``root``, less the report's code."""
+    files = sorted(p for pkg in ("analysis", "models") for p in (root / pkg).rglob("*")
+                   if p.is_file() and p.suffix in (".py", ".json", ".lua")
+                   and p.name not in _NOT_RESULTS and "__pycache__" not in p.parts)
+    return digest_of({p.relative_to(root).as_posix(): file_digest(p) for p in files})
 
 
 class StepSkipped(Exception):
@@ -136,6 +171,7 @@ def input_hash(cfg: Config, step: Step) -> str:
     conf = cfg.as_dict()
     parts = {
         "version": VERSION,
+        "code": code_digest(),
         "step": step.name,
         "data": data_digest(data_folder(cfg, step)),
         "config": {k: conf[k] for k in step.config_keys},

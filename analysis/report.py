@@ -32,6 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 from analysis.io import write_text
+from analysis.report_helpers import CHUNK_ERROR, error_box
 from analysis.report_pdf import missing_tools, write_pdf
 
 KNOWN_FORMATS = ("html", "typst")
@@ -76,13 +77,16 @@ def parse_qmd(text: str) -> tuple[dict[str, Any], list[str | Chunk]]:
     return meta, parts
 
 
-def _notebook(parts: list[str | Chunk], params: dict[str, Any]) -> nbformat.NotebookNode:
+def _notebook(parts: list[str | Chunk], params: dict[str, Any],
+              defaults: dict[str, Any] | None = None) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     for part in parts:
         if isinstance(part, str):
             nb.cells.append(nbformat.v4.new_markdown_cell(part))
             continue
-        tags = part.options.get("tags") or []
+        tags = list(part.options.get("tags") or [])
+        if {**(defaults or {}), **part.options}.get("error"):
+            tags.append("raises-exception")  # nbclient goes on, as Quarto's error: true
         cell = nbformat.v4.new_code_cell(part.code, metadata={"tags": list(tags),
                                                               "quarto": part.options})
         nb.cells.append(cell)
@@ -94,13 +98,18 @@ def _notebook(parts: list[str | Chunk], params: dict[str, Any]) -> nbformat.Note
     return nb
 
 
-def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> None:
-    """Honour echo / output / warning / fig-cap / label after execution."""
-    cells = []
+def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[str]:
+    """Honour echo / output / warning / fig-cap / label after execution.
+
+    A chunk that raised (allowed by ``error: true``) shows a warning box instead of its
+    traceback. Returns the errors, one line per failed chunk.
+    """
+    cells, errors = [], []
     for cell in nb.cells:
         if cell.cell_type != "code":
             cells.append(cell)
             continue
+        errors += _errors_to_boxes(cell)
         opts = {**defaults, **cell.metadata.get("quarto", {})}
         if opts.get("label"):
             cells.append(nbformat.v4.new_markdown_cell(f'<a id="{opts["label"]}"></a>'))
@@ -121,6 +130,24 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> None:
             _alt_text(cell, str(opts["fig-cap"]))
             cells.append(nbformat.v4.new_markdown_cell(f"*{opts['fig-cap']}*"))
     nb.cells = cells
+    return errors
+
+
+def _errors_to_boxes(cell: nbformat.NotebookNode) -> list[str]:
+    """Replace ``error`` outputs by warning boxes; the chunk's errors, labelled."""
+    where = cell.metadata.get("quarto", {}).get("label") or cell.source.split("\n", 1)[0]
+    found, outputs = [], []
+    for out in cell.outputs:
+        if out.output_type == "error":
+            found.append(f"{out.ename}: {out.evalue}")
+            box = error_box(out.ename, out.evalue)
+            out = nbformat.v4.new_output("display_data", data={
+                "text/html": box.html, "text/markdown": box.markdown})
+        elif CHUNK_ERROR in out.get("metadata", {}):
+            found.append(out.metadata[CHUNK_ERROR])
+        outputs.append(out)
+    cell.outputs = outputs
+    return [f"chunk {where!r}: {e}" for e in found]
 
 
 def _alt_text(cell: nbformat.NotebookNode, caption: str) -> None:
@@ -163,14 +190,17 @@ def formats_to_render(project: dict[str, Any], to: str | None) -> list[str]:
 
 def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
                 timeout: int = 600, formats: tuple[str, ...] | list[str] = ("html",)
-                ) -> list[Path]:
-    """Execute one ``.qmd`` once and write each of ``formats``; return the output paths.
+                ) -> tuple[list[Path], list[str]]:
+    """Execute one ``.qmd`` once and write each of ``formats``.
 
     ``html`` is ``<output-dir>/<name>.html`` (self-contained); ``typst`` is
-    ``<output-dir>/<name>.pdf``, as Quarto names them.
+    ``<output-dir>/<name>.pdf``, as Quarto names them. Returns the written paths and the
+    chunks that raised (shown as warning boxes when ``error: true`` let them go on).
     """
     meta, parts = parse_qmd(qmd.read_text(encoding="utf-8"))
-    nb = _notebook(parts, params)
+    defaults = dict(project.get("execute", {}))
+    defaults.update(meta.get("execute", {}) or {})
+    nb = _notebook(parts, params, defaults)
     title = str(meta.get("title", qmd.stem))
     nb.cells.insert(0, nbformat.v4.new_markdown_cell(f"# {title}",
                                                      metadata={"shopbayes": "title"}))
@@ -182,9 +212,7 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
         client.execute()
     except CellExecutionError as exc:
         raise RenderError(f"{qmd}: a chunk failed:\n{str(exc)[-3000:]}") from None
-    defaults = dict(project.get("execute", {}))
-    defaults.update(meta.get("execute", {}) or {})
-    _apply_options(nb, defaults)
+    errors = _apply_options(nb, defaults)
     out_dir = qmd.parent / project.get("project", {}).get("output-dir", "_site")
     outputs = []
     if "html" in formats:
@@ -201,7 +229,7 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
             outputs.append(write_pdf(nb, title, out_dir / f"{qmd.stem}.pdf", typst_format))
         except Exception as exc:  # pandoc or typst refused the document
             raise RenderError(f"{qmd}: PDF output failed: {exc}") from exc
-    return outputs
+    return outputs, [f"{qmd.name}, {e}" for e in errors]
 
 
 def _tag_remover() -> Any:
@@ -214,7 +242,7 @@ def _tag_remover() -> Any:
 
 
 def render_project(report_dir: str | Path = "report", params: dict[str, Any] | None = None,
-                   to: str | None = None) -> list[Path]:
+                   to: str | None = None, strict: bool = True) -> list[Path]:
     """Render every ``.qmd`` of the Quarto project in ``report_dir``.
 
     Parameters
@@ -226,6 +254,9 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
     to
         ``html``, ``typst`` (PDF) or ``all``; ``None`` renders the formats ``_quarto.yml``
         lists, like ``quarto render``.
+    strict
+        Raise :class:`RenderError` after writing every document when a chunk raised
+        (those parts show a warning box instead of a traceback).
 
     Returns
     -------
@@ -236,5 +267,14 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
     cfg_file = report_dir / "_quarto.yml"
     project = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
     formats = formats_to_render(project or {}, to)
-    return [path for q in sorted(report_dir.glob("*.qmd"))
-            for path in render_file(q, project or {}, params or {}, formats=formats)]
+    paths, errors = [], []
+    for qmd in sorted(report_dir.glob("*.qmd")):
+        written, failed = render_file(qmd, project or {}, params or {}, formats=formats)
+        paths += written
+        errors += failed
+    if errors and strict:
+        raise RenderError(
+            f"{len(errors)} chunk(s) could not be drawn; the reports were written with a "
+            f"warning box in their place ({', '.join(map(str, paths))}):\n"
+            + "\n".join(errors))
+    return paths

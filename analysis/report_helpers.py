@@ -87,6 +87,38 @@ def box(kind: str, text: str) -> Output:
         f"::: {{.callout-{callout}}}\n**{label}:** {md_escape(text)}\n:::\n")
 
 
+CHUNK_ERROR = "shopbayes-chunk-error"
+
+
+def error_box(ename: str, evalue: str) -> Output:
+    """The warning shown where a chunk raised instead of the traceback."""
+    return box("warning", f"This part of the report could not be drawn from the results "
+                          f"({ename}: {evalue}). They may come from an older version of "
+                          "shopbayes or an interrupted run: rerun `shopbayes run` (or "
+                          "`shopbayes run STEP --force`) and render again.")
+
+
+def show_errors_as_warnings() -> None:
+    """Make a chunk that raises show :func:`error_box` instead of a traceback.
+
+    Called in the report's setup chunk, so ``quarto render`` (with ``error: true`` in
+    ``_quarto.yml``) shows the same box as ``shopbayes report``. The box carries the
+    metadata key ``CHUNK_ERROR`` so the renderer can still count the failures.
+    """
+    from IPython import get_ipython
+    from IPython.display import display
+
+    def handler(shell: Any, etype: type, evalue: BaseException, tb: Any,
+                tb_offset: int | None = None) -> list[str]:
+        display(error_box(etype.__name__, str(evalue)),
+                metadata={CHUNK_ERROR: f"{etype.__name__}: {evalue}"})
+        return []
+
+    shell = get_ipython()
+    if shell is not None:
+        shell.set_custom_exc((Exception,), handler)
+
+
 def missing_step_box(results: Path, step: str, title: str) -> Output:
     m = step_manifest(results, step)
     if m is None:

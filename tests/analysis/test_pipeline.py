@@ -24,6 +24,33 @@ def test_run_reuses_unchanged_steps_and_detects_changes(demo_copy, tmp_path, cap
     assert not third[0]["reused"]
 
 
+def test_results_of_other_code_are_not_reused(demo_copy, tmp_path, monkeypatch):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    pipeline.run(cfg)
+    assert pipeline.is_current(cfg, pipeline.get_step("clean"))
+    # as after updating shopbayes: the sources (or a library version) differ
+    monkeypatch.setattr(pipeline, "_CODE_DIGEST", ["another version"])
+    assert not pipeline.is_current(cfg, pipeline.get_step("clean"))
+    assert not pipeline.run(cfg)[0]["reused"]
+
+
+def test_source_digest_changes_with_model_code_not_with_the_report(tmp_path):
+    import shutil
+
+    root = Path(pipeline.__file__).resolve().parents[1]
+    for pkg in ("analysis", "models"):
+        shutil.copytree(root / pkg, tmp_path / pkg,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    first = pipeline.source_digest(tmp_path)
+    assert first == pipeline.source_digest(root)
+    with (tmp_path / "analysis" / "report.py").open("a") as fh:
+        fh.write("# drawing only\n")
+    assert pipeline.source_digest(tmp_path) == first
+    with (tmp_path / "models" / "uplift.py").open("a") as fh:
+        fh.write("# a changed model\n")
+    assert pipeline.source_digest(tmp_path) != first
+
+
 def test_failed_step_keeps_earlier_results(demo_copy, tmp_path):
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
     pipeline.run(cfg)
