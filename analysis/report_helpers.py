@@ -141,7 +141,8 @@ def pipe_table(df: pd.DataFrame) -> str:
 
     The dashes under each header are as long as the column's widest cell (its longest
     word for the header, which may wrap at underscores) plus room for the cell padding,
-    so a table wider than a line gets column widths in proportion to its content.
+    so a table wider than a line gets column widths in proportion to its content where
+    Quarto typesets it (``shopbayes report`` lets typst size the columns).
     """
     def text(v: Any) -> str:
         if v is None or (isinstance(v, float) and np.isnan(v)):

@@ -7,7 +7,8 @@ wheels: ``pypandoc-binary`` (pandoc) and ``typst`` (the typst compiler as a libr
 Each output is taken in Quarto's order for non-HTML formats: its ``text/markdown`` form
 (the report helpers give every table and warning box one, with the data escaped), then
 PNG/JPEG figures, then HTML converted by pandoc, then plain text. Quarto's callout divs
-become coloured blocks (``resources/callouts.lua``); the format options of
+become coloured blocks and tables get typst's automatic column widths
+(``resources/pdf.lua``); the format options of
 ``_quarto.yml`` (``toc``, ``papersize``, ``fontsize``, ``section-numbering``,
 ``margin``, ``shift-heading-level-by``) are passed to pandoc's typst template.
 """
@@ -25,7 +26,7 @@ import nbformat
 
 from analysis.io import atomic_path
 
-CALLOUTS = Path(__file__).parent / "resources" / "callouts.lua"
+FILTER = Path(__file__).parent / "resources" / "pdf.lua"
 # where an image of this many pixels or wider spans the text width
 FULL_WIDTH_PX = 1300
 _ANCHOR = re.compile(r'<a id="[^"]*"></a>')
@@ -160,7 +161,7 @@ def write_pdf(nb: nbformat.NotebookNode, title: str, out: Path,
         source = work / "report.typ"
         pypandoc.convert_text(
             markdown, "typst", format="markdown", outputfile=str(source),
-            extra_args=["--standalone", f"--lua-filter={CALLOUTS}",
+            extra_args=["--standalone", f"--lua-filter={FILTER}",
                         "-M", f"title={title}",
                         # wide tables: smaller type instead of running off the page
                         "-V", "header-includes=#show table: set text(size: 0.8em)",

@@ -1,4 +1,6 @@
--- Quarto's callout divs (::: {.callout-warning}, ::: {.callout-note}) as coloured typst
+-- Pandoc filter for the report's PDF (typst).
+--
+-- Quarto's callout divs (::: {.callout-warning}, ::: {.callout-note}) become coloured
 -- blocks, so a warning in the PDF is as visible as in the web page.
 local colours = {
   ["callout-warning"] = { fill = "#fff3cd", stroke = "#e0a800" },
@@ -21,4 +23,13 @@ function Div(div)
       return blocks
     end
   end
+end
+
+-- Tables: typst's automatic column widths. The pipe tables' relative widths (from the
+-- dash counts) squeeze short columns until their headers overlap the next column.
+function Table(t)
+  for i, spec in ipairs(t.colspecs) do
+    t.colspecs[i] = { spec[1], pandoc.ColWidthDefault }
+  end
+  return t
 end
