@@ -1,6 +1,7 @@
 """Parameter recovery over several seeds (slow: `make test-slow`)."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pandas as pd
@@ -8,6 +9,7 @@ import pytest
 
 from analysis.campaign1_data import campaign_frame
 from analysis.cleaning import clean
+from analysis.config import Config
 from analysis.demo_data import DemoSpec, write_demo
 from analysis.id_files import campaign_groups
 from analysis.loaders import load_folder
@@ -25,7 +27,9 @@ def _fit(folder, seed):
     df, _ = campaign_frame(data.clients, data.purchases, list(g.treated), list(g.control),
                            seg.rename(columns={"segment": "cluster"}))
     truth = json.loads((folder / "truth.json").read_text())["campaign1"]
-    model = HierarchicalUplift(seed=seed, sampler_config={"draws": 2500, "tune": 1000}).fit(df)
+    # the sampler settings the uplift step uses: the model as shipped
+    settings = asdict(Config().sampler_for("uplift"))
+    model = HierarchicalUplift(seed=seed, sampler_config=settings).fit(df)
     return model, truth
 
 
