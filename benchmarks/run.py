@@ -104,6 +104,8 @@ def main(names: list[str]) -> int:
         res = run_case(name)
         results[name] = res
         flag = "" if res["within_budget"] else "  OVER BUDGET"
+        if False in (res.get("convergence_ok"), res.get("converged")):
+            flag += "  NOT CONVERGED: " + "; ".join(res.get("problems", []))
         inner = f"  (timed part {res['inner_seconds']:.2f} s)" if "inner_seconds" in res else ""
         print(f"{name:<34} {res['seconds']:>8.2f} {res['budget_seconds']:>7.1f} "
               f"{res['peak_rss_mib']:>13.0f}{inner}{flag}", flush=True)
@@ -111,7 +113,9 @@ def main(names: list[str]) -> int:
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results},
                               indent=2))
-    return 0 if all(r["within_budget"] for r in results.values()) else 1
+    ok = all(r["within_budget"] and False not in (r.get("convergence_ok"), r.get("converged"))
+             for r in results.values())
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":
