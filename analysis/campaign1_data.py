@@ -9,6 +9,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from models.segments import cluster_labels
+
 PERIODS = {"pre": (0, 4), "window": (5, 16), "post": (17, 58)}
 AGE_BANDS = [0, 18, 25, 35, 49, 60, 200]
 AGE_LABELS = ["<18", "18-24", "25-34", "35-48", "49-59", "60+"]
@@ -58,7 +60,7 @@ def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list
     df["city"] = df["city"].astype(int).astype(str)
     if clusters is not None:
         df = df.merge(clusters[["id", "cluster"]], on="id", how="left")
-        df["cluster"] = df["cluster"].fillna(-1).astype(int).astype(str).replace("-1", "no history")
+        df["cluster"] = cluster_labels(df["cluster"])
     else:
         df["cluster"] = "all"
     df["aov"] = np.where(df["window_orders"] > 0,

@@ -39,6 +39,7 @@ from models.propensity import (
     category_history,
     client_category_cells,
 )
+from models.segments import cluster_labels
 from models.uplift import HDI_PROB, pool_small_cities
 
 WINDOW = (5, 16)
@@ -58,8 +59,7 @@ def client_frame(cfg: Config, clients: pd.DataFrame, treated: list[int]) -> pd.D
     a = optional_result(cfg, "segments", "assignments.parquet", ["id", "cluster"])
     if a is not None:
         a = a.set_index("id")["cluster"]
-        df["cluster"] = df["id"].map(a).fillna(-1).astype(int).astype(str).replace(
-            "-1", "no history")
+        df["cluster"] = cluster_labels(df["id"].map(a))
     else:
         df["cluster"] = "all"
     df["contacted"] = df["id"].isin(set(treated))

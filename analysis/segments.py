@@ -31,10 +31,9 @@ from analysis.config import Config, load_config
 from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
 from models.segment_features import client_behaviour
-from models.segments import GaussianMixtureSegmenter, profile_clusters, stability
+from models.segments import NO_HISTORY, GaussianMixtureSegmenter, profile_clusters, stability
 
 CAMPAIGN1_WINDOW = (5, 16)
-NO_HISTORY = -1
 
 
 def demographics(cfg: Config, clients: pd.DataFrame) -> pd.DataFrame:

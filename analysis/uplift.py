@@ -23,7 +23,7 @@ from analysis.campaign1_data import campaign_frame
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
 from analysis.config import Config, load_config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
-from analysis.pipeline import step_dir
+from analysis.pipeline import optional_result, step_dir
 from models import uplift as U
 
 BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre_revenue",
@@ -31,8 +31,9 @@ BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre
 
 
 def _clusters(cfg: Config) -> pd.DataFrame | None:
-    path = step_dir(cfg, "segments") / "assignments.parquet"
-    return pd.read_parquet(path) if path.exists() else None
+    """Cluster assignments when the segments step succeeded (a failed run keeps the
+    earlier files, which must not be mixed with today's data)."""
+    return optional_result(cfg, "segments", "assignments.parquet")
 
 
 def trust_checks(df: pd.DataFrame, report: dict[str, Any]) -> dict[str, Any]:

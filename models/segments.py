@@ -40,6 +40,23 @@ from sklearn.utils.validation import check_is_fitted
 from models.segment_features import CATEGORY_PREFIX, BehaviourEncoder, category_columns
 
 CRITERIA = ("icl", "bic")
+#: cluster number of clients without purchases outside the campaign window, and its label
+NO_HISTORY = -1
+NO_HISTORY_LABEL = "no history"
+
+
+def cluster_labels(cluster: pd.Series) -> pd.Series:
+    """Cluster numbers as the labels the Bayesian models group by.
+
+    A client without an assignment, or in cluster ``NO_HISTORY``, is ``"no history"``.
+
+    Examples
+    --------
+    >>> cluster_labels(pd.Series([0, 2, -1, None])).tolist()
+    ['0', '2', 'no history', 'no history']
+    """
+    labels = cluster.fillna(NO_HISTORY).astype(int).astype(str)
+    return labels.replace(str(NO_HISTORY), NO_HISTORY_LABEL)
 
 
 class GaussianMixtureSegmenter(ClusterMixin, BaseEstimator):

@@ -32,6 +32,20 @@ def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
         assert s["recommendation"].startswith("WARNING") and "FAILED" in res[1]["message"]
 
 
+def test_clusters_of_a_failed_segments_run_are_not_used(tmp_path):
+    from analysis.io import write_json, write_parquet
+    from analysis.uplift import _clusters
+
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    seg = tmp_path / "res" / "segments"
+    write_parquet(pd.DataFrame({"id": [1, 2], "cluster": [0, 1]}), seg / "assignments.parquet")
+    write_json({"step": "segments", "status": "ok"}, seg / "manifest.json")
+    assert _clusters(cfg)["cluster"].tolist() == [0, 1]
+    # a later run failed: its earlier files are still there, but stale
+    write_json({"step": "segments", "status": "failed"}, seg / "manifest.json")
+    assert _clusters(cfg) is None
+
+
 def test_uplift_is_skipped_with_a_reason_without_purchases(tmp_path, small_demo):
     import shutil
 
