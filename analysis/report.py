@@ -213,6 +213,8 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
     except CellExecutionError as exc:
         raise RenderError(f"{qmd}: a chunk failed:\n{str(exc)[-3000:]}") from None
     errors = _apply_options(nb, defaults)
+    for i, cell in enumerate(nb.cells):  # nbformat's ids are random: same results, same file
+        cell.id = f"cell-{i}"
     out_dir = qmd.parent / project.get("project", {}).get("output-dir", "_site")
     outputs = []
     if "html" in formats:

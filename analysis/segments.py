@@ -100,6 +100,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "thin_history_clients": int(hist.get("thin", 0)),
         "no_history_clients": int(hist.get("none", 0)), "min_items": s.min_items,
         "search_seconds": round(search_seconds, 1),
+        "covariance_types": list(s.covariance_types),
+        "stability_refits": len(stab),
         "stability_mean_ari": float(stab["ari"].mean()),
         "stability_min_ari": float(stab["ari"].min()),
         "mean_p_max_fit": float(table.loc[table.history == "fit", "p_max"].mean()),
