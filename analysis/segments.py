@@ -167,7 +167,8 @@ def _figures(model: GaussianMixtureSegmenter, fit_set: pd.DataFrame,
         v = np.log2(data.to_numpy(float).clip(1e-3))
         lim = max(1.0, float(np.nanmax(np.abs(v))))
         im = ax.imshow(v, cmap="RdBu_r", vmin=-lim, vmax=lim, aspect="auto")
-        ax.set_xticks(range(data.shape[1]), [f"cluster {c}" for c in data.columns])
+        ax.set_xticks(range(data.shape[1]), [str(c) for c in data.columns])
+        ax.set_xlabel("cluster")
         ax.set_yticks(range(data.shape[0]), data.index)
         for (i, j), val in np.ndenumerate(data.to_numpy(float)):
             ax.text(j, i, f"{val:.1f}", ha="center", va="center", fontsize=7)

@@ -99,6 +99,8 @@ def run(cfg: Config) -> dict[str, Any]:
     curve = model.margin_curve(b.discount_depth)
     prior = model.prior_predictive()
     ppc = model.posterior_predictive()
+    ppc_groups = pd.concat([model.posterior_predictive_groups(by).assign(by=by)
+                            for by in ("cluster", "city")], ignore_index=True)
     sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth)
     sentence = conv.caveat("the hierarchical model") + sentence
     _figures(model, bb, curve, out, b)
@@ -109,6 +111,7 @@ def run(cfg: Config) -> dict[str, Any]:
     write_parquet(by_city, out / "effects_city.parquet")
     write_parquet(by_cluster, out / "effects_cluster.parquet")
     write_parquet(curve, out / "margin_curve.parquet")
+    write_parquet(ppc_groups, out / "posterior_predictive_groups.parquet")
     summary = {
         "recommendation": sentence,
         "business": {"margin": b.margin, "discount_depth": b.discount_depth},
@@ -127,6 +130,10 @@ def run(cfg: Config) -> dict[str, Any]:
             "priors": {k: list(v) for k, v in model.model_config.items()},
             "prior_predictive": {k: v for k, v in prior.items() if not k.startswith("_")},
             "posterior_predictive": ppc,
+            "posterior_predictive_groups": {
+                by: {"groups": int((ppc_groups["by"] == by).sum()),
+                     "inside_94": int(ppc_groups.loc[ppc_groups["by"] == by, "inside"].sum())}
+                for by in ("cluster", "city")},
         },
         "convergence": conv.as_dict(),
     }
@@ -166,9 +173,8 @@ def _figures(model: U.HierarchicalUplift, bb: dict, curve: pd.DataFrame, out: Pa
     ax.set_title("Does campaign 1 pay off? It depends on the margin")
     ax.legend()
     save_figure(fig, out / "margin_curve.png")
-    ax = az.plot_ppc(model.idata_, var_names=["buyers"], num_pp_samples=100)
-    fig = np.atleast_1d(ax).ravel()[0].figure
-    save_figure(fig, out / "ppc.png")
+    ax = model.plot_posterior_predictive("cluster")
+    save_figure(ax.figure, out / "ppc.png")
 
 
 if __name__ == "__main__":

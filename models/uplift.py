@@ -336,6 +336,7 @@ class HierarchicalUplift:
         settings = SamplerSettings.from_any(self.sampler_config)
         self.idata_ = sample(self.model_, settings, seed=self.seed)
         self._draws_cache: dict[str, np.ndarray] | None = None
+        self._rep_cache: np.ndarray | None = None
         self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
         return self
 
@@ -466,12 +467,7 @@ class HierarchicalUplift:
 
     def posterior_predictive(self) -> dict[str, Any]:
         """Replicated buyers per group vs observed (Bayesian p-values)."""
-        with self.model_, warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*Potentials.*")
-            pp = pm.sample_posterior_predictive(self.idata_, var_names=["buyers"],
-                                                random_seed=self.seed, progressbar=False)
-        self.idata_.extend(pp)
-        rep = pp.posterior_predictive["buyers"].stack(s=("chain", "draw")).values  # cell x s
+        rep = self._replicated_buyers()
         out = {}
         for name, g in (("treated", True), ("control", False)):
             mask = (self.cells_["treated"] == g).to_numpy()
@@ -480,6 +476,62 @@ class HierarchicalUplift:
             out[name] = {"observed": obs, "replicated_mean": float(sim.mean()),
                          "p_value": float((sim >= obs).mean())}
         return out
+
+    def _replicated_buyers(self) -> np.ndarray:
+        """Posterior predictive buyers per cell (cells x draws), sampled once per fit."""
+        if getattr(self, "_rep_cache", None) is not None:
+            return self._rep_cache
+        with self.model_, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*Potentials.*")
+            pp = pm.sample_posterior_predictive(self.idata_, var_names=["buyers"],
+                                                random_seed=self.seed, progressbar=False)
+        self.idata_.extend(pp)
+        self._rep_cache = pp.posterior_predictive["buyers"].stack(s=("chain", "draw")).values
+        return self._rep_cache
+
+    def posterior_predictive_groups(self, by: str = "cluster",
+                                    prob: float = HDI_PROB) -> pd.DataFrame:
+        """Observed conversion per level of ``by`` and arm against its replicated interval.
+
+        A group whose observed rate falls outside the central ``prob`` interval of the
+        replicated rates is one the model does not reproduce.
+        """
+        rep = self._replicated_buyers()
+        c = self.cells_
+        rows = []
+        for (level, treated), idx in c.groupby([by, "treated"], observed=True).indices.items():
+            n = float(c["n"].to_numpy()[idx].sum())
+            obs = float(c["y"].to_numpy()[idx].sum()) / n
+            sim = rep[idx].sum(axis=0) / n
+            lo, hi = np.quantile(sim, [(1 - prob) / 2, (1 + prob) / 2])
+            rows.append({"level": str(level), "arm": "treated" if treated else "control",
+                         "clients": int(n), "observed_rate": obs,
+                         "replicated_mean": float(sim.mean()), "low": float(lo),
+                         "high": float(hi), "inside": bool(lo <= obs <= hi)})
+        return pd.DataFrame(rows)
+
+    def plot_posterior_predictive(self, by: str = "cluster", ax: Any = None) -> Any:
+        """Observed conversion per level of ``by`` and arm (dots) against the model's
+        replicated 94% intervals (bars)."""
+        import matplotlib.pyplot as plt
+
+        g = self.posterior_predictive_groups(by)
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, max(2.5, 0.3 * len(g) + 1)))
+        levels = list(dict.fromkeys(g["level"]))
+        pos = {lv: 2 * i for i, lv in enumerate(levels)}
+        for j, (arm, part) in enumerate(g.groupby("arm", sort=True)):
+            y = part["level"].map(pos).to_numpy() + j * 0.6
+            ax.hlines(y, 100 * part["low"], 100 * part["high"], color=f"C{j}", lw=4, alpha=0.4,
+                      label=f"{arm}: replicated 94% interval")
+            ax.plot(100 * part["observed_rate"], y, "k|", ms=12, mew=2)
+        ax.plot([], [], "k|", ms=12, mew=2, label="observed")
+        ax.set_yticks([pos[lv] + 0.3 for lv in levels], levels)
+        ax.set_ylabel(by)
+        ax.set_xlabel("share of clients who bought in the campaign window, %")
+        ax.set_title(f"Posterior predictive check by {by}")
+        ax.legend(fontsize=8, loc="best")
+        return ax
 
     def plot_forest(self, by: str, margin: float, depth: float, ax: Any = None) -> Any:
         """Forest plot of conversion uplift (points) by city or cluster with 94% HDIs."""
@@ -498,6 +550,7 @@ class HierarchicalUplift:
                    label="overall")
         ax.set_yticks(y, [f"{lv} (n={n})" for lv, n in zip(eff["level"], eff["treated_clients"],
                                                              strict=True)])
+        ax.set_ylim(-0.7, len(eff) - 0.3)
         ax.set_xlabel("conversion uplift, percentage points (94% HDI)")
         ax.set_title(f"Campaign 1 uplift by {by}")
         ax.legend(loc="lower right")

@@ -33,6 +33,11 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     targets = pd.read_csv(out / "targets.csv")
     assert targets["id"].is_unique and len(targets) == len(target)
     assert targets["expected_profit_gain_no_discount"].is_monotonic_decreasing
+    gain = targets["expected_profit_gain_no_discount"]
+    assert s["distinct_scores"] == gain.round(5).nunique()
+    assert s["top_score_ties"] == (gain.round(5) == gain.round(5).iloc[0]).sum()
+    ties = targets[gain.round(5) == gain.round(5).iloc[0]]
+    assert ties["id"].is_monotonic_increasing  # deterministic order within a tie
     assert {m["model"] for m in s["metrics"]} == {"hierarchical Bayesian (PyMC)",
                                                   "gradient boosting (scikit-learn)"}
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])

@@ -23,11 +23,16 @@ def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
     assert [r["status"] for r in res] == ["ok", "ok"]
     out = tmp_path / "res" / "uplift"
     for f in ("summary.json", "posterior.nc", "forest_city.png", "margin_curve.png",
-              "effects_city.parquet", "balance.parquet", "uplift_posterior.png", "ppc.png"):
+              "effects_city.parquet", "balance.parquet", "uplift_posterior.png", "ppc.png",
+              "posterior_predictive_groups.parquet"):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert s["trust"]["srm"]["n_treated"] == s["trust"]["srm"]["n_control"]
     assert "Recommendation:" in s["recommendation"]
+    ppc = s["hierarchical"]["posterior_predictive_groups"]
+    assert 0 <= ppc["city"]["inside_94"] <= ppc["city"]["groups"]
+    cities = pd.read_parquet(out / "effects_city.parquet")["level"].nunique()
+    assert ppc["city"]["groups"] == 2 * cities  # each city, treated and control
     if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
         assert s["recommendation"].startswith("WARNING") and "FAILED" in res[1]["message"]
 

@@ -102,3 +102,18 @@ def test_hierarchical_fit_recovers_overall_effect(campaign):
     text = U.recommend(eff.iloc[0], m.effects(0.35, 0.15, by="city"),
                        m.effects(0.35, 0.15, by="cluster"), 0.35, 0.15)
     assert "Recommendation:" in text and "points" in text
+    # posterior predictive by cluster: the model reproduces its own groups ...
+    groups = m.posterior_predictive_groups("cluster")
+    assert len(groups) == 8 and set(groups["arm"]) == {"treated", "control"}
+    assert groups["inside"].sum() >= 7
+    assert groups["clients"].sum() == len(df)
+    ax = m.plot_posterior_predictive("cluster")
+    assert len(ax.get_yticklabels()) == 4
+    # ... and flags a group whose observed conversion the model did not see
+    cells = m.cells_.copy()
+    hit = (m.cells_["cluster"].astype(str) == "0") & m.cells_["treated"]
+    m.cells_.loc[hit, "y"] = m.cells_.loc[hit, "n"]
+    flagged = m.posterior_predictive_groups("cluster")
+    m.cells_ = cells
+    bad = flagged[(flagged["level"] == "0") & (flagged["arm"] == "treated")]
+    assert not bad["inside"].item()
