@@ -58,6 +58,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 "comparison_cities": int(panel["city"].nunique() - 1),
                 "excluded_campaign1_clients": len(exclude), "effects": effects,
                 "incremental": inc, "priors": {k: list(v) for k, v in model.priors.items()},
+                "placebo_days": list(PLACEBO_DAYS),
                 "placebo_all_include_zero": bool(placebo_table["hdi_includes_zero"].all()),
                 "convergence": conv.as_dict()}, out / "summary.json")
     o = effects["orders"]

@@ -530,7 +530,7 @@ class HierarchicalUplift:
         ax.set_ylabel(by)
         ax.set_xlabel("share of clients who bought in the campaign window, %")
         ax.set_title(f"Posterior predictive check by {by}")
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=3)
         return ax
 
     def plot_forest(self, by: str, margin: float, depth: float, ax: Any = None) -> Any:

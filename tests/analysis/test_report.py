@@ -140,6 +140,9 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 12
     assert "ICL chose k =" in text and "Held-out clients: discrimination and calibration" in text
     assert "How to work with each cluster" in text and "targets.csv" in text
+    assert "distinct best-category scores" in text and "gain, no discount" in text
+    assert "city 1134, days 25, 35" in text and "discount days" in text
+    assert re.search(r"inside the replicated 94% interval: \d+ of \d+ cluster", text)
     # the renderer raises on a failing chunk; no stderr or traceback output may be shown
     body = text[text.index("<body"):]
     assert "Traceback" not in body and "jupyter.stderr\"" not in body
