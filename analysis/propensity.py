@@ -155,9 +155,10 @@ def run(cfg: Config) -> dict[str, Any]:
     score_seconds = time.perf_counter() - t0
     best = (scores.sort_values(["id", "expected_profit_gain_no_discount"],
                                ascending=[True, False]).groupby("id").head(1)
-            .sort_values(["expected_profit_gain_no_discount", "id"], ascending=[False, True],
-                         kind="stable"))
+            .sort_values(["expected_profit_gain_no_discount", "id"], ascending=[False, True]))
     best.insert(0, "rank", np.arange(1, len(best) + 1))
+    # clients with the same model inputs share a score: say how coarse the ranking is
+    score = best["expected_profit_gain_no_discount"].round(6)
     by_cluster = (scores.groupby(["cluster", "category"])
                   [["p_contacted", "uplift", "expected_profit_gain_no_discount"]].mean()
                   .reset_index().sort_values(["cluster", "p_contacted"],
@@ -196,11 +197,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "convergence": conv.as_dict(),
         "contact_effect_positive_categories": int(
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
-        # clients with the same model inputs share a score: say how coarse the ranking is
-        "distinct_scores": int(best["expected_profit_gain_no_discount"].round(6).nunique()),
-        "top_score_ties": int((best["expected_profit_gain_no_discount"].round(6)
-                               == round(float(best["expected_profit_gain_no_discount"]
-                                              .iloc[0]), 6)).sum()) if len(best) else 0,
+        "distinct_scores": int(score.nunique()),
+        "top_score_ties": int((score == score.iloc[0]).sum()) if len(score) else 0,
         "best_category_counts": best["category"].value_counts().head(5).to_dict(),
         "expected_gain_top_100_no_discount": float(
             best["expected_profit_gain_no_discount"].head(100).sum()),
