@@ -1,7 +1,9 @@
 """Per-client campaign-1 metrics from the cleaned tables.
 
-Periods: pre (days 0..4), window (5..16), post (17..58). Orders are distinct purchase
-days of a client; revenue excludes flagged costs (see :mod:`analysis.cleaning`).
+Periods: pre (days 0..4), window (5..16), post (17..58); the placebo splits the pre period
+into a pseudo-pre stretch (days 0..2) and a pseudo-window (days 3..4) that the email cannot
+have touched. Orders are distinct purchase days of a client; items are purchase rows;
+revenue excludes flagged costs (see :mod:`analysis.cleaning`).
 """
 
 from __future__ import annotations
@@ -11,9 +13,11 @@ import pandas as pd
 
 from models.segments import cluster_labels
 
-PERIODS = {"pre": (0, 4), "window": (5, 16), "post": (17, 58)}
+PERIODS = {"pre": (0, 4), "window": (5, 16), "post": (17, 58),
+           "placebo_pre": (0, 2), "placebo": (3, 4)}
 AGE_BANDS = [0, 18, 25, 35, 49, 60, 200]
 AGE_LABELS = ["<18", "18-24", "25-34", "35-48", "49-59", "60+"]
+GROUPS = ("treated", "control", "untreated")
 
 
 def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
@@ -29,31 +33,35 @@ def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     return out.fillna(0)
 
 
-def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[int],
-                   control: list[int], clusters: pd.DataFrame | None = None
-                   ) -> tuple[pd.DataFrame, dict[str, object]]:
-    """One row per campaign client with the uplift data contract (see models.uplift).
+def store_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[int],
+                control: list[int], clusters: pd.DataFrame | None = None
+                ) -> tuple[pd.DataFrame, dict[str, object]]:
+    """One row per client of the store with the uplift data contract (see models.uplift)
+    and ``group`` in ``treated`` / ``control`` (the control file) / ``untreated`` (every
+    other client).
 
-    Returns the frame and a report of ids dropped (unknown clients) and why.
+    Returns the frame and a report of campaign ids dropped (unknown clients) and why.
     """
     known = set(clients["id"].tolist())
-    rows = [(i, True) for i in treated] + [(i, False) for i in control]
-    ids = pd.DataFrame(rows, columns=["id", "treated"])
-    unknown = ~ids["id"].isin(known)
+    t_ids, c_ids = pd.Index(treated), pd.Index(control)
     report = {
         "treated_ids": len(treated), "control_ids": len(control),
-        "dropped_unknown_treated": int((unknown & ids.treated).sum()),
-        "dropped_unknown_control": int((unknown & ~ids.treated).sum()),
+        "dropped_unknown_treated": int((~t_ids.isin(list(known))).sum()),
+        "dropped_unknown_control": int((~c_ids.isin(list(known))).sum()),
     }
-    ids = ids[~unknown]
-    m = client_metrics(purchases, ids["id"])
-    df = ids.merge(m, on="id").merge(
-        clients[["id", "gender", "age", "education", "city", "personal_coef"]], on="id")
+    base = clients[["id", "gender", "age", "education", "city", "country", "personal_coef"]]
+    df = base.merge(client_metrics(purchases, base["id"]), on="id")
+    df["group"] = np.where(df["id"].isin(t_ids), "treated",
+                           np.where(df["id"].isin(c_ids), "control", "untreated"))
+    df["treated"] = df["group"] == "treated"
+    campaign = df["group"] != "untreated"
     report["without_any_purchase"] = int(
-        (df[["pre_items", "window_items", "post_items"]].sum(axis=1) == 0).sum())
+        (df.loc[campaign, ["pre_items", "window_items", "post_items"]].sum(axis=1) == 0).sum())
     df["converted"] = df["window_orders"] > 0
     df["revenue"] = df["window_revenue"].astype(float)
+    df["items"] = df["window_items"].astype(float)
     df["pre_bought"] = df["pre_orders"] > 0
+    df["pre_early_orders"] = df["placebo_pre_orders"]
     df["higher_education"] = (df["education"] == "высшее").astype(float)
     df["age_band"] = pd.cut(df["age"].astype(float), AGE_BANDS, right=False,
                             labels=AGE_LABELS).astype(str)
@@ -66,3 +74,14 @@ def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list
     df["aov"] = np.where(df["window_orders"] > 0,
                          df["window_revenue"] / df["window_orders"].clip(lower=1), np.nan)
     return df, report
+
+
+def campaign_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[int],
+                   control: list[int], clusters: pd.DataFrame | None = None
+                   ) -> tuple[pd.DataFrame, dict[str, object]]:
+    """The campaign's two id files only: treated and the control file (see
+    :func:`store_frame`)."""
+    ids = pd.Index(list(treated) + list(control))
+    df, report = store_frame(clients[clients["id"].isin(ids)], purchases, treated, control,
+                             clusters)
+    return df[df["group"] != "untreated"].reset_index(drop=True), report

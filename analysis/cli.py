@@ -2,7 +2,8 @@
 
 ::
 
-    shopbayes demo-data [--out data/demo] [--clients N] [--seed S] [--one-click]
+    shopbayes demo-data [--out data/demo] [--clients N] [--seed S] [--design store|randomized]
+                        [--one-click]
     shopbayes check-data [DIR]
     shopbayes run [STEP] [--data DIR] [--results DIR] [--force]
     shopbayes run one-click [--data DIR]
@@ -42,7 +43,7 @@ def _demo_data(args: argparse.Namespace) -> int:
                         cfg.one_click.demo_clients, args.seed, args.if_needed)
         return 0
     args.out = args.out or "data/demo"
-    spec = DemoSpec(clients=args.clients or 104_989, seed=args.seed)
+    spec = DemoSpec(clients=args.clients or 104_989, seed=args.seed, design=args.design)
     if args.if_needed and cfg.one_click_dir.resolve() == ONE_CLICK_DEMO_DIR.resolve():
         _one_click_demo(ONE_CLICK_DEMO_DIR, cfg.one_click.demo_clients, args.seed, True)
     if args.if_needed:
@@ -152,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--one-click", action="store_true",
                    help="write the stand-in for the one-click case instead")
     d.add_argument("--seed", type=int, default=2024)
+    d.add_argument("--design", choices=("store", "randomized"), default="store",
+                   help="campaign 1 as the real store ran it (controls picked among window "
+                        "buyers; default) or a clean randomized test")
     d.add_argument("--if-needed", action="store_true",
                    help="only when no real data is configured and data/demo is not current")
     d.set_defaults(func=_demo_data)

@@ -170,9 +170,11 @@ def figure(path: Path, alt: str) -> Output:
                   png=raw)
 
 
-def fmt_interval(row: dict[str, Any], name: str, scale: float = 1.0) -> str:
-    """``mean (94% HDI low to high)`` of a summary row."""
-    m, lo, hi = (scale * row[f"{name}_{k}"] for k in ("mean", "hdi_low", "hdi_high"))
+def fmt_interval(row: dict[str, Any], name: str | None, scale: float = 1.0) -> str:
+    """``mean (94% HDI low to high)`` of a summary row (keys ``{name}_mean`` ...) or, with
+    ``name=None``, of a dict with keys ``mean``, ``hdi_low``, ``hdi_high``."""
+    prefix = f"{name}_" if name else ""
+    m, lo, hi = (scale * row[f"{prefix}{k}"] for k in ("mean", "hdi_low", "hdi_high"))
     digits = 2 if abs(m) < 100 else 0
     return f"{m:,.{digits}f} (94% HDI {lo:,.{digits}f} to {hi:,.{digits}f})"
 

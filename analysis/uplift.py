@@ -19,11 +19,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.campaign1_data import campaign_frame
+from analysis.campaign1_data import store_frame
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
 from analysis.config import Config, load_config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import optional_result, step_dir
+from models import campaign_design as DESIGN
+from models import next_test as NT
+from models import observational as OBS
 from models import uplift as U
 
 BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre_revenue",
@@ -76,52 +79,140 @@ def group_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(names="group")
 
 
+def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The comparison population: clients in the countries and age bands where treated
+    clients are (no untreated client elsewhere can stand in for a treated one)."""
+    t = df[df["treated"]]
+    keep = df["country"].isin(t["country"].unique()) & df["age_band"].isin(
+        t["age_band"].unique())
+    return df[keep].reset_index(drop=True), {"kept": int(keep.sum()),
+                                             "outside_support": int((~keep).sum())}
+
+
+def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
+    """Propensity of being treated, overlap, and doubly robust ATTs (cross-check), plus the
+    placebo: the same adjusted comparison on days 3..4, adjusted for days 0..2."""
+    e = OBS.treatment_propensity(df, seed)
+    t = df["treated"].to_numpy(bool)
+    out: dict[str, Any] = {"overlap": OBS.overlap_summary(e, t), "_e": e}
+    out["att"] = {name: OBS.doubly_robust_att(df, col, e, binary=(name == "conversion"))
+                  for name, col in (("conversion", "converted"), ("revenue_per_client", "revenue"),
+                                    ("items_per_client", "items"))}
+    placebo = df.assign(pre_orders=df["placebo_pre_orders"],
+                        pre_revenue=df["placebo_pre_revenue"],
+                        placebo_bought=df["placebo_orders"] > 0)
+    e_pl = OBS.treatment_propensity(placebo, seed)
+    out["placebo"] = {"window": [3, 4], "adjusted_for_days": [0, 2],
+                      "conversion": OBS.doubly_robust_att(placebo, "placebo_bought", e_pl,
+                                                          binary=True)}
+    pl = out["placebo"]["conversion"]
+    out["placebo"]["passes"] = bool(pl["hdi_low"] <= 0 <= pl["hdi_high"])
+    return out
+
+
+def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
+    """The control file among buyers: per-buyer revenue, items and average purchase with
+    Lee bounds (valid only if the controls were drawn at random among buyers)."""
+    t, c = campaign[campaign["treated"]], campaign[~campaign["treated"]]
+    tb, cb = t[t["converted"]], c[c["converted"]]
+    out: dict[str, Any] = {}
+    for name, col in (("revenue_per_buyer", "revenue"), ("items_per_buyer", "items")):
+        out[name] = DESIGN.lee_bounds(tb[col].to_numpy(), cb[col].to_numpy(), len(t), len(c))
+        out[name]["treated"] = float(tb[col].mean())
+        out[name]["control"] = float(cb[col].mean())
+    out["average_purchase"] = {"treated": float(tb["revenue"].sum() / tb["items"].sum()),
+                               "control": float(cb["revenue"].sum() / cb["items"].sum())}
+    return out
+
+
 def run(cfg: Config) -> dict[str, Any]:
     clients, purchases = read_clients(cfg), read_purchases(cfg)
     ids = read_campaign_ids(cfg)
     clusters = _clusters(cfg)
-    df, report = campaign_frame(clients, purchases, ids["treated"], ids["control"], clusters)
+    store, report = store_frame(clients, purchases, ids["treated"], ids["control"], clusters)
     out = step_dir(cfg, "uplift")
-    trust = trust_checks(df, report)
+    verdict = DESIGN.diagnose_design(store)
+    campaign = store[store["group"] != "untreated"].reset_index(drop=True)
+    trust = trust_checks(campaign, report) if (~campaign.treated).any() else None
     b = cfg.business
-    n_t, n_c = int(df.treated.sum()), int((~df.treated).sum())
-    conv_t, conv_c = int(df[df.treated].converted.sum()), int(df[~df.treated].converted.sum())
-    bb = U.beta_binomial_ab(conv_t, n_t, conv_c, n_c, seed=cfg.seed)
-    arpu = U.arpu_ab(df, seed=cfg.seed)
-    cf_profit = U.profit_per_treated(arpu["_draws"]["treated"], arpu["_draws"]["control"],
-                                     b.margin, b.discount_depth)
+    n_t, n_c = int(campaign.treated.sum()), int((~campaign.treated).sum())
+    closed: dict[str, Any] = {}
+    if n_c:
+        conv_t, conv_c = (int(campaign[campaign.treated].converted.sum()),
+                          int(campaign[~campaign.treated].converted.sum()))
+        bb = U.beta_binomial_ab(conv_t, n_t, conv_c, n_c, seed=cfg.seed)
+        arpu = U.arpu_ab(campaign, seed=cfg.seed)
+        closed = {"conversion": {k: v for k, v in bb.items() if not k.startswith("_")},
+                  "arpu": {k: v for k, v in arpu.items() if not k.startswith("_")},
+                  "profit_per_client": U.describe(U.profit_per_treated(
+                      arpu["_draws"]["treated"], arpu["_draws"]["control"], b.margin,
+                      b.discount_depth)),
+                  "valid": verdict.control_valid_for_conversion}
+    whole, support = _support(store)
+    comparison = whole if verdict.primary == "whole store" else campaign
     model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
-                                 min_city_clients=cfg.min_city_clients).fit(df)
+                                 min_city_clients=cfg.min_city_clients).fit(comparison)
     conv = model.convergence_
     overall = model.effects(b.margin, b.discount_depth).iloc[0]
     by_city = model.effects(b.margin, b.discount_depth, by="city")
     by_cluster = model.effects(b.margin, b.discount_depth, by="cluster")
     curve = model.margin_curve(b.discount_depth)
+    obs = observational_check(whole, cfg.seed)
+    buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
+        else None
+    rr = overall["conversion_ratio_hdi_low"]
+    sensitivity = {"risk_ratio": float(overall["conversion_ratio_mean"]),
+                   "e_value": DESIGN.e_value(overall["conversion_ratio_mean"]),
+                   "e_value_interval": DESIGN.e_value(rr) if rr > 1 else 1.0}
+    w = model.weighted_draws()
+    depth_grid = NT.profit_by_depth(w["arpu1"], w["arpu0"], b.margin, b.discount_depth)
+    best = depth_grid.loc[depth_grid["profit_mean"].idxmax()]
+    t_rows = comparison[comparison.treated]
+    sigma = float(t_rows["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
+    prior_sd = max((best["profit_high"] - best["profit_low"]) / (2 * 1.88), 1e-6)
+    sizes = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
+                         np.array([500, 1000, 2000, 5000, 10000, 20000, 50000]), seed=cfg.seed)
     prior = model.prior_predictive()
     ppc = model.posterior_predictive()
     ppc_groups = pd.concat([model.posterior_predictive_groups(by).assign(by=by)
                             for by in ("cluster", "city")], ignore_index=True)
-    sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth)
+    sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth,
+                           comparison=verdict.primary)
     sentence = conv.caveat("the hierarchical model") + sentence
-    _figures(model, bb, curve, out, b)
+    if verdict.primary == "whole store" and not obs["placebo"]["passes"]:
+        sentence = ("WARNING: the placebo before the email shows an effect, so the adjusted "
+                    "comparison may still be confounded. ") + sentence
+    _figures(model, curve, out, b)
+    ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
+    save_figure(ax.figure, out / "overlap.png")
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)
-    write_parquet(group_metrics(df), out / "group_metrics.parquet")
-    write_parquet(trust["smd"], out / "balance.parquet")
+    write_parquet(group_metrics(store.assign(treated=store["group"] == "treated")
+                                if n_c == 0 else campaign), out / "group_metrics.parquet")
+    write_parquet(verdict.balance, out / "balance.parquet")
     write_parquet(by_city, out / "effects_city.parquet")
     write_parquet(by_cluster, out / "effects_cluster.parquet")
     write_parquet(curve, out / "margin_curve.parquet")
+    write_parquet(depth_grid, out / "depth_grid.parquet")
+    write_parquet(sizes, out / "follow_up_sizes.parquet")
     write_parquet(ppc_groups, out / "posterior_predictive_groups.parquet")
     summary = {
         "recommendation": sentence,
         "business": {"margin": b.margin, "discount_depth": b.discount_depth},
-        "trust": {k: v for k, v in trust.items() if k != "smd"},
-        "closed_form": {
-            "conversion": {k: v for k, v in bb.items() if not k.startswith("_")},
-            "arpu": {k: v for k, v in arpu.items() if not k.startswith("_")},
-            "profit_per_client": U.describe(cf_profit),
-        },
+        "design": {**{k: v for k, v in verdict.as_dict().items() if k != "balance"},
+                   "sentence": verdict.sentence(), "support": support},
+        "trust": None if trust is None else {k: v for k, v in trust.items() if k != "smd"},
+        "closed_form": closed,
+        "buyers_comparison": buyers,
+        "observational": obs,
+        "sensitivity": sensitivity,
+        "next_test": {"best_depth": float(best["depth"]),
+                      "best_profit_mean": float(best["profit_mean"]),
+                      "profit_sd_per_client": sigma,
+                      "assumption": "extra list-price revenue proportional to the depth"},
         "hierarchical": {
+            "comparison": verdict.primary,
+            "comparison_clients": int(len(comparison)),
             "overall": overall.to_dict(),
             "total_incremental_profit": float(overall["profit_per_client_mean"] * n_t),
             "parameters": model.summary().reset_index(names="parameter").to_dict("records"),
@@ -139,25 +230,26 @@ def run(cfg: Config) -> dict[str, Any]:
     }
     write_json(summary, out / "summary.json")
     status = "converged" if conv.ok else "FAILED CONVERGENCE: " + "; ".join(conv.problems)
-    return {"message": f"P(uplift>0)={overall['conversion_uplift_p_positive']:.2f}, "
-                       f"P(profit>0)={overall['profit_per_client_p_positive']:.2f}; {status}",
+    return {"message": f"{verdict.primary} comparison: uplift "
+                       f"{100 * overall['conversion_uplift_mean']:+.1f} points, "
+                       f"P(uplift>0)={overall['conversion_uplift_p_positive']:.2f}, "
+                       f"P(profit>0)={overall['profit_per_client_p_positive']:.2f}"
+                       + ("" if verdict.control_valid_for_conversion
+                          else "; control file selected/imbalanced, not used")
+                       + f"; {status}",
             "convergence_ok": conv.ok}
 
 
-def _figures(model: U.HierarchicalUplift, bb: dict, curve: pd.DataFrame, out: Path,
-             b: Any) -> None:
+def _figures(model: U.HierarchicalUplift, curve: pd.DataFrame, out: Path, b: Any) -> None:
     for by in ("city", "cluster"):
         ax = model.plot_forest(by, b.margin, b.discount_depth)
         save_figure(ax.figure, out / f"forest_{by}.png")
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
-    hier = 100 * model.weighted_draws()["conversion"]
-    axes[0].hist(100 * (bb["_draws"]["treated"] - bb["_draws"]["control"]), bins=60,
-                 density=True, alpha=0.5, label="closed form (Beta-Binomial)")
-    axes[0].hist(hier, bins=60, density=True, alpha=0.5, label="hierarchical model")
+    w = model.weighted_draws()
+    axes[0].hist(100 * w["conversion"], bins=60, density=True, color="C0", alpha=0.7)
     axes[0].axvline(0, color="k", lw=1)
-    axes[0].set_xlabel("conversion uplift, percentage points")
-    axes[0].set_title("Posterior of the overall uplift")
-    axes[0].legend(fontsize=8)
+    axes[0].set_xlabel("conversion uplift on the treated, percentage points")
+    axes[0].set_title("Posterior of the effect on the treated")
     profit = model.profit_draws(b.margin, b.discount_depth)
     axes[1].hist(profit, bins=60, color="C2", alpha=0.7)
     axes[1].axvline(0, color="k", lw=1)

@@ -50,6 +50,7 @@ def test_city_with_one_client_is_pooled_not_dropped():
                        "converted": [True] * 41, "revenue": [100.0] * 41,
                        "pre_bought": [False] * 41})
     pooled, small = U.pool_small_cities(df, 30)
+    assert U.pool_small_cities(df, 30, counted=df["treated"])[1] == ["a", "b"]
     assert small == ["b"] and (pooled["city"] == "other").sum() == 1
     cells = U.to_cells(pooled)
     assert cells["n"].sum() == 41 and cells["y"].sum() == 41
@@ -65,7 +66,7 @@ def campaign(tmp_path_factory):
     from analysis.demo_data import DemoSpec, write_demo
 
     folder = tmp_path_factory.mktemp("c1")
-    write_demo(folder, DemoSpec(clients=25_000, seed=21))
+    write_demo(folder, DemoSpec(clients=25_000, seed=21, design="randomized"))
     raw = load_folder(folder)
     data = clean(raw)
     g = campaign_groups(raw.positive, raw.negative)
@@ -87,13 +88,15 @@ def test_hierarchical_fit_recovers_overall_effect(campaign):
     import json
 
     df, folder = campaign
-    truth = json.loads((folder / "truth.json").read_text())["campaign1"]
+    att = json.loads((folder / "truth.json").read_text())["campaign1"]["att"]
     m = U.HierarchicalUplift(sampler_config={"draws": 400, "tune": 400, "chains": 2},
                              seed=3).fit(df)
-    s = m.summary(["tau"])
-    assert s.loc["tau", "hdi_3%"] < truth["tau"] < s.loc["tau", "hdi_97%"]
     eff = m.effects(0.35, 0.15)
     assert eff.notna().all().all()
+    row = eff.iloc[0]
+    # randomized design: the effect on the treated from the potential outcomes is covered
+    for name, key in (("conversion_uplift", "conversion"), ("items_uplift", "items_per_client")):
+        assert row[f"{name}_hdi_low"] < att[key] < row[f"{name}_hdi_high"], name
     closed = U.beta_binomial_ab(int(df[df.treated].converted.sum()), int(df.treated.sum()),
                                 int(df[~df.treated].converted.sum()), int((~df.treated).sum()))
     # the two answers agree on the overall conversion uplift (within 1.5 points)
@@ -101,7 +104,7 @@ def test_hierarchical_fit_recovers_overall_effect(campaign):
     assert set(m.effects(0.35, 0.15, by="cluster")["level"]) == {"0", "1", "2", "3"}
     text = U.recommend(eff.iloc[0], m.effects(0.35, 0.15, by="city"),
                        m.effects(0.35, 0.15, by="cluster"), 0.35, 0.15)
-    assert "Recommendation:" in text and "points" in text
+    assert "Recommendation:" in text and "points" in text and "control file" in text
     # posterior predictive by cluster: the model reproduces its own groups ...
     groups = m.posterior_predictive_groups("cluster")
     assert len(groups) == 8 and set(groups["arm"]) == {"treated", "control"}
@@ -117,3 +120,37 @@ def test_hierarchical_fit_recovers_overall_effect(campaign):
     m.cells_ = cells
     bad = flagged[(flagged["level"] == "0") & (flagged["arm"] == "treated")]
     assert not bad["inside"].item()
+
+
+def test_whole_store_comparison_gets_the_planted_sign_where_the_control_file_does_not(
+        tmp_path):
+    """Store design: the control file (all bought) makes the email look harmful; the whole
+    store, adjusted for pre-period behaviour, recovers the planted effect on the treated."""
+    import json
+
+    from analysis.campaign1_data import store_frame
+    from analysis.demo_data import DemoSpec, write_demo
+    from models.campaign_design import diagnose_design
+
+    write_demo(tmp_path, DemoSpec(clients=25_000, seed=22))
+    raw = load_folder(tmp_path)
+    data = clean(raw)
+    g = campaign_groups(raw.positive, raw.negative)
+    seg = pd.read_parquet(tmp_path / "truth_clients.parquet")[["id", "segment"]]
+    df, _ = store_frame(data.clients, data.purchases, list(g.treated), list(g.control),
+                        seg.rename(columns={"segment": "cluster"}))
+    att = json.loads((tmp_path / "truth.json").read_text())["campaign1"]["att"]
+    v = diagnose_design(df)
+    assert v.primary == "whole store" and v.control_selected_on_outcome
+    campaign = df[df.group != "untreated"]
+    naive = (campaign[campaign.treated].converted.mean()
+             - campaign[~campaign.treated].converted.mean())
+    assert naive < 0 < att["conversion"]  # the control file gets the sign wrong
+    m = U.HierarchicalUplift(sampler_config={"draws": 400, "tune": 400, "chains": 2},
+                             seed=3).fit(df)
+    row = m.effects(0.35, 0.15).iloc[0]
+    # measured: the adjusted estimate sits about 1 point above the planted ATT (13.2
+    # points) on this seed; its HDI does not always cover it (see the closing note)
+    assert abs(row["conversion_uplift_mean"] - att["conversion"]) < 0.02
+    assert row["conversion_uplift_p_positive"] > 0.99
+    assert (m.cells_["n"].sum() == len(df)) and len(m.cells_) < len(df) / 5  # cells, not rows

@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from models.campaign_design import diagnose_design, e_value, lee_bounds
+
+
+def _store(control_picked_among_buyers: bool, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    n = 40_000
+    pre = rng.poisson(0.6, n)
+    converted = rng.random(n) < 0.5 + 0.1 * np.minimum(pre, 3)
+    group = np.array(["untreated"] * n, dtype=object)
+    group[:5000] = "treated"
+    if control_picked_among_buyers:
+        buyers = np.flatnonzero(converted[5000:]) + 5000
+        group[rng.choice(buyers, 5000, replace=False)] = "control"
+    else:
+        group[5000:10000] = "control"
+    return pd.DataFrame({"group": group, "converted": converted, "pre_orders": pre,
+                         "pre_revenue": pre * 3000.0, "age": rng.integers(18, 70, n),
+                         "gender": rng.integers(0, 2, n), "higher_education":
+                         rng.integers(0, 2, n)})
+
+
+def test_control_picked_among_buyers_is_not_the_primary_comparison():
+    v = diagnose_design(_store(True))
+    assert v.control_selected_on_outcome and not v.control_valid_for_conversion
+    assert v.primary == "whole store" and "picked among buyers" in v.sentence()
+
+
+def test_random_control_is_valid():
+    v = diagnose_design(_store(False))
+    assert v.control_valid_for_conversion and v.primary == "control file"
+    assert set(v.balance["covariate"]) >= {"pre_orders", "pre_revenue", "age"}
+
+
+def test_empty_treated_group_is_a_clear_error():
+    df = _store(False)
+    df.loc[df.group == "treated", "group"] = "untreated"
+    with pytest.raises(ValueError, match="treated group is empty"):
+        diagnose_design(df)
+
+
+def test_control_file_without_store_clients_says_so():
+    df = _store(False)
+    df.loc[df.group == "control", "group"] = "untreated"
+    v = diagnose_design(df)
+    assert v.primary == "whole store" and "no client of the store" in v.sentence()
+
+
+def test_lee_bounds_trim_the_group_with_more_buyers():
+    y_t = np.arange(1, 101, dtype=float)  # 100 buyers of 100
+    y_c = np.arange(1, 81, dtype=float)  # 80 buyers of 100
+    b = lee_bounds(y_t, y_c, 100, 100)
+    assert b["trimmed_group"] == "treated" and b["trim_share"] == pytest.approx(0.2)
+    assert b["lower"] == pytest.approx(np.arange(1, 81).mean() - y_c.mean())
+    assert b["upper"] == pytest.approx(np.arange(21, 101).mean() - y_c.mean())
+    assert b["lower"] <= b["naive"] <= b["upper"]
+    with pytest.raises(ValueError, match="buyers in both groups"):
+        lee_bounds(y_t, np.array([]), 100, 100)
+
+
+def test_e_value_matches_vanderweele_ding():
+    assert e_value(1.0) == 1.0
+    assert e_value(2.0) == pytest.approx(2 + np.sqrt(2))
+    assert e_value(0.5) == pytest.approx(e_value(2.0))
