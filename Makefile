@@ -15,7 +15,7 @@ install: $(STAMP)
 
 $(STAMP): pyproject.toml uv.lock
 	@$(PY) -m uv --version >/dev/null 2>&1 || $(PY) -m pip install --quiet "uv>=0.5"
-	$(PY) -m uv sync --frozen --all-extras --python $(PY)
+	$(PY) -m uv sync --frozen --all-extras --all-groups --python $(PY)
 	@touch $(STAMP)
 
 data: install

@@ -3,7 +3,8 @@
 The real files start with a header of words, are hard-wrapped every 1,000 characters in
 the middle of numbers, mix separators (``,`` ``;`` spaces ``|||`` ``;;;``) and glue letters
 to digits. Joining the wrapped lines back together and taking every run of digits
-restores the ids exactly.
+restores the ids exactly. Lines of different lengths are not wraps: a file with one id per
+line (as analysts export them) reads as such.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from analysis.errors import DataError
 
 _DIGITS = re.compile(r"\d+")
+#: client ids are far shorter; a longer run of digits is ids glued together
+MAX_ID_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,21 @@ def parse_id_text(text: str, source: str = "<text>") -> IdFile:
     """
     if not text.strip():
         raise DataError(source, "the id file is empty")
-    joined = text.replace("\r", "").replace("\n", "")
-    tokens = [int(t) for t in _DIGITS.findall(joined)]
-    if not tokens:
+    lines = [ln for ln in text.replace("\r", "").split("\n") if ln]
+    # hard wraps (every line but the last of one length, several ids on a line) cut
+    # numbers: join them; any other line break (one id per line, as analysts export them,
+    # or rows of different lengths) separates ids
+    wrapped = (len({len(ln) for ln in lines[:-1]}) == 1
+               and max(len(_DIGITS.findall(ln)) for ln in lines) > 1)
+    joined = "".join(lines) if wrapped else "\n".join(lines)
+    raw = _DIGITS.findall(joined)
+    if not raw:
         raise DataError(source, "the id file holds no digits, so no client id could be read")
+    long = [t for t in raw if len(t) > MAX_ID_DIGITS]
+    if long:
+        raise DataError(source, f"{len(long)} run(s) of more than {MAX_ID_DIGITS} digits (the "
+                        f"first starts {long[0][:20]}...): ids glued together, not client ids")
+    tokens = [int(t) for t in raw]
     counts = Counter(tokens)
     dups = {i: c for i, c in counts.items() if c > 1}
     return IdFile(path=source, ids=tuple(dict.fromkeys(tokens)), n_tokens=len(tokens),

@@ -19,9 +19,11 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.campaign1_data import store_frame
+from analysis.campaign1_data import PERIODS, store_frame
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
 from analysis.config import Config, load_config
+from analysis.errors import DataError
+from analysis.loaders import POSITIVE_FILE
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import optional_result, step_dir
 from models import campaign_design as DESIGN
@@ -101,12 +103,16 @@ def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
     placebo = df.assign(pre_orders=df["placebo_pre_orders"],
                         pre_revenue=df["placebo_pre_revenue"],
                         placebo_bought=df["placebo_orders"] > 0)
+    out["placebo"] = {"window": [3, 4], "adjusted_for_days": [0, 2]}
+    bought = placebo.groupby("treated")["placebo_bought"].agg(["min", "max"])
+    if len(bought) < 2 or (bought["min"] == bought["max"]).any():
+        # nobody (or everybody) in a group bought on days 3..4: no placebo to compute
+        out["placebo"].update(conversion=None, passes=None,
+                              reason="no contrast on days 3..4 (a group all bought or none did)")
+        return out
     e_pl = OBS.treatment_propensity(placebo, seed)
-    out["placebo"] = {"window": [3, 4], "adjusted_for_days": [0, 2],
-                      "conversion": OBS.doubly_robust_att(placebo, "placebo_bought", e_pl,
-                                                          binary=True)}
-    pl = out["placebo"]["conversion"]
-    out["placebo"]["passes"] = bool(pl["hdi_low"] <= 0 <= pl["hdi_high"])
+    pl = OBS.doubly_robust_att(placebo, "placebo_bought", e_pl, binary=True)
+    out["placebo"].update(conversion=pl, passes=bool(pl["hdi_low"] <= 0 <= pl["hdi_high"]))
     return out
 
 
@@ -116,6 +122,9 @@ def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
     t, c = campaign[campaign["treated"]], campaign[~campaign["treated"]]
     tb, cb = t[t["converted"]], c[c["converted"]]
     out: dict[str, Any] = {}
+    if tb.empty or cb.empty:
+        return {"reason": f"no buyers to compare (treated buyers {len(tb)}, control buyers "
+                          f"{len(cb)})"}
     for name, col in (("revenue_per_buyer", "revenue"), ("items_per_buyer", "items")):
         out[name] = DESIGN.lee_bounds(tb[col].to_numpy(), cb[col].to_numpy(), len(t), len(c))
         out[name]["treated"] = float(tb[col].mean())
@@ -125,11 +134,34 @@ def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
     return out
 
 
+def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
+    """Stop with the file at fault when a campaign group cannot be analysed: no treated
+    client in the client table, or no treated client with any purchase in two months (the
+    id file and the purchases then describe different clients)."""
+    t = store[store["group"] == "treated"]
+    path = data_dir / POSITIVE_FILE
+    if t.empty:
+        raise DataError(path, "none of its ids is a client of personal_data: there is no "
+                        "treated group to analyse")
+    bought = t[["pre_items", "window_items", "post_items"]].sum(axis=1) > 0
+    if not bought.any():
+        raise DataError(path, f"none of its {len(t):,} clients has a purchase on any day "
+                        "(0..58): the id file and the purchases table do not describe the "
+                        "same clients")
+
+
 def run(cfg: Config) -> dict[str, Any]:
     clients, purchases = read_clients(cfg), read_purchases(cfg)
     ids = read_campaign_ids(cfg)
     clusters = _clusters(cfg)
+    lo, hi = PERIODS["pre"]
+    if not purchases["dt"].between(lo, hi).any():
+        raise DataError(Path(cfg.data_dir) / "shop_database.db:purchases",
+                        f"no purchase on days {lo}..{hi}, the days before the email: what the "
+                        "store chose the treated on cannot be seen or adjusted for, so no "
+                        "comparison of campaign 1 would be valid", column="dt")
     store, report = store_frame(clients, purchases, ids["treated"], ids["control"], clusters)
+    _check_groups(store, Path(cfg.data_dir))
     out = step_dir(cfg, "uplift")
     verdict = DESIGN.diagnose_design(store)
     campaign = store[store["group"] != "untreated"].reset_index(drop=True)
@@ -179,7 +211,7 @@ def run(cfg: Config) -> dict[str, Any]:
     sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth,
                            comparison=verdict.primary)
     sentence = conv.caveat("the hierarchical model") + sentence
-    if verdict.primary == "whole store" and not obs["placebo"]["passes"]:
+    if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
         sentence = ("WARNING: the placebo before the email shows an effect, so the adjusted "
                     "comparison may still be confounded. ") + sentence
     _figures(model, curve, out, b)
@@ -218,6 +250,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "parameters": model.summary().reset_index(names="parameter").to_dict("records"),
             "pooled_cities": [str(c) for c in model.pooled_cities_],
             "cells": len(model.cells_), "clusters_used": clusters is not None,
+            "outside_support": model.outside_support_, "timings_seconds": model.timings_,
             "priors": {k: list(v) for k, v in model.model_config.items()},
             "prior_predictive": {k: v for k, v in prior.items() if not k.startswith("_")},
             "posterior_predictive": ppc,

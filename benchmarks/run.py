@@ -59,6 +59,19 @@ CASES: dict[str, tuple[str, float]] = {
         _step_case("propensity", "{'inner_seconds': s['timings_seconds']['fit'], "
                                  "'score_seconds': s['timings_seconds']['score_target_city'], "
                                  "'converged': s['convergence']['ok']}"), 90.0),
+    "uplift_step_real_scale": (
+        _step_case("uplift", "{'inner_seconds': t, "
+                             "'compile_seconds': "
+                             "s['hierarchical']['timings_seconds']['compile'], "
+                             "'sampling_seconds': "
+                             "s['hierarchical']['timings_seconds']['sampling'], "
+                             "'cells': s['hierarchical']['cells'], "
+                             "'comparison': s['design']['primary'], "
+                             "'converged': s['convergence']['ok'], "
+                             "'problems': s['convergence']['problems']}"), 60.0),
+    "uplift_bambi_crosscheck_10k": (
+        "from benchmarks.uplift_cases import bambi_crosscheck\nextra = bambi_crosscheck()",
+        30.0),
     "one_click_whole_case": (
         "from benchmarks.one_click_cases import whole_case\n"
         f"extra = whole_case(r'{WORK / 'one_click'}')", 180.0),

@@ -30,7 +30,8 @@ import pandas as pd
 
 #: |SMD| above which a covariate counts as imbalanced (Austin 2009)
 SMD_LIMIT = 0.1
-#: a group whose conversion is this high was (almost surely) picked among buyers
+#: a group whose conversion is this high was (almost surely) picked among buyers; one
+#: whose conversion is as low (1 - ALL_BOUGHT) among clients who did not buy
 ALL_BOUGHT = 0.99
 PRE_COVARIATES = ("pre_orders", "pre_revenue")
 DEMOGRAPHICS = ("age", "gender", "higher_education")
@@ -113,12 +114,19 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
         })
     balance = pd.DataFrame(rows)
     reasons: list[str] = []
-    selected = bool(n["control"]) and conv["control"] >= ALL_BOUGHT
+    never = bool(n["control"]) and conv["control"] <= 1 - ALL_BOUGHT
+    selected = bool(n["control"]) and (conv["control"] >= ALL_BOUGHT or never)
     imbalanced = [r["covariate"] for r in rows if r["covariate"] in PRE_COVARIATES
                   and abs(r["smd_control_vs_treated"]) > SMD_LIMIT]
     if n["control"] == 0:
         reasons.append("The control file has no client of the store, so it allows no "
                        "comparison.")
+    elif never:
+        reasons.append(
+            f"{conv['control']:.1%} of the control file bought in the window against "
+            f"{conv['untreated']:.1%} of the other untreated clients: the controls were picked "
+            "among clients who did not buy, so comparing conversion with them says nothing "
+            "about the email (it would flatter it).")
     elif selected:
         reasons.append(
             f"{conv['control']:.1%} of the control file bought in the window against "
@@ -126,8 +134,9 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
             "among buyers, so comparing conversion with them says nothing about the email "
             "(it would make the email look harmful).")
     if imbalanced and n["control"]:
-        reasons.append("The control file also differs from the treated group before the "
-                       "email (|SMD| > 0.1 on " + ", ".join(imbalanced) + ").")
+        reasons.append(f"The control file {'also ' if selected else ''}differs from the "
+                       "treated group before the email (|SMD| > 0.1 on "
+                       + ", ".join(imbalanced) + ").")
     valid = bool(n["control"]) and not selected and not imbalanced
     if valid:
         reasons.append("The control file converts like the rest of the store's untreated "

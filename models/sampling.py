@@ -24,6 +24,9 @@ class SamplerSettings:
     chains: int = 2
     target_accept: float = 0.9
     backend: str = "auto"
+    #: nutpie's low-rank modified mass matrix (Seyboldt 2024, nutpie docs): adapts to the
+    #: correlated directions of a posterior as well as the scales; ignored by PyMC's NUTS
+    low_rank: bool = False
 
     @classmethod
     def from_any(cls, obj: Any) -> SamplerSettings:
@@ -31,7 +34,7 @@ class SamplerSettings:
             return cls()
         if isinstance(obj, cls):
             return obj
-        keys = ("draws", "tune", "chains", "target_accept", "backend")
+        keys = ("draws", "tune", "chains", "target_accept", "backend", "low_rank")
         src = obj if isinstance(obj, dict) else {k: getattr(obj, k) for k in keys}
         return cls(**{k: src[k] for k in keys if k in src})
 
@@ -85,7 +88,7 @@ class Sampler:
             compiled = self._compiled.with_data(**data) if data else self._compiled
             return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
                                  seed=seed, target_accept=s.target_accept, progress_bar=False,
-                                 cores=s.chains)
+                                 cores=s.chains, low_rank_modified_mass_matrix=s.low_rank)
         import pymc as pm
 
         with self.model:

@@ -47,3 +47,18 @@ def test_duplicates_and_overlap_are_reported_not_dropped_silently():
     assert 4 not in groups.treated and 4 not in groups.control
     assert rep["overlap"] == 1 and rep["duplicated_treated"] == 1
     assert rep["unknown_control"] == 1 and 6 in rep["unknown_examples"]
+
+
+def test_one_id_per_line_is_read_as_separate_ids():
+    assert parse_id_text("id\n12\n345\n6\n").ids == (12, 345, 6)
+
+
+def test_hard_wrapped_lines_are_joined_back():
+    text = "Ids " + ",".join(str(10_000 + i) for i in range(400))
+    wrapped = "\n".join(text[i:i + 1000] for i in range(0, len(text), 1000)) + "\n\n"
+    assert parse_id_text(wrapped).ids == tuple(10_000 + i for i in range(400))
+
+
+def test_glued_ids_are_a_clear_error():
+    with pytest.raises(DataError, match="glued"):
+        parse_id_text("1234567890123456789012", source="ids.txt")

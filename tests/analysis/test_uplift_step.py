@@ -66,6 +66,36 @@ def test_uplift_is_skipped_with_a_reason_without_purchases(tmp_path, small_demo)
     assert "no purchases table" in res[1]["message"]
 
 
+def test_no_pre_period_days_stop_the_step_naming_the_table_and_column(demo_copy, tmp_path):
+    import sqlite3
+
+    con = sqlite3.connect(demo_copy / "shop_database.db")
+    con.execute("DELETE FROM purchases WHERE dt < 5")
+    con.commit()
+    con.close()
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[0]["status"] == "ok" and res[1]["status"] == "failed"
+    assert "shop_database.db:purchases" in res[1]["message"] and "'dt'" in res[1]["message"]
+    assert "days 0..4" in res[1]["message"]
+
+
+def test_treated_ids_absent_from_purchases_stop_the_step_naming_the_file(demo_copy, tmp_path):
+    from tests.conftest import read_table
+
+    buyers = set(read_table(demo_copy / "shop_database.db", "purchases")["id"])
+    clients = read_table(demo_copy / "shop_database.db", "personal_data")["id"]
+    never = [i for i in clients if i not in buyers][:50]
+    assert never
+    (demo_copy / "ids_first_company_positive.txt").write_text(
+        "id\n" + "\n".join(map(str, never)) + "\n")
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[1]["status"] == "failed"
+    assert "ids_first_company_positive.txt" in res[1]["message"]
+    assert f"none of its {len(never)} clients has a purchase" in res[1]["message"]
+
+
 @needs_shared("skillbox", "ids_first_company_positive.txt")
 def test_real_groups_are_built_from_exactly_5000_and_5000_ids():
     raw = load_folder(SKILLBOX)

@@ -29,6 +29,16 @@ def test_control_picked_among_buyers_is_not_the_primary_comparison():
     assert v.primary == "whole store" and "picked among buyers" in v.sentence()
 
 
+def test_control_of_clients_who_never_bought_is_not_the_primary_comparison():
+    df = _store(False)
+    never = np.flatnonzero(~df["converted"].to_numpy()[10_000:]) + 10_000
+    df.loc[df["group"] == "control", "group"] = "untreated"
+    df.loc[never[:3000], "group"] = "control"
+    v = diagnose_design(df)
+    assert v.control_selected_on_outcome and v.primary == "whole store"
+    assert "did not buy" in v.sentence() and "also" not in v.sentence().split(".")[2]
+
+
 def test_random_control_is_valid():
     v = diagnose_design(_store(False))
     assert v.control_valid_for_conversion and v.primary == "control file"

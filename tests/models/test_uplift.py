@@ -153,4 +153,10 @@ def test_whole_store_comparison_gets_the_planted_sign_where_the_control_file_doe
     # points) on this seed; its HDI does not always cover it (see the closing note)
     assert abs(row["conversion_uplift_mean"] - att["conversion"]) < 0.02
     assert row["conversion_uplift_p_positive"] > 0.99
-    assert (m.cells_["n"].sum() == len(df)) and len(m.cells_) < len(df) / 5  # cells, not rows
+    # revenue per client: the gamma mean, no log-normal variance correction to bias it
+    assert row["arpu_uplift_hdi_low"] < att["revenue_per_client"] < row["arpu_uplift_hdi_high"]
+    # cells, not rows; comparison clients at pre-period levels no treated client has are
+    # left out (common support of the ATT)
+    assert m.outside_support_ > 0
+    assert m.cells_["n"].sum() + m.outside_support_ == len(df)
+    assert len(m.cells_) < len(df) / 5
