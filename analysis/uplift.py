@@ -23,8 +23,8 @@ from analysis.campaign1_data import PERIODS, store_frame
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
 from analysis.config import Config, load_config
 from analysis.errors import DataError
-from analysis.loaders import POSITIVE_FILE
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
+from analysis.loaders import POSITIVE_FILE
 from analysis.pipeline import optional_result, step_dir
 from models import campaign_design as DESIGN
 from models import next_test as NT
@@ -251,6 +251,7 @@ def run(cfg: Config) -> dict[str, Any]:
             "pooled_cities": [str(c) for c in model.pooled_cities_],
             "cells": len(model.cells_), "clusters_used": clusters is not None,
             "outside_support": model.outside_support_, "timings_seconds": model.timings_,
+            "resampled_with": model.resampled_with_,
             "priors": {k: list(v) for k, v in model.model_config.items()},
             "prior_predictive": {k: v for k, v in prior.items() if not k.startswith("_")},
             "posterior_predictive": ppc,

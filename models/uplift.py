@@ -38,7 +38,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Collection
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import arviz as az
@@ -49,6 +49,7 @@ import pytensor.tensor as pt
 from scipy import stats
 from scipy.special import expit
 
+from models.campaign_design import SMD_LIMIT, smd
 from models.diagnostics import Convergence, check_convergence
 from models.sampling import Sampler, SamplerSettings
 
@@ -90,16 +91,16 @@ def sample_ratio_mismatch(n_treated: int, n_control: int, expected_share: float 
 
 def standardized_mean_differences(df: pd.DataFrame, covariates: list[str],
                                   group: str = "treated") -> pd.DataFrame:
-    """SMD of each covariate between treated and control (|SMD| > 0.1 flags imbalance)."""
+    """SMD of each covariate between treated and control (|SMD| > 0.1 flags imbalance;
+    the SMD of :func:`models.campaign_design.smd`, pooled SD)."""
     rows = []
-    g = df[group].astype(bool)
+    g = df[group].astype(bool).to_numpy()
     for cov in covariates:
         x = pd.to_numeric(df[cov], errors="coerce").astype(float)
-        t, c = x[g].dropna(), x[~g].dropna()
-        pooled = np.sqrt((t.var(ddof=1) + c.var(ddof=1)) / 2) if len(t) > 1 and len(c) > 1 else 0
-        smd = (t.mean() - c.mean()) / pooled if pooled > 0 else 0.0
-        rows.append({"covariate": cov, "treated_mean": t.mean(), "control_mean": c.mean(),
-                     "smd": float(smd), "imbalanced": bool(abs(smd) > 0.1)})
+        d = smd(x[g], x[~g])
+        d = 0.0 if np.isnan(d) else d
+        rows.append({"covariate": cov, "treated_mean": x[g].mean(), "control_mean": x[~g].mean(),
+                     "smd": float(d), "imbalanced": bool(abs(d) > SMD_LIMIT)})
     return pd.DataFrame(rows)
 
 
@@ -224,17 +225,19 @@ def pre_period_keys(df: pd.DataFrame) -> pd.DataFrame:
                          "log_pre": log_pre}, index=df.index)
 
 
-def to_cells(df: pd.DataFrame) -> pd.DataFrame:
+def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame:
     """Exact sufficient statistics per cell: clients ``n``, buyers ``y`` (``spenders``: with
     revenue > 0), the sums of spend ``r1`` (money) and of log spend ``s1`` of buyers (the
     gamma likelihood's), the sum of items ``i1`` and of their squares ``i2``, and the mean
-    log pre-period spend ``log_pre``."""
+    log pre-period spend ``log_pre``. ``keys``: :func:`pre_period_keys` of ``df`` when
+    already computed (row-aligned)."""
     d = df.copy()
     for k in ("cluster", "age_band"):
         if k not in d:
             d[k] = "all"
-    keys = pre_period_keys(d)
-    d[list(keys.columns)] = keys
+    keys = pre_period_keys(d) if keys is None else keys
+    for col in keys.columns:
+        d[col] = keys[col].to_numpy()
     buy = d["converted"] & (d["revenue"] > 0)
     d["log_spend"] = np.where(buy, np.log(d["revenue"].where(buy, 1.0)), 0.0)
     d["spend_b"] = np.where(buy, d["revenue"].astype(float), 0.0)
@@ -257,6 +260,10 @@ def to_cells(df: pd.DataFrame) -> pd.DataFrame:
 #: and the non-centred product sigma * z forms a ridge (r_hat 1.09, ESS ~300 with
 #: 1,000,000 clients); below it the non-centred form avoids the funnel of weak data
 CENTRED_FROM = 1_500
+
+#: a fit that fails the checks is run once more with these (see ``HierarchicalUplift.fit``)
+RETRY_DRAWS = 2500
+RETRY_TARGET_ACCEPT = 0.95
 
 #: posterior draws behind the posterior predictive checks
 PPC_DRAWS = 1_000
@@ -507,20 +514,34 @@ class HierarchicalUplift:
         self.outside_support_ = int((~support).sum())
         pooled = pooled.loc[support.to_numpy()]
         keys = keys.loc[support.to_numpy()]
-        self.cells_ = to_cells(pooled)
+        self.cells_ = to_cells(pooled, keys)
         self.log_pre_mean_ = keys.groupby("pre_level")["log_pre"].mean().to_dict()
         self.log_pre_sd_ = float(keys["log_pre"].std()) or 1.0
         self.model_ = self.build_model(self.cells_)
         t0 = time.perf_counter()
-        sampler = Sampler(self.model_, SamplerSettings.from_any(self.sampler_config))
+        settings = SamplerSettings.from_any(self.sampler_config)
+        sampler = Sampler(self.model_, settings)
         t1 = time.perf_counter()
         self.idata_ = sampler.sample(seed=self.seed)
-        #: seconds spent compiling the model and sampling it
+        self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
+        #: the settings of a second run when the first failed the checks, else None
+        self.resampled_with_: dict[str, Any] | None = None
+        if not self.convergence_.ok:
+            # the lean default (fast at real scale) can leave a scale parameter short of
+            # ESS on smaller or weaker data: run once more, longer and with smaller steps
+            # (same compiled model); the checks of that run are the ones reported
+            retry = replace(settings, draws=max(RETRY_DRAWS, settings.draws),
+                            target_accept=max(RETRY_TARGET_ACCEPT, settings.target_accept))
+            self.resampled_with_ = {"draws": retry.draws, "target_accept": retry.target_accept,
+                                    "first_run_problems": self.convergence_.problems}
+            sampler.settings = retry
+            self.idata_ = sampler.sample(seed=self.seed)
+            self.convergence_ = check_convergence(self.idata_, var_names=self._checked())
+        #: seconds spent compiling the model and sampling it (all runs)
         self.timings_ = {"compile": round(t1 - t0, 1),
                          "sampling": round(time.perf_counter() - t1, 1)}
         self._draws_cache: dict[str, np.ndarray] | None = None
         self._rep_cache: np.ndarray | None = None
-        self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
         return self
 
     def _checked(self) -> list[str]:
