@@ -17,14 +17,16 @@ Models
   conversion; conversion x log-normal spend for revenue per client).
 * :class:`HierarchicalUplift`: ``logit p = a + city[c] + cluster[k] + age[b] + pre[l]
   + beta_spend * x + treated * (tau + tau_city[c] + tau_cluster[k])`` fitted on exact
-  binomial cells (``l``: purchase days before the window, 0 / 1 / 2 / 3+; ``x``: mean log
-  pre-period spend of the cell, standardized; cells split pre-period spend in tertiles),
-  log spend of buyers ``~ Normal(m + ... + treated * (kappa + kappa_cluster[k]), sigma)``
-  and items per buyer (mean ``exp(i + ... + treated * (nu + nu_cluster[k]))``), both
-  through their sufficient statistics. City, cluster, age and pre-period effects are
-  zero-sum (city non-centred: small cities shrink to the overall effect), so ``tau`` is
-  the uplift (log-odds) of the average city and cluster. Adjusting for pre-period
-  behaviour this way is CUPED's idea (Deng et al. 2013) in a regression on cells.
+  binomial cells (``l``: purchase days in the early and late part of the pre-period,
+  :data:`PRE_LEVELS`; ``x``: mean log pre-period spend of the cell, centred within its
+  level and standardized); spend per buyer, gamma with mean ``exp(m + ... + treated *
+  (kappa + kappa_pre[l] + kappa_cluster[k]))``, and items per buyer (mean ``exp(i + ... +
+  treated * (nu + nu_pre[l] + nu_cluster[k]))``), both through their sufficient
+  statistics. City, cluster and age effects are zero-sum (city non-centred: small cities
+  shrink to the overall effect), so ``tau`` is the uplift (log-odds) of the average city
+  and cluster; pre-period levels enter as contrasts with the first level. Adjusting for
+  pre-period behaviour this way is CUPED's idea (Deng et al. 2013) in a regression on
+  cells.
 
 Decision
 --------
@@ -178,7 +180,6 @@ CELL_KEYS = ("city", "cluster", "age_band", "pre_level", "treated")
 #: purchase days in the early (days 0..2) and late (3..4) part of the pre-period, capped:
 #: "early|late"; a store that picked whom to email from either part is adjusted for exactly
 PRE_LEVELS = tuple(f"{a}|{b}" for a in ("0", "1", "2", "3") for b in ("0", "1"))
-SPEND_BINS = 3
 
 
 def pool_small_cities(df: pd.DataFrame, min_clients: int, keep: Collection[Any] = (),
@@ -199,8 +200,8 @@ def pre_period_keys(df: pd.DataFrame) -> pd.DataFrame:
 
     ``pre_level``: purchase days in the early and late part of the pre-period
     (:data:`PRE_LEVELS`; from ``pre_early_orders`` and ``pre_orders``, else ``pre_orders``
-    alone, else ``pre_bought``); ``spend_bin``: tertile of pre-period
-    spend among clients who spent (0 for none); ``log_pre``: ``log(1 + pre_revenue)``.
+    alone, else ``pre_bought``); ``log_pre``: ``log(1 + pre_revenue)`` (0 without
+    ``pre_revenue``).
     """
     if "pre_early_orders" in df:
         early = np.minimum(df["pre_early_orders"].to_numpy(int), 3)
@@ -212,17 +213,9 @@ def pre_period_keys(df: pd.DataFrame) -> pd.DataFrame:
         early, late = df["pre_bought"].astype(int).to_numpy(), np.zeros(len(df), int)
     level = 2 * early + late
     rev = df["pre_revenue"].clip(lower=0).astype(float) if "pre_revenue" in df else None
-    if rev is None:
-        log_pre, spend_bin = np.zeros(len(df)), np.zeros(len(df), dtype=int)
-    else:
-        log_pre = np.log1p(rev.to_numpy())
-        spent = rev.to_numpy() > 0
-        spend_bin = np.zeros(len(df), dtype=int)
-        if spent.sum() >= SPEND_BINS:
-            edges = np.quantile(log_pre[spent], np.linspace(0, 1, SPEND_BINS + 1)[1:-1])
-            spend_bin[spent] = 1 + np.searchsorted(edges, log_pre[spent], side="right")
-    return pd.DataFrame({"pre_level": np.array(PRE_LEVELS)[level], "spend_bin": spend_bin,
-                         "log_pre": log_pre}, index=df.index)
+    log_pre = np.zeros(len(df)) if rev is None else np.log1p(rev.to_numpy())
+    return pd.DataFrame({"pre_level": np.array(PRE_LEVELS)[level], "log_pre": log_pre},
+                        index=df.index)
 
 
 def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame:
@@ -568,46 +561,29 @@ class HierarchicalUplift:
         if getattr(self, "_draws_cache", None) is not None:
             return self._draws_cache
         post = az.extract(self.idata_)
-        c = self._treated_cells()
-
-        def code(dim: str, col: str) -> np.ndarray:
-            levels = list(post[dim].values)
-            return np.array([levels.index(str(v)) for v in c[col]])
-
-        ci, ki = code("city", "city"), code("cluster", "cluster")
-        ix = self._index(c)
-        pre, x = ix["pre"], ix["x"]
+        ix = self._index(self._treated_cells())
+        ci, ki, ai, pre, x = (ix["codes"]["city"], ix["codes"]["cluster"],
+                              ix["codes"]["age_band"], ix["pre"], ix["x"])
 
         def v(name: str) -> np.ndarray:
             return post[name].values.T if post[name].ndim > 1 else post[name].values[:, None]
 
-        eta0 = v("intercept") + v("city_effect")[:, ci] + v("beta_spend") * x
-        if "pre_effect" in post:
-            eta0 = eta0 + v("pre_effect")[:, code("pre_level", "pre_level")]
-        if "cluster_effect" in post:
-            eta0 = eta0 + v("cluster_effect")[:, ki]
-        if "age_effect" in post:
-            eta0 = eta0 + v("age_effect")[:, code("age_band", "age_band")]
+        def term(name: str, idx: np.ndarray) -> np.ndarray | float:
+            """A group effect per cell, 0 where the model has no such term."""
+            return v(name)[:, idx] if name in post else 0.0
+
+        eta0 = (v("intercept") + v("city_effect")[:, ci] + v("beta_spend") * x
+                + term("pre_effect", pre) + term("cluster_effect", ki) + term("age_effect", ai))
         tau = v("tau") + v("tau_city")[:, ci] + v("tau_cluster")[:, ki]
-        mu0 = v("spend_intercept") + v("spend_pre")[:, pre] + v("spend_x") * x
-        if "spend_cluster" in post:
-            mu0 = mu0 + v("spend_cluster")[:, ki]
-        if "spend_city" in post:
-            mu0 = mu0 + v("spend_city")[:, ci]
-        kap = v("kappa") + v("kappa_pre")[:, pre]
-        if "kappa_cluster" in post:
-            kap = kap + v("kappa_cluster")[:, ki]
+        mu0 = (v("spend_intercept") + v("spend_pre")[:, pre] + v("spend_x") * x
+               + term("spend_cluster", ki) + term("spend_city", ci))
+        kap = v("kappa") + v("kappa_pre")[:, pre] + term("kappa_cluster", ki)
         p0, p1 = expit(eta0), expit(eta0 + tau)
         items0, items1 = p0, p1  # one item per buyer without an items block
         if "items_intercept" in post:
-            li0 = v("items_intercept") + v("items_pre")[:, pre] + v("items_x") * x
-            if "items_cluster" in post:
-                li0 = li0 + v("items_cluster")[:, ki]
-            if "items_city" in post:
-                li0 = li0 + v("items_city")[:, ci]
-            nu = v("nu") + v("nu_pre")[:, pre]
-            if "nu_cluster" in post:
-                nu = nu + v("nu_cluster")[:, ki]
+            li0 = (v("items_intercept") + v("items_pre")[:, pre] + v("items_x") * x
+                   + term("items_cluster", ki) + term("items_city", ci))
+            nu = v("nu") + v("nu_pre")[:, pre] + term("nu_cluster", ki)
             items0, items1 = p0 * np.exp(li0), p1 * np.exp(li0 + nu)
         self._draws_cache = {"conversion": p1 - p0, "arpu1": p1 * np.exp(mu0 + kap),
                              "arpu0": p0 * np.exp(mu0), "tau": tau,

@@ -83,3 +83,23 @@ def quick_one_click(cfg, folder: Path):
                  permutation_repeats=2)
     overrides = {**cfg.sampler_overrides, "one_click": {"draws": 600, "tune": 500}}
     return replace(cfg, one_click=oc, sampler_overrides=overrides)
+
+
+def demo_store_frame(folder: Path, spec: DemoSpec) -> tuple[pd.DataFrame, dict]:
+    """Write a demo folder and return its campaign-1 store frame (the planted segments as
+    clusters) and the planted truth of campaign 1 (``truth.json``)."""
+    import json
+
+    from analysis.campaign1_data import store_frame
+    from analysis.cleaning import clean
+    from analysis.id_files import campaign_groups
+    from analysis.loaders import load_folder
+
+    write_demo(folder, spec)
+    raw = load_folder(folder)
+    data = clean(raw)
+    g = campaign_groups(raw.positive, raw.negative)
+    seg = pd.read_parquet(folder / "truth_clients.parquet")[["id", "segment"]]
+    df, _ = store_frame(data.clients, data.purchases, list(g.treated), list(g.control),
+                        seg.rename(columns={"segment": "cluster"}))
+    return df, json.loads((folder / "truth.json").read_text())["campaign1"]

@@ -2,11 +2,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.campaign1_data import campaign_frame
-from analysis.cleaning import clean
-from analysis.id_files import campaign_groups
-from analysis.loaders import load_folder
 from models import uplift as U
+from tests.conftest import demo_store_frame
 
 
 def test_beta_binomial_matches_the_conjugate_posterior():
@@ -63,17 +60,12 @@ def test_profit_formula_is_zero_without_discount_and_equal_arpu():
 
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
-    from analysis.demo_data import DemoSpec, write_demo
+    """The randomized demo's two id files (treated and control file) and its truth."""
+    from analysis.demo_data import DemoSpec
 
-    folder = tmp_path_factory.mktemp("c1")
-    write_demo(folder, DemoSpec(clients=25_000, seed=21, design="randomized"))
-    raw = load_folder(folder)
-    data = clean(raw)
-    g = campaign_groups(raw.positive, raw.negative)
-    truth = pd.read_parquet(folder / "truth_clients.parquet")
-    seg = truth[["id", "segment"]].rename(columns={"segment": "cluster"})
-    df, _ = campaign_frame(data.clients, data.purchases, list(g.treated), list(g.control), seg)
-    return df, folder
+    df, truth = demo_store_frame(tmp_path_factory.mktemp("c1"),
+                                 DemoSpec(clients=25_000, seed=21, design="randomized"))
+    return df[df["group"] != "untreated"].reset_index(drop=True), truth
 
 
 def test_cells_are_exact_sufficient_statistics(campaign):
@@ -85,10 +77,8 @@ def test_cells_are_exact_sufficient_statistics(campaign):
 
 
 def test_hierarchical_fit_recovers_overall_effect(campaign):
-    import json
-
-    df, folder = campaign
-    att = json.loads((folder / "truth.json").read_text())["campaign1"]["att"]
+    df, truth = campaign
+    att = truth["att"]
     m = U.HierarchicalUplift(sampler_config={"draws": 400, "tune": 400, "chains": 2},
                              seed=3).fit(df)
     eff = m.effects(0.35, 0.15)
@@ -126,20 +116,11 @@ def test_whole_store_comparison_gets_the_planted_sign_where_the_control_file_doe
         tmp_path):
     """Store design: the control file (all bought) makes the email look harmful; the whole
     store, adjusted for pre-period behaviour, recovers the planted effect on the treated."""
-    import json
-
-    from analysis.campaign1_data import store_frame
-    from analysis.demo_data import DemoSpec, write_demo
+    from analysis.demo_data import DemoSpec
     from models.campaign_design import diagnose_design
 
-    write_demo(tmp_path, DemoSpec(clients=25_000, seed=22))
-    raw = load_folder(tmp_path)
-    data = clean(raw)
-    g = campaign_groups(raw.positive, raw.negative)
-    seg = pd.read_parquet(tmp_path / "truth_clients.parquet")[["id", "segment"]]
-    df, _ = store_frame(data.clients, data.purchases, list(g.treated), list(g.control),
-                        seg.rename(columns={"segment": "cluster"}))
-    att = json.loads((tmp_path / "truth.json").read_text())["campaign1"]["att"]
+    df, truth = demo_store_frame(tmp_path, DemoSpec(clients=25_000, seed=22))
+    att = truth["att"]
     v = diagnose_design(df)
     assert v.primary == "whole store" and v.control_selected_on_outcome
     campaign = df[df.group != "untreated"]

@@ -1,34 +1,22 @@
 """Parameter recovery over several seeds (slow: `make test-slow`)."""
 
-import json
 from dataclasses import asdict
 
-import pandas as pd
 import pytest
 
-from analysis.campaign1_data import store_frame
-from analysis.cleaning import clean
 from analysis.config import Config
-from analysis.demo_data import DemoSpec, write_demo
-from analysis.id_files import campaign_groups
-from analysis.loaders import load_folder
+from analysis.demo_data import DemoSpec
 from analysis.uplift import observational_check
 from models.uplift import HierarchicalUplift
+from tests.conftest import demo_store_frame
 
 pytestmark = pytest.mark.slow
 
 
 def _fit(folder, seed, design="randomized"):
-    write_demo(folder, DemoSpec(clients=60_000, seed=seed, design=design))
-    raw = load_folder(folder)
-    data = clean(raw)
-    g = campaign_groups(raw.positive, raw.negative)
-    seg = pd.read_parquet(folder / "truth_clients.parquet")[["id", "segment"]]
-    df, _ = store_frame(data.clients, data.purchases, list(g.treated), list(g.control),
-                        seg.rename(columns={"segment": "cluster"}))
+    df, truth = demo_store_frame(folder, DemoSpec(clients=60_000, seed=seed, design=design))
     if design == "randomized":  # the control file is the comparison
         df = df[df.group != "untreated"]
-    truth = json.loads((folder / "truth.json").read_text())["campaign1"]
     # the sampler settings the uplift step uses: the model as shipped
     settings = asdict(Config().sampler_for("uplift"))
     model = HierarchicalUplift(seed=seed, sampler_config=settings).fit(df)
