@@ -10,6 +10,7 @@ and writes ``results_dir/campaign2/``: ``summary.json``, ``counterfactual.parque
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,10 @@ import arviz as az
 import matplotlib.pyplot as plt
 
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
-from analysis.config import Config, load_config
+from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, step_dir
-from models.campaign2 import Campaign2Model, build_panel, pool_cities
+from models.campaign2 import Campaign2Model, build_panel, check_design, pool_cities
 
 CITY, DAYS = 1134, (15, 45)
 PLACEBO_CITIES, PLACEBO_DAYS = (1188, 1157), (25, 35)
@@ -37,6 +38,10 @@ def run(cfg: Config) -> dict[str, Any]:
     present = set(panel["city"])
     placebo = tuple(c for c in PLACEBO_CITIES if c in present)
     panel = pool_cities(panel, keep=40, must_keep=(CITY, *placebo))
+    try:
+        check_design(panel, CITY, DAYS)
+    except ValueError as exc:  # the data cannot answer: say what is missing, fit nothing
+        raise StepSkipped(f"campaign 2 cannot be evaluated: {exc}") from exc
     model = Campaign2Model(city=CITY, days=DAYS, placebo_cities=placebo,
                            placebo_days=PLACEBO_DAYS, sampler_config=cfg.sampler_for("campaign2"),
                            seed=cfg.seed).fit(panel)
@@ -62,7 +67,7 @@ def run(cfg: Config) -> dict[str, Any]:
                 "placebo_all_include_zero": bool(placebo_table["hdi_includes_zero"].all()),
                 "convergence": conv.as_dict()}, out / "summary.json")
     o = effects["orders"]
-    return {"message": f"orders +{100 * o['mean']:.0f}% on discount days "
+    return {"message": f"orders {100 * o['mean']:+.0f}% on discount days "
                        f"(HDI {100 * o['hdi_low']:.0f}..{100 * o['hdi_high']:.0f}%); "
                        + ("converged" if conv.ok else "FAILED CONVERGENCE")}
 
@@ -104,6 +109,7 @@ def _plot(cf: Any, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    from analysis.pipeline import run as run_pipeline
+    # the same as `shopbayes run campaign2 [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
 
-    run_pipeline(load_config(Path("shopbayes.toml")), only="campaign2")
+    sys.exit(main(["run", "campaign2", *sys.argv[1:]]))

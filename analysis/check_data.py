@@ -11,49 +11,77 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from analysis import loaders
+from analysis.cleaning import conflicting_duplicates
 from analysis.errors import DataError
 from analysis.id_files import IdFile, campaign_groups, read_id_file
 
 
 @dataclass(frozen=True)
 class Problem:
-    severity: str  # "fatal" or "warning"
+    severity: str  # "fatal", "warning" or "note" (how a file was read; not a problem)
     file: str
     message: str
 
 
 def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
-    """Validate every known file in ``folder``; return problems and table sizes."""
+    """Validate every known file in ``folder``; return problems and table sizes.
+
+    Every problem of every file is listed (a file's schema problems one per column and
+    rule). Nothing is concluded from a table that failed to load: the comparisons across
+    tables (purchases of unknown clients, campaign ids unknown to the client tables, ids
+    in both client tables with different values) only run on tables that loaded.
+    """
     folder = Path(folder)
     problems: list[Problem] = []
     sizes: dict[str, int] = {}
     if not folder.is_dir():
         return [Problem("fatal", str(folder), "data folder not found")], sizes
+    failed: set[str] = set()
 
     def attempt(label: str, file: Path, fn):  # type: ignore[no-untyped-def]
         try:
             result = fn()
         except DataError as exc:
-            problems.append(Problem("fatal", str(file), str(exc)))
+            failed.add(label)
+            problems.extend(Problem("fatal", p.file, p.line()) for p in exc.problems)
             return None
         if hasattr(result, "__len__"):
             sizes[label] = len(result)
+        text = getattr(result, "attrs", {}).get("text") or getattr(result, "encoding", None)
+        if text and text not in ("utf-8", "utf-8, comma-separated"):
+            problems.append(Problem("note", str(file), f"read as {text}"))
         return result
 
     db = folder / loaders.DB_FILE
-    tables = {}
+    tables: dict[str, object] = {}
+    present: list[str] = []
     if db.exists():
+        try:
+            con = loaders.connect_readonly(db)
+            present = loaders.db_tables(con)
+            con.close()
+        except DataError as exc:
+            problems.append(Problem("fatal", str(db), str(exc)))
+            failed.add("database")
         for t in loaders.DB_TABLES:
+            if "database" in failed:
+                break
+            if t not in present:
+                if t != "personal_data" or not (folder / loaders.CLIENTS_CSV).exists():
+                    problems.append(Problem("fatal", str(db), f"missing table '{t}'; "
+                                            f"found {present}"))
+                    failed.add(t)
+                continue
             tables[t] = attempt(t, db, lambda t=t: loaders.read_db_table(db, t))
-    if tables.get("personal_data") is None and (folder / loaders.CLIENTS_CSV).exists():
-        problems[:] = [p for p in problems if "missing table 'personal_data'" not in p.message]
-        csv = folder / loaders.CLIENTS_CSV
+    csv = folder / loaders.CLIENTS_CSV
+    if "personal_data" not in tables and "personal_data" not in failed and csv.exists():
         tables["personal_data"] = attempt("personal_data", csv,
                                           lambda: loaders.read_client_csv(csv))
-    if "personal_data" not in tables:
+    if "personal_data" not in tables and "personal_data" not in failed:
         problems.append(Problem("fatal", str(folder),
                                 f"no client table: neither {loaders.DB_FILE} "
                                 f"nor {loaders.CLIENTS_CSV}"))
+        failed.add("personal_data")
     lost_path = folder / loaders.LOST_FILE
     lost = None
     if lost_path.exists():
@@ -66,10 +94,23 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
             ids[label] = attempt(label, p, lambda p=p: read_id_file(p))
         else:
             problems.append(Problem("warning", str(p), "file absent: campaign 1 cannot run"))
+    clients = tables.get("personal_data")
+    # conclusions across tables only from tables that loaded
+    clients_ok = clients is not None and "personal_data_lost" not in failed
+    if clients_ok and lost is not None:
+        dup = conflicting_duplicates(clients, lost)
+        if dup["conflicting"]:
+            cols = ", ".join(f"{c}: {n}" for c, n in dup["by_column"].items())
+            problems.append(Problem(
+                "warning", str(lost_path),
+                f"{dup['conflicting']} of the {dup['ids_in_both']} ids also in the client "
+                f"table have different values ({cols}; e.g. {'; '.join(dup['examples'])}); "
+                f"rule: {dup['rule']}"))
     known: set[int] = set()
-    for t in (tables.get("personal_data"), lost):
-        if t is not None:
-            known |= set(t["id"].tolist())
+    if clients_ok:
+        for t in (clients, lost):
+            if t is not None:
+                known |= set(t["id"].tolist())
     purchases = tables.get("purchases")
     if purchases is not None and known:
         unknown = ~purchases["id"].isin(known)
@@ -91,7 +132,14 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
                 ex = rep["overlap_examples"] if key == "overlap" else (
                     rep["duplicate_examples"] if key.startswith("dup") else rep["unknown_examples"])
                 problems.append(Problem("warning", str(folder), f"{rep[key]} {what} (e.g. {ex})"))
-    if purchases is None and tables.get("personal_data") is not None:
+        for key, group in (("unknown_treated", "treated"), ("unknown_control", "control")):
+            n = rep[f"{group}_ids"]
+            if known and n and rep[key] == n:
+                problems.append(Problem("fatal", str(folder), f"none of the {n} {group} ids is "
+                                        "in the client tables: campaign 1 has no "
+                                        f"{group} group (wrong file, or ids of another "
+                                        "system?)"))
+    if "purchases" not in tables and "purchases" not in failed and clients is not None:
         problems.append(Problem("warning", str(folder),
                                 "no purchases table: steps that need purchases will be skipped"))
     return problems, sizes
@@ -103,7 +151,8 @@ def format_report(folder: str | Path, problems: list[Problem], sizes: dict[str, 
         lines.append(f"  {k:<28} {v:>10,}")
     fatal = [p for p in problems if p.severity == "fatal"]
     warn = [p for p in problems if p.severity == "warning"]
-    for label, group in (("FATAL", fatal), ("warning", warn)):
+    notes = [p for p in problems if p.severity == "note"]
+    for label, group in (("FATAL", fatal), ("warning", warn), ("note", notes)):
         for p in group:
             lines.append(f"{label}: {p.message}" if p.file in p.message
                          else f"{label}: {p.file}: {p.message}")

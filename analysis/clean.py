@@ -9,13 +9,13 @@ Run alone with ``python -m analysis.clean`` or ``shopbayes run clean``.
 
 from __future__ import annotations
 
-from pathlib import Path
+import sys
 from typing import Any
 
 import pandas as pd
 
 from analysis.cleaning import clean
-from analysis.config import Config, load_config
+from analysis.config import Config
 from analysis.id_files import campaign_groups
 from analysis.io import read_json, write_json, write_parquet
 from analysis.loaders import load_folder
@@ -38,8 +38,18 @@ def run(cfg: Config) -> dict[str, Any]:
         write_parquet(data.colours, out / "colours.parquet")
         write_parquet(data.products, out / "products.parquet")
     write_json(quality, out / "quality.json")
+    notes = [f"{k.removesuffix('_text')} read as {v}" for k, v in data.quality["sources"].items()
+             if k.endswith("_text") and v != "utf-8, comma-separated"]
+    dup = quality.get("duplicates_across_client_tables") or {}
+    if dup.get("conflicting"):
+        notes.append(f"{dup['conflicting']} ids in both client tables with different values "
+                     f"({dup['rule']})")
+    unknown = quality.get("purchase_rows_unknown_client", 0)
+    if unknown:
+        notes.append(f"{unknown:,} purchase rows of unknown clients dropped")
     return {"clients": len(data.clients),
-            "purchases": 0 if data.purchases is None else len(data.purchases)}
+            "purchases": 0 if data.purchases is None else len(data.purchases),
+            "message": "; ".join(notes)}
 
 
 def read_clients(cfg: Config) -> pd.DataFrame:
@@ -64,6 +74,7 @@ def read_campaign_ids(cfg: Config) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    from analysis.pipeline import run as run_pipeline
+    # the same as `shopbayes run clean [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
 
-    run_pipeline(load_config(Path("shopbayes.toml")), only="clean")
+    sys.exit(main(["run", "clean", *sys.argv[1:]]))

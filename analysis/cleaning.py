@@ -13,7 +13,8 @@ Rules (each counted in the data-quality summary):
   ``EXTREME_FACTOR`` times the median cost of its category) are flagged; flagged rows
   keep their item count but their cost is excluded from money totals (``revenue`` = 0).
 * **Clients**: the known-gender table and the lost rows (gender missing) are stacked,
-  ``personal_coef`` joined; an id in both keeps its known-gender row.
+  ``personal_coef`` joined; an id in both keeps its known-gender row, and ids whose age,
+  education, country or city differ between the two are counted with examples.
 * **Purchases of unknown clients** are dropped and counted.
 """
 
@@ -101,6 +102,43 @@ class CleanData:
     quality: dict[str, object] = field(default_factory=dict)
 
 
+#: columns both client tables hold, compared for ids that are in both
+SHARED_CLIENT_COLUMNS = ("age", "education", "country", "city")
+#: how an id in both client tables is resolved (stated wherever conflicts are reported)
+DUPLICATE_RULE = "the row of the table with gender (the database's personal_data) is kept"
+
+
+def conflicting_duplicates(known: pd.DataFrame, lost: pd.DataFrame) -> dict[str, object]:
+    """Ids present in both client tables, and those whose shared columns disagree.
+
+    Parameters
+    ----------
+    known, lost
+        The client table with gender and the lost rows (validated; ``id`` unique in each).
+
+    Returns
+    -------
+    dict
+        ``ids_in_both`` (count), ``conflicting`` (count of those with any difference),
+        ``by_column`` (differences per column), ``examples`` (up to 3 strings
+        ``"id 17: age 34 vs 35"``) and ``rule`` (:data:`DUPLICATE_RULE`).
+    """
+    cols = [c for c in SHARED_CLIENT_COLUMNS if c in known and c in lost]
+    both = known[["id", *cols]].merge(lost[["id", *cols]], on="id", suffixes=("", "_lost"))
+    diff = pd.DataFrame({c: both[c].astype(object).ne(both[f"{c}_lost"].astype(object))
+                         & ~(both[c].isna() & both[f"{c}_lost"].isna()) for c in cols},
+                        index=both.index)
+    bad = diff.any(axis=1) if cols else pd.Series(False, index=both.index)
+    examples = []
+    for i in both.index[bad.to_numpy()][:3]:
+        parts = [f"{c} {both.at[i, c]} vs {both.at[i, f'{c}_lost']}" for c in cols
+                 if diff.at[i, c]]
+        examples.append(f"id {both.at[i, 'id']}: " + ", ".join(parts))
+    return {"ids_in_both": len(both), "conflicting": int(bad.sum()),
+            "by_column": {c: int(diff[c].sum()) for c in cols if diff[c].any()},
+            "examples": examples, "rule": DUPLICATE_RULE}
+
+
 def clean_clients(raw: RawData, quality: dict[str, object]) -> pd.DataFrame:
     known = raw.clients.assign(gender_known=True)
     parts = [known]
@@ -108,6 +146,8 @@ def clean_clients(raw: RawData, quality: dict[str, object]) -> pd.DataFrame:
         lost = raw.lost[~raw.lost["id"].isin(known["id"])]
         quality["lost_rows"] = len(raw.lost)
         quality["lost_ids_also_in_known_table"] = len(raw.lost) - len(lost)
+        quality["duplicates_across_client_tables"] = conflicting_duplicates(raw.clients,
+                                                                            raw.lost)
         parts.append(lost.assign(gender=pd.array([pd.NA] * len(lost), dtype="Int64"),
                                 gender_known=False))
     clients = pd.concat(parts, ignore_index=True)

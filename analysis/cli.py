@@ -114,15 +114,34 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _results_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot feed the report (missing, or holding no step's results)."""
+    if not folder.is_dir():
+        return (f"results folder {folder} not found: run the analysis first (`shopbayes run`"
+                " or `make report`), or pass the folder with --results / -P results_dir:")
+    if not any((d / "manifest.json").exists() or (d / "summary.json").exists()
+               for d in folder.iterdir() if d.is_dir()):
+        return (f"results folder {folder} holds no step's results (no <step>/manifest.json):"
+                " run the analysis first (`shopbayes run`), or point --results at the "
+                "folder it wrote")
+    return None
+
+
 def _report(args: argparse.Namespace) -> int:
     from analysis.report import RenderError, render_project
 
     params = {}
     for item in args.param or []:
         key, _, value = item.partition(":")
-        params[key] = value
+        # folders are read by chunks that run in report/: a relative path means one
+        # relative to where the user runs the command, so it is made absolute here
+        params[key] = str(Path(value).resolve()) if key.endswith("_dir") else value
     results = Path(args.results) if args.results else load_config(args.config).results_dir
     params.setdefault("results_dir", str(results.resolve()))
+    problem = _results_problem(Path(params["results_dir"]))
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
     try:
         outputs = render_project(args.dir, params, to=args.to)
     except RenderError as exc:

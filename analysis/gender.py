@@ -6,10 +6,22 @@ out-of-fold predictions, and writes to ``results_dir/gender/``:
 
 * ``clients.parquet``: every client with ``gender_prob`` (P(gender = 1); 0/1 for known),
   ``gender_label`` (known gender, or the imputed label when confident, else missing) and
-  ``gender_source`` (``known`` / ``imputed`` / ``uncertain``);
+  ``gender_source`` (``known`` / ``imputed`` / ``uncertain`` / ``not restored``);
 * ``metrics.parquet``, ``reliability.parquet``, ``calibration.png``, ``summary.json``;
 * ``model.joblib`` with ``model.json`` (library versions, feature schema, SHA-256): a
   model saved under another schema or library version is refused with a clear message.
+
+Degenerate input:
+
+* a gender with fewer known clients than the folds need (:func:`models.gender.min_members`,
+  5 for 5 folds) stops the step before any fitting with a :class:`DataError` on the
+  known-gender table's ``gender`` column;
+* a chosen model that is not better than the base rate (rule and sources in
+  :mod:`models.cv_checks`: the 95% interval of the out-of-fold ROC-AUC above 0.5 and a log
+  loss below the prior-only ``DummyClassifier``'s) assigns nothing: the lost clients keep a
+  missing ``gender_prob`` and ``gender_label`` (``gender_source`` = ``not restored``), no
+  model is saved, and the CLI message and ``summary.json`` (``better_than_base_rate``,
+  ``labels_withheld``) say why.
 
 Downstream use (stated in the report): segmentation uses ``gender_prob``; campaign 1's
 balance check uses known gender only; no step forces an uncertain label.
@@ -27,12 +39,21 @@ import pandas as pd
 from analysis import model_store as store
 from analysis.clean import read_clients
 from analysis.config import Config, load_config
+from analysis.errors import DataError
 from analysis.figures import reliability_figure
-from analysis.io import save_figure, write_json, write_parquet
+from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import step_dir
-from models.gender import GenderImputer, confidence_threshold, evaluate, purchase_features
+from models.cv_checks import too_few_members
+from models.gender import (
+    GenderImputer,
+    confidence_threshold,
+    evaluate,
+    min_members,
+    purchase_features,
+)
 
 TARGET_ACCURACY = 0.95
+FOLDS = 5
 
 
 def features(cfg: Config, clients: pd.DataFrame) -> pd.DataFrame:
@@ -63,20 +84,66 @@ def load_model(folder: Path, features: list[str] | None = None) -> GenderImputer
     return store.load_model(folder, features, step="gender")
 
 
+def known_gender_source(cfg: Config) -> str:
+    """Where the known genders were read from (``file:table``), for error messages."""
+    q = step_dir(cfg, "clean") / "quality.json"
+    sources = read_json(q).get("sources", {}) if q.exists() else {}
+    return str(sources.get("personal_data", cfg.data_dir / "personal_data"))
+
+
+def check_classes(cfg: Config, y: np.ndarray, folds: int = FOLDS) -> None:
+    """Stop before any cross-validation when a gender has too few known clients.
+
+    Parameters
+    ----------
+    cfg
+        The run's configuration (names the source file in the message).
+    y
+        Known gender 0/1 of the clients with known gender, shape ``(n,)``.
+    folds
+        Stratified folds of the evaluation.
+
+    Raises
+    ------
+    DataError
+        On the known-gender table's ``gender`` column, saying which gender, how many
+        clients it has, how many the folds need (:func:`models.gender.min_members`) and
+        what the user can do.
+    """
+    need = min_members(folds)
+    short = too_few_members(y, need)
+    if not short:
+        return
+    cls, k = short[0]
+    other = int((y == 1 - cls).sum())
+    raise DataError(
+        known_gender_source(cfg),
+        f"gender {cls} has {k:,} clients with known gender (gender {1 - cls}: {other:,}); "
+        f"the gender model's {folds}-fold cross-validation needs at least {need} of each "
+        f"gender. Add clients of gender {cls} with known gender to the table; until then "
+        "no gender is restored and later steps use known gender only",
+        column="gender")
+
+
 def run(cfg: Config) -> dict[str, Any]:
     clients = read_clients(cfg)
-    X = features(cfg, clients)
     known = clients.set_index("id")["gender"].notna()
     y = clients.set_index("id").loc[known, "gender"].astype(int).to_numpy()
+    check_classes(cfg, y)
+    X = features(cfg, clients)
     X_known, X_lost = X[known.reindex(X.index).to_numpy()], X[~known.reindex(X.index).to_numpy()]
     t0 = time.perf_counter()
-    ev = evaluate(X_known, y, random_state=cfg.seed)
+    ev = evaluate(X_known, y, folds=FOLDS, random_state=cfg.seed)
     cv_seconds = time.perf_counter() - t0
+    base = ev.base_rate()
     threshold = confidence_threshold(y, ev.oof[ev.chosen], TARGET_ACCURACY)
-    model = GenderImputer(calibrate=ev.chosen.endswith("calibration"),
-                          random_state=cfg.seed).fit(X_known, y)
     out = step_dir(cfg, "gender")
-    p_lost = model.predict_proba(X_lost)[:, 1] if len(X_lost) else np.array([])
+    p_lost = np.full(len(X_lost), np.nan)
+    if base.better:
+        model = GenderImputer(calibrate=ev.chosen.endswith("calibration"),
+                              random_state=cfg.seed).fit(X_known, y)
+        if len(X_lost):
+            p_lost = model.predict_proba(X_lost)[:, 1]
     table = clients[["id"]].copy()
     prob = pd.Series(np.nan, index=X.index)
     prob[known.reindex(X.index).to_numpy()] = y
@@ -84,35 +151,55 @@ def run(cfg: Config) -> dict[str, Any]:
     table["gender_prob"] = table["id"].map(prob).to_numpy()
     conf = np.maximum(table["gender_prob"], 1 - table["gender_prob"])
     is_known = table["id"].map(known).to_numpy()
-    confident = conf >= threshold
+    confident = (conf >= threshold).to_numpy()  # NaN (not restored) is never confident
     table["gender_label"] = pd.array(
         np.where(is_known | confident, (table["gender_prob"] >= 0.5).astype(int), -1),
         dtype="Int64")
     table.loc[table["gender_label"] == -1, "gender_label"] = pd.NA
+    lost_source = "uncertain" if base.better else "not restored"
     table["gender_source"] = np.where(is_known, "known",
-                                      np.where(confident, "imputed", "uncertain"))
+                                      np.where(confident, "imputed", lost_source))
     rel = ev.reliability()
     n_unc = int((table["gender_source"] == "uncertain").sum())
     summary = {
         "chosen_model": ev.chosen, "features": list(X.columns),
-        "cv_folds": 5, "cv_seconds": round(cv_seconds, 1),
+        "cv_folds": FOLDS, "cv_seconds": round(cv_seconds, 1),
         "metrics": ev.table.to_dict("records"),
+        "better_than_base_rate": base.better, "base_rate_check": base.as_dict(),
         "threshold": threshold, "target_accuracy": TARGET_ACCURACY,
         "lost_clients": int(len(X_lost)),
         "imputed_confident": int((table["gender_source"] == "imputed").sum()),
         "uncertain": n_unc,
-        "mean_prob_lost": float(p_lost.mean()) if len(p_lost) else None,
+        "not_restored": int((table["gender_source"] == "not restored").sum()),
+        "mean_prob_lost": float(p_lost.mean()) if base.better and len(p_lost) else None,
         "downstream": {"segments": "uses gender_prob (a probability, not a label)",
                        "uplift": "balance check uses known gender only"},
     }
-    _truth_check(cfg, table, summary)
+    if not base.better:
+        summary["labels_withheld"] = (
+            f"The gender model ({ev.chosen}) is {base.reason}, with gender 1 for "
+            f"{base.base_rate:.1%} of the {len(y):,} clients with known gender. No gender "
+            f"is restored: the {len(X_lost):,} lost clients keep a missing gender and "
+            "later steps use known gender only.")
+        summary["downstream"] = {"segments": "known gender only (nothing restored)",
+                                 "uplift": "balance check uses known gender only"}
+    else:
+        _truth_check(cfg, table, summary)
     write_parquet(table, out / "clients.parquet")
     write_parquet(ev.table, out / "metrics.parquet")
     write_parquet(rel, out / "reliability.parquet")
     _plot(ev, out)
-    save_model(model, out)
+    if base.better:
+        save_model(model, out)
+    else:  # a model from an earlier run must not outlive the verdict
+        for name in ("model.joblib", "model.json"):
+            (out / name).unlink(missing_ok=True)
     write_json(summary, out / "summary.json")
     chosen = ev.table.set_index("model").loc[ev.chosen]
+    if not base.better:
+        return {"message": f"gender model {base.reason}; no gender restored for the "
+                           f"{len(X_lost):,} lost clients (gender 1 is {base.base_rate:.1%} "
+                           "of known)"}
     return {"message": f"CV ROC-AUC {chosen['roc_auc']:.3f}, ECE {chosen['ece']:.3f}; "
                        f"{n_unc} of {len(X_lost)} lost clients stay uncertain"}
 

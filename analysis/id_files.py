@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from analysis.errors import DataError
+from analysis.text_files import read_text
 
 _DIGITS = re.compile(r"\d+")
 #: client ids are far shorter; a longer run of digits is ids glued together
 MAX_ID_DIGITS = 12
+#: from this many numbers on, a file of mostly one-digit numbers is refused
+MIN_TOKENS_FOR_SHAPE = 10
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class IdFile:
     ids: tuple[int, ...]
     n_tokens: int
     duplicates: dict[int, int] = field(default_factory=dict)
+    #: how the file's bytes were decoded (see :mod:`analysis.text_files`)
+    encoding: str = "utf-8"
 
     @property
     def unique(self) -> set[int]:
@@ -76,6 +81,12 @@ def parse_id_text(text: str, source: str = "<text>") -> IdFile:
     if long:
         raise DataError(source, f"{len(long)} run(s) of more than {MAX_ID_DIGITS} digits (the "
                         f"first starts {long[0][:20]}...): ids glued together, not client ids")
+    short = sum(len(t) == 1 for t in raw)
+    if len(raw) >= MIN_TOKENS_FOR_SHAPE and short > len(raw) / 2:
+        raise DataError(source, f"{short} of the {len(raw)} numbers read are single digits: "
+                        "client ids are longer, so the file was not read as written (an "
+                        "encoding with a byte between digits, or digits separated by "
+                        "spaces); save it as UTF-8 with one id per line")
     tokens = [int(t) for t in raw]
     counts = Counter(tokens)
     dups = {i: c for i, c in counts.items() if c > 1}
@@ -84,15 +95,17 @@ def parse_id_text(text: str, source: str = "<text>") -> IdFile:
 
 
 def read_id_file(path: str | Path) -> IdFile:
-    """Read and parse one campaign id file (UTF-8, any line endings)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as exc:
-        raise DataError(path, f"not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
-    return parse_id_text(text, source=str(path))
+    """Read and parse one campaign id file (UTF-8, UTF-16 or cp1251, with or without a
+    byte-order mark; any line endings; see :mod:`analysis.text_files`).
+
+    Raises
+    ------
+    DataError
+        The file is missing, not text in a known encoding, empty, holds no digits, holds
+        glued ids, or holds ids that cannot be client ids (most of one digit).
+    """
+    text, encoding = read_text(path)
+    return replace(parse_id_text(text, source=str(path)), encoding=encoding)
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,10 @@ from urllib.parse import quote
 
 import pandas as pd
 
-from analysis.errors import DataError
+from analysis.errors import DataError, Problem
 from analysis.id_files import IdFile, read_id_file
 from analysis.schemas import validate
+from analysis.text_files import read_csv_text
 
 DB_FILE = "shop_database.db"
 CLIENTS_CSV = "personal_data.csv"
@@ -92,27 +93,32 @@ def read_db_table(path: str | Path, table: str) -> pd.DataFrame:
 
 
 def read_client_csv(path: str | Path, lost: bool = False) -> pd.DataFrame:
-    """Read a client table exported as CSV (optionally gzip-compressed)."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(path, "file not found")
-    try:
-        raw = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
-    except (pd.errors.ParserError, UnicodeDecodeError, OSError, EOFError) as exc:
-        raise DataError(path, f"not a readable CSV file: {exc}") from exc
-    return validate(raw, "personal_data_lost" if lost else "personal_data", str(path))
+    """Read a client table exported as CSV (optionally gzip-compressed), in any encoding
+    and separator of :mod:`analysis.text_files`; ``attrs["text"]`` says which were found.
+
+    Raises
+    ------
+    DataError
+        Unreadable file or encoding, or every schema problem of the table at once.
+    """
+    raw, info = read_csv_text(path)
+    table = validate(raw, "personal_data_lost" if lost else "personal_data", str(path))
+    table.attrs["text"] = info.describe()
+    return table
 
 
 def load_folder(folder: str | Path) -> RawData:
     """Load and validate every known file in ``folder``.
 
     The client table comes from the database when it has ``personal_data``, else from
-    ``personal_data.csv``. Files never opened for writing.
+    ``personal_data.csv``. Files are never opened for writing. Every file is read before
+    anything is raised, so one error lists the problems of all of them.
 
     Raises
     ------
     DataError
-        When no client table is found, or a present file fails validation.
+        When no client table is found, or present files fail validation (every problem
+        of every file, each with file, column, rule and rows).
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -120,6 +126,15 @@ def load_folder(folder: str | Path) -> RawData:
     db = folder / DB_FILE
     sources: dict[str, str] = {}
     tables: dict[str, pd.DataFrame] = {}
+    problems: list[Problem] = []
+
+    def attempt(fn, *args):  # type: ignore[no-untyped-def]
+        try:
+            return fn(*args)
+        except DataError as exc:
+            problems.extend(exc.problems)
+            return None
+
     if db.exists():
         con = connect_readonly(db)
         present = db_tables(con)
@@ -128,25 +143,40 @@ def load_folder(folder: str | Path) -> RawData:
         if missing and (folder / CLIENTS_CSV).exists() and missing == ["personal_data"]:
             missing = []
         if missing:
-            raise DataError(db, f"missing table(s) {missing}; found {present}")
+            problems.append(Problem(str(db), f"missing table(s) {missing}; found {present}"))
         for t in DB_TABLES:
             if t in present:
-                tables[t] = read_db_table(db, t)
-                sources[t] = f"{db}:{t}"
-    if "personal_data" not in tables:
+                table = attempt(read_db_table, db, t)
+                if table is not None:
+                    tables[t] = table
+                    sources[t] = f"{db}:{t}"
+    if "personal_data" not in tables and not (db.exists() and "personal_data" in present):
         csv = folder / CLIENTS_CSV
         if not csv.exists():
-            raise DataError(folder, f"no client table: neither {DB_FILE} nor {CLIENTS_CSV}")
-        tables["personal_data"] = read_client_csv(csv)
-        sources["personal_data"] = str(csv)
+            problems.append(Problem(str(folder), f"no client table: neither {DB_FILE} nor "
+                                    f"{CLIENTS_CSV}"))
+        else:
+            table = attempt(read_client_csv, csv)
+            if table is not None:
+                tables["personal_data"] = table
+                sources["personal_data"] = str(csv)
+    lost = attempt(read_client_csv, folder / LOST_FILE, True) if (
+        folder / LOST_FILE).exists() else None
+    id_files = {attr: attempt(read_id_file, folder / name)
+                for attr, name in (("positive", POSITIVE_FILE), ("negative", NEGATIVE_FILE))
+                if (folder / name).exists()}
+    if problems:
+        raise DataError.from_problems(folder, problems)
     data = RawData(folder=folder, clients=tables["personal_data"],
                    coeffs=tables.get("personal_data_coeffs"),
                    purchases=tables.get("purchases"), sources=sources)
-    if (folder / LOST_FILE).exists():
-        data.lost = read_client_csv(folder / LOST_FILE, lost=True)
+    if lost is not None:
+        data.lost = lost
         sources["personal_data_lost"] = str(folder / LOST_FILE)
-    for attr, name in (("positive", POSITIVE_FILE), ("negative", NEGATIVE_FILE)):
-        if (folder / name).exists():
-            setattr(data, attr, read_id_file(folder / name))
-            sources[attr] = str(folder / name)
+    for attr, parsed in id_files.items():
+        setattr(data, attr, parsed)
+        sources[attr] = str(folder / (POSITIVE_FILE if attr == "positive" else NEGATIVE_FILE))
+    for name, table in (("personal_data", data.clients), ("personal_data_lost", data.lost)):
+        if table is not None and table.attrs.get("text"):
+            sources[f"{name}_text"] = table.attrs["text"]
     return data

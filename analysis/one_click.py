@@ -15,12 +15,21 @@ will buy less, why, and what to offer them.
    log loss) and profit, profiled, with offers generated from each segment's numbers and
    the profit at risk with a 94% interval from the Bayesian posterior.
 
+Degenerate input: an activity level with fewer clients than the nested folds need
+(:func:`check_classes`; 7 for 5 x 5) stops the step before any fitting with a
+:class:`DataError` naming the level, its count, the need and a fold setting that runs; a
+grid search with a NaN fold score is an error (:func:`models.decline.search`). A model
+drives the segments only when it is better than the base rate (rule and sources in
+:mod:`models.cv_checks`); when neither is, no segments or offers are built, and the CLI
+message and ``summary.json`` (``better_than_base_rate``, ``segments_withheld``) say so.
+
 Outputs in ``results_dir/one_click/``. Run: ``shopbayes run one-click --data DIR``.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -40,6 +49,13 @@ from analysis.model_store import save_model
 from analysis.one_click_data import CATEGORICAL, FEATURES, LABELS, NUMERIC, load_one_click
 from analysis.pipeline import StepSkipped, step_dir
 from models.classification_metrics import binary_metrics, reliability
+from models.cv_checks import (
+    BaseRateCheck,
+    base_rate_check,
+    min_class_members,
+    prior_oof,
+    too_few_members,
+)
 from models.decline import nested_cv, outer_folds, search
 from models.hierarchical_logit import HierarchicalLogit
 from models.offer_segments import (
@@ -125,6 +141,81 @@ def _truth_check(folder: Path, coefs: pd.DataFrame) -> dict[str, Any] | None:
             "declined_share": truth.get("declined_share")}
 
 
+ACTIVITY_COLUMN = "Покупательская активность"
+LEVEL_NAMES = {1: "'Снизилась' (activity declined)",
+               0: "'Прежний уровень' (activity kept)"}
+
+
+def check_classes(folder: Path, y: np.ndarray, outer_folds: int, inner_folds: int) -> None:
+    """Stop before any cross-validation when an activity level has too few clients for
+    the nested folds asked.
+
+    A level needs :func:`models.cv_checks.min_class_members` ``(outer_folds,
+    inner_folds)`` clients: one in every outer test fold, and ``inner_folds`` in every
+    outer training part, so that every inner test fold holds both levels (otherwise its
+    ROC-AUC is NaN and the grid search would rank nothing). 7 for the default 5 x 5.
+
+    Parameters
+    ----------
+    folder
+        The case's data folder (names ``market_file.csv`` in the message).
+    y
+        1 = activity declined, shape ``(n,)``.
+    outer_folds, inner_folds
+        The ``[one_click]`` settings.
+
+    Raises
+    ------
+    DataError
+        On ``market_file.csv``'s activity column: which level, how many clients it has,
+        how many the folds need, and the fold setting that would run, if any.
+    """
+    need = min_class_members(outer_folds, inner_folds)
+    short = too_few_members(y, need)
+    if not short:
+        return
+    cls, k = short[0]
+    fits = [f for f in range(min(outer_folds, inner_folds), 1, -1)
+            if min_class_members(f, f) <= k]
+    todo = (f"set outer_folds = inner_folds = {fits[0]} under [one_click] in the config "
+            f"(the most that run on {k} clients; so few rarely beat the base rate, which "
+            "the step then reports)" if fits else "no fold setting can run on so few")
+    raise DataError(
+        folder / "market_file.csv",
+        f"{LEVEL_NAMES[cls]} has {k:,} clients ({LEVEL_NAMES[1 - cls].split(' (')[0]}: "
+        f"{int((y == 1 - cls).sum()):,}); nested cross-validation with {outer_folds} outer "
+        f"and {inner_folds} inner folds needs at least {need} of each level ({inner_folds} "
+        f"in every outer training part). Add clients of that level, or {todo}",
+        column=ACTIVITY_COLUMN)
+
+
+def segment_model(metrics: pd.DataFrame, checks: dict[str, BaseRateCheck]) -> str | None:
+    """The model whose P(decline) drives the segments: the lowest out-of-fold log loss
+    among the models better than the base rate, or ``None`` when none is.
+
+    Parameters
+    ----------
+    metrics
+        One row per model (``model``, ``log_loss``).
+    checks
+        :func:`models.cv_checks.base_rate_check` of each model.
+
+    Returns
+    -------
+    str or None
+    """
+    ok = metrics[metrics["model"].map(lambda k: checks[k].better)]
+    return str(ok.sort_values("log_loss")["model"].iloc[0]) if len(ok) else None
+
+
+def withheld_reason(checks: dict[str, BaseRateCheck], y: np.ndarray) -> str:
+    """Why no segments or offers were built, in words, with each model's numbers."""
+    parts = "; ".join(f"{k}: {c.reason}" for k, c in checks.items())
+    return (f"Neither model is better than the base rate ({int(y.sum())} of {len(y)} "
+            f"clients declined, {y.mean():.1%}), so no action segments or offers were "
+            f"built from their P(decline). {parts}.")
+
+
 def run(cfg: Config) -> dict[str, Any]:
     oc = cfg.one_click
     folder = cfg.one_click_dir
@@ -134,11 +225,7 @@ def run(cfg: Config) -> dict[str, Any]:
     t_start = time.perf_counter()
     data = load_one_click(folder, oc.outlier_factor, oc.outlier_rule)
     X, y = data.X, data.y
-    if len(np.unique(y)) < 2 or min(np.bincount(y)) < oc.outer_folds:
-        raise DataError(folder / "market_file.csv",
-                        f"need at least {oc.outer_folds} clients of each activity level for "
-                        f"{oc.outer_folds}-fold CV; found {np.bincount(y, minlength=2).tolist()}",
-                        column="Покупательская активность")
+    check_classes(folder, y, oc.outer_folds, oc.inner_folds)
     load_s = time.perf_counter() - t_start
     splits = outer_folds(y, oc.outer_folds, cfg.seed)
     n_jobs = min(2, os.cpu_count() or 1)
@@ -164,7 +251,9 @@ def run(cfg: Config) -> dict[str, Any]:
         for k, p in oof.items() for i, (_, te) in enumerate(splits)])
     diff = (fold_auc.pivot(index="fold", columns="model", values="roc_auc")
             .pipe(lambda t: t[BAYES_NAME] - t[SKLEARN_NAME]))
-    chosen = str(metrics.sort_values("log_loss")["model"].iloc[0])
+    base_p = prior_oof(y, splits)
+    checks = {k: base_rate_check(y, p, base_p) for k, p in oof.items()}
+    chosen = segment_model(metrics, checks)
     calib = pd.concat([reliability(y, p).assign(model=k) for k, p in oof.items()])
 
     coefs = bayes.coefficients()
@@ -176,14 +265,19 @@ def run(cfg: Config) -> dict[str, Any]:
     rules = SegmentRules(oc.p_threshold, oc.profit_quantile, oc.promo_threshold,
                          oc.unpaid_quantile, oc.min_smd)
     frame = data.clients
-    p = oof[chosen]
-    segment, thresholds = assign_segments(frame, p, rules)
     draws = bayes.predict_draws(X, seed=cfg.seed)
-    profiles, smd = profile_segments(frame, segment, p, NUMERIC)
-    profiles = profiles.merge(profit_at_risk(frame["profit"].to_numpy(), draws, segment),
-                              on="segment")
-    offer_table = offers(frame, segment, smd, profiles, rules.min_smd)
     lo, hi = np.quantile(draws, [0.03, 0.97], axis=0)
+    if chosen is not None:
+        p = oof[chosen]
+        segment, thresholds = assign_segments(frame, p, rules)
+        profiles, smd = profile_segments(frame, segment, p, NUMERIC)
+        profiles = profiles.merge(profit_at_risk(frame["profit"].to_numpy(), draws, segment),
+                                  on="segment")
+        offer_table = offers(frame, segment, smd, profiles, rules.min_smd)
+    else:  # no model beats the base rate: its P(decline) must not drive any action
+        p = np.full(len(y), np.nan)
+        segment = pd.Series([None] * len(y), index=frame.index, dtype=object)
+        thresholds, profiles, smd, offer_table = None, pd.DataFrame(), None, None
     clients = pd.DataFrame({
         "id": frame.index.to_numpy(), "declined": y, "profit": frame["profit"].to_numpy(),
         "p_decline": p, "p_decline_sklearn_oof": nested.oof, "p_decline_bayes_oof": bayes_oof,
@@ -202,10 +296,19 @@ def run(cfg: Config) -> dict[str, Any]:
     write_parquet(nested.importance, out / "permutation_importance.parquet")
     write_parquet(coefs, out / "coefficients.parquet")
     write_parquet(groups, out / "group_effects.parquet")
-    write_parquet(profiles, out / "segment_profiles.parquet")
-    write_parquet(smd, out / "segment_smd.parquet")
-    write_parquet(offer_table, out / "offers.parquet")
-    save_model(final.best, out / "model", FEATURES)
+    segment_files = ("segment_profiles.parquet", "segment_smd.parquet", "offers.parquet",
+                     "segments.png")
+    if chosen is not None:
+        write_parquet(profiles, out / "segment_profiles.parquet")
+        write_parquet(smd, out / "segment_smd.parquet")
+        write_parquet(offer_table, out / "offers.parquet")
+    else:  # segments and offers of an earlier run must not outlive the verdict
+        for name in segment_files:
+            (out / name).unlink(missing_ok=True)
+    if checks[SKLEARN_NAME].better:
+        save_model(final.best, out / "model", FEATURES)
+    else:  # a search winner no better than the base rate is not offered for scoring
+        shutil.rmtree(out / "model", ignore_errors=True)
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(bayes.idata_, tmp)
     _figures(calib, nested.importance, bayes, clients, thresholds, out)
@@ -221,6 +324,8 @@ def run(cfg: Config) -> dict[str, Any]:
         "metrics": metrics.to_dict("records"),
         "auc_difference_bayes_minus_sklearn": {"mean": float(diff.mean()),
                                                "sd": float(diff.std(ddof=1))},
+        "base_rate": {k: c.as_dict() for k, c in checks.items()},
+        "better_than_base_rate": {k: c.better for k, c in checks.items()},
         "chosen_for_segments": chosen,
         "search": {"candidates": int(len(final.candidates)), "best_family": final.best_family,
                    "best_params": final.best_params, "inner_auc": final.best_score,
@@ -244,19 +349,24 @@ def run(cfg: Config) -> dict[str, Any]:
                             "bayes_cv_and_fit": round(bayes_s, 1),
                             "segments": round(segments_s, 2), "total": round(total_s, 1)},
     }
+    if chosen is None:
+        summary["segments_withheld"] = withheld_reason(checks, y)
     truth = _truth_check(folder, coefs)
     if truth:
         summary["demo_truth"] = truth
     write_json(summary, out / "summary.json")
     status = "converged" if conv.ok else "FAILED CONVERGENCE: " + "; ".join(conv.problems)
     m = metrics.set_index("model")["roc_auc"]
+    verdict = "" if chosen is not None else (
+        f"; NOT BETTER THAN THE BASE RATE ({int(y.sum())} of {len(y)} declined): no "
+        "segments or offers")
     return {"message": f"{len(y)} clients; CV ROC-AUC search {m[SKLEARN_NAME]:.3f}, "
-                       f"Bayesian {m[BAYES_NAME]:.3f}; Bayesian fit {status}",
+                       f"Bayesian {m[BAYES_NAME]:.3f}{verdict}; Bayesian fit {status}",
             "convergence_ok": conv.ok}
 
 
 def _figures(calib: pd.DataFrame, importance: pd.DataFrame, bayes: HierarchicalLogit,
-             clients: pd.DataFrame, thresholds: dict[str, float], out: Path) -> None:
+             clients: pd.DataFrame, thresholds: dict[str, float] | None, out: Path) -> None:
     fig = reliability_figure(dict(tuple(calib.groupby("model"))),
                              "predicted P(activity declines), out of fold",
                              "observed share that declined",
@@ -270,6 +380,9 @@ def _figures(calib: pd.DataFrame, importance: pd.DataFrame, bayes: HierarchicalL
     fig.tight_layout()
     save_figure(fig, out / "permutation_importance.png")
     save_figure(bayes.plot(LABELS), out / "coefficients.png")
+    if thresholds is None:  # no segments: no model beat the base rate
+        plt.close("all")
+        return
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for seg, g in clients.groupby("segment"):
         ax.scatter(g["p_decline"], g["profit"], s=9, alpha=0.6, label=seg)

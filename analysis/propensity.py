@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
-from analysis.config import Config, load_config
+from analysis.config import Config
 from analysis.figures import reliability_figure
 from analysis.io import save_figure, write_json, write_parquet, write_text
 from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
@@ -226,7 +226,7 @@ def _figures(model: PropensityModel, calib: pd.DataFrame, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    from analysis.pipeline import run as run_pipeline
+    # the same as `shopbayes run propensity [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
 
-    res = run_pipeline(load_config(Path("shopbayes.toml")), only="propensity")
-    sys.exit(0 if all(r["status"] != "failed" for r in res) else 1)
+    sys.exit(main(["run", "propensity", *sys.argv[1:]]))

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import pandas as pd
 import pandera.pandas as pa
 
-from analysis.errors import DataError
+from analysis.errors import SHOWN_ROWS, DataError, Problem
 
 EDUCATION_LEVELS = ("среднее", "высшее")
 LAST_DAY = 58
@@ -119,71 +119,116 @@ SCHEMAS: Mapping[str, pa.DataFrameSchema] = {
 }
 
 
-def coerce_columns(df: pd.DataFrame, table: str, source: str) -> pd.DataFrame:
-    """Check that the table has its columns and give each its declared type.
+#: a decimal comma (``0,45``), as Excel writes numbers in a Russian locale
+_DECIMAL_COMMA = r"^\s*-?\d+,\d+\s*$"
 
-    Raises
-    ------
-    DataError
-        Naming the missing columns, or the column and rows holding a value that is not
-        of the declared type (text in a numeric column, a fraction in an integer one,
-        a gap in a column that must be filled).
+
+def coerce_columns(df: pd.DataFrame, table: str, source: str
+                   ) -> tuple[pd.DataFrame, list[Problem]]:
+    """Give each declared column its type, collecting every problem on the way.
+
+    A decimal comma in a float column (``0,45``) is read as a decimal point.
+
+    Returns
+    -------
+    (typed, problems)
+        The typed frame (columns that are missing or unusable are left out) and one
+        :class:`~analysis.errors.Problem` per column and rule: a missing column, text in a
+        numeric column, a fraction in an integer one, a gap in a column that must be
+        filled. Rows are 0-based positions (printed 1-based).
     """
     spec = COLUMNS[table]
+    problems: list[Problem] = []
     missing = [c for c in spec if c not in df.columns]
     if missing:
-        raise DataError(source, f"missing column(s) {missing}; found {list(df.columns)}")
+        problems.append(Problem(source, f"missing column(s) {missing}; found "
+                                f"{list(df.columns)}", rule="required columns"))
+    df = df.reset_index(drop=True)
     out = pd.DataFrame(index=df.index)
     for col, kind in spec.items():
+        if col not in df.columns:
+            continue
         raw = df[col]
         if kind == "str":
             text = raw.astype("string").str.strip()
             text = text.mask(text == "")
             out[col] = text.astype(object).where(text.notna(), None)
         else:
+            if kind == "float":
+                comma = raw.astype("string").str.match(_DECIMAL_COMMA).fillna(False)
+                raw = raw.mask(comma.astype(bool), raw.astype("string").str.replace(
+                    ",", ".", regex=False))
             num = pd.to_numeric(raw, errors="coerce")
             blank = raw.isna() | raw.astype(str).str.strip().eq("")
             bad = num.isna() & ~blank
             if bad.any():
-                rows = list(df.index[bad])
                 examples = [repr(v) for v in raw[bad].head(3)]
-                raise DataError(source, f"non-numeric value(s) such as {', '.join(examples)}",
-                                column=col, rows=rows, n_rows=int(bad.sum()))
+                problems.append(Problem(source, f"non-numeric value(s) such as "
+                                        f"{', '.join(examples)}", col, f"{kind} values",
+                                        _positions(bad), int(bad.sum())))
+                num = num.where(~bad)
             if kind == "int":
                 frac = num.notna() & (num != num.round())
                 if frac.any():
-                    raise DataError(source, "fractional value in an integer column",
-                                    column=col, rows=list(df.index[frac]),
-                                    n_rows=int(frac.sum()))
+                    problems.append(Problem(source, "fractional value in an integer column",
+                                            col, "whole numbers", _positions(frac),
+                                            int(frac.sum())))
+                    num = num.where(~frac)
                 out[col] = num.round().astype("Int64")
             else:
                 out[col] = num.astype("Float64")
-        if col not in NULLABLE[table] and out[col].isna().any():
+            gaps = blank
+        if kind == "str":
             gaps = out[col].isna()
-            raise DataError(source, "empty value(s) in a column that must be filled",
-                            column=col, rows=list(df.index[gaps]), n_rows=int(gaps.sum()))
-    return out
+        if col not in NULLABLE[table] and gaps.any():
+            problems.append(Problem(source, "empty value(s) in a column that must be filled",
+                                    col, "not null", _positions(gaps), int(gaps.sum())))
+    return out, problems
+
+
+def _positions(mask: pd.Series) -> tuple[int, ...]:
+    return tuple(int(i) for i in mask.to_numpy().nonzero()[0][:SHOWN_ROWS])
 
 
 def validate(df: pd.DataFrame, table: str, source: str) -> pd.DataFrame:
     """Coerce and validate one table; return the typed frame.
 
+    Every column and every rule is checked before anything is raised (pandera's lazy
+    validation after the type checks of :func:`coerce_columns`).
+
     Raises
     ------
     DataError
-        On the first failing column, naming rows and example values.
+        Listing every problem: file, column, rule, how many rows and the first rows
+        (numbered 1-based).
     """
-    typed = coerce_columns(df, table, source)
-    try:
-        return SCHEMAS[table].validate(typed, lazy=True)
-    except pa.errors.SchemaErrors as exc:
-        fc = exc.failure_cases
-        first_col = fc["column"].iloc[0]
-        part = fc[fc["column"] == first_col]
-        checks = ", ".join(sorted(set(map(str, part["check"]))))
-        examples = ", ".join(repr(v) for v in part["failure_case"].head(3))
-        rows = [r for r in part["index"].tolist() if r is not None and r == r]
-        others = sorted(set(map(str, fc["column"])) - {str(first_col)})
-        also = f"; other columns failing: {others}" if others else ""
-        raise DataError(source, f"fails {checks}: values such as {examples}{also}",
-                        column=str(first_col), rows=rows, n_rows=len(part)) from None
+    typed, problems = coerce_columns(df, table, source)
+    schema = SCHEMAS[table]
+    present = [c for c in schema.columns if c in typed.columns]
+    if present:
+        # rows already reported (a type error, a gap) are not checked again by the rules
+        try:
+            typed = schema.select_columns(present).validate(typed, lazy=True)
+        except pa.errors.SchemaErrors as exc:
+            problems += _schema_problems(exc.failure_cases, source, len(typed))
+    if problems:
+        raise DataError.from_problems(source, problems)
+    return typed
+
+
+def _schema_problems(fc: pd.DataFrame, source: str, n: int) -> list[Problem]:
+    """One problem per (column, check) of pandera's failure cases."""
+    out: list[Problem] = []
+    fc = fc.assign(column=fc["column"].astype(str), check=fc["check"].astype(str))
+    for (col, check), part in fc.groupby(["column", "check"], sort=False):
+        if check in ("not_nullable", "column_in_dataframe"):
+            continue  # reported by coerce_columns
+        rows = [int(r) for r in part["index"].tolist() if r is not None and r == r]
+        examples = ", ".join(repr(v.item() if hasattr(v, "item") else v)
+                             for v in part["failure_case"].head(3))
+        what = ("duplicated value(s)" if check == "field_uniqueness"
+                else "value(s) not allowed")
+        out.append(Problem(source, f"{what} such as {examples}", None if col == "None"
+                           else col, check, tuple(sorted(set(rows))[:SHOWN_ROWS]),
+                           len(set(rows)) if rows else len(part)))
+    return out

@@ -27,7 +27,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from analysis import model_store
 from analysis.clean import read_clients, read_purchases
-from analysis.config import Config, load_config
+from analysis.config import Config
 from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
 from models.segment_features import client_behaviour
@@ -179,7 +179,7 @@ def _figures(model: GaussianMixtureSegmenter, fit_set: pd.DataFrame,
 
 
 if __name__ == "__main__":
-    from analysis.pipeline import run as run_pipeline
+    # the same as `shopbayes run segments [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
 
-    res = run_pipeline(load_config(Path("shopbayes.toml")), only="segments")
-    sys.exit(0 if all(r["status"] != "failed" for r in res) else 1)
+    sys.exit(main(["run", "segments", *sys.argv[1:]]))

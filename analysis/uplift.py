@@ -19,9 +19,10 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from analysis.background import background
 from analysis.campaign1_data import PERIODS, store_frame
 from analysis.clean import read_campaign_ids, read_clients, read_purchases
-from analysis.config import Config, load_config
+from analysis.config import Config
 from analysis.errors import DataError
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.loaders import POSITIVE_FILE
@@ -42,7 +43,9 @@ def _clusters(cfg: Config) -> pd.DataFrame | None:
 
 
 def trust_checks(df: pd.DataFrame, report: dict[str, Any]) -> dict[str, Any]:
-    srm = U.sample_ratio_mismatch(int(df.treated.sum()), int((~df.treated).sum()))
+    files = report.get("treated_ids", 0) + report.get("control_ids", 0)
+    share = report["treated_ids"] / files if files else 0.5
+    srm = DESIGN.sample_ratio_mismatch(int(df.treated.sum()), int((~df.treated).sum()), share)
     cov = df.assign(pre_revenue=df["pre_revenue"].astype(float),
                     pre_bought=df["pre_bought"].astype(float),
                     gender=pd.to_numeric(df["gender"], errors="coerce"))
@@ -89,31 +92,6 @@ def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
         t["age_band"].unique())
     return df[keep].reset_index(drop=True), {"kept": int(keep.sum()),
                                              "outside_support": int((~keep).sum())}
-
-
-def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
-    """Propensity of being treated, overlap, and doubly robust ATTs (cross-check), plus the
-    placebo: the same adjusted comparison on days 3..4, adjusted for days 0..2."""
-    e = OBS.treatment_propensity(df, seed)
-    t = df["treated"].to_numpy(bool)
-    out: dict[str, Any] = {"overlap": OBS.overlap_summary(e, t), "_e": e}
-    out["att"] = {name: OBS.doubly_robust_att(df, col, e, binary=(name == "conversion"))
-                  for name, col in (("conversion", "converted"), ("revenue_per_client", "revenue"),
-                                    ("items_per_client", "items"))}
-    placebo = df.assign(pre_orders=df["placebo_pre_orders"],
-                        pre_revenue=df["placebo_pre_revenue"],
-                        placebo_bought=df["placebo_orders"] > 0)
-    out["placebo"] = {"window": [3, 4], "adjusted_for_days": [0, 2]}
-    bought = placebo.groupby("treated")["placebo_bought"].agg(["min", "max"])
-    if len(bought) < 2 or (bought["min"] == bought["max"]).any():
-        # nobody (or everybody) in a group bought on days 3..4: no placebo to compute
-        out["placebo"].update(conversion=None, passes=None,
-                              reason="no contrast on days 3..4 (a group all bought or none did)")
-        return out
-    e_pl = OBS.treatment_propensity(placebo, seed)
-    pl = OBS.doubly_robust_att(placebo, "placebo_bought", e_pl, binary=True)
-    out["placebo"].update(conversion=pl, passes=bool(pl["hdi_low"] <= 0 <= pl["hdi_high"]))
-    return out
 
 
 def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
@@ -163,7 +141,7 @@ def run(cfg: Config) -> dict[str, Any]:
     store, report = store_frame(clients, purchases, ids["treated"], ids["control"], clusters)
     _check_groups(store, Path(cfg.data_dir))
     out = step_dir(cfg, "uplift")
-    verdict = DESIGN.diagnose_design(store)
+    verdict = DESIGN.diagnose_design(store, report)
     campaign = store[store["group"] != "untreated"].reset_index(drop=True)
     trust = trust_checks(campaign, report) if (~campaign.treated).any() else None
     b = cfg.business
@@ -182,14 +160,16 @@ def run(cfg: Config) -> dict[str, Any]:
                   "valid": verdict.control_valid_for_conversion}
     whole, support = _support(store)
     comparison = whole if verdict.primary == "whole store" else campaign
-    model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
-                                 min_city_clients=cfg.min_city_clients).fit(comparison)
+    # the scikit-learn cross-check runs on the second core while the model compiles
+    with background(OBS.observational_check, whole, cfg.seed) as cross_check:
+        model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
+                                     min_city_clients=cfg.min_city_clients).fit(comparison)
+        obs = cross_check.result()
     conv = model.convergence_
     overall = model.effects(b.margin, b.discount_depth).iloc[0]
     by_city = model.effects(b.margin, b.discount_depth, by="city")
     by_cluster = model.effects(b.margin, b.discount_depth, by="cluster")
     curve = model.margin_curve(b.discount_depth)
-    obs = observational_check(whole, cfg.seed)
     buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
         else None
     rr = overall["conversion_ratio_hdi_low"]
@@ -210,6 +190,10 @@ def run(cfg: Config) -> dict[str, Any]:
                             for by in ("cluster", "city")], ignore_index=True)
     sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth,
                            comparison=verdict.primary)
+    if verdict.control_problems:
+        # the trust failures are part of the decision, not only of a box in the report
+        sentence = ("The control file was not used (" + "; ".join(verdict.control_problems)
+                    + "). " + sentence)
     sentence = conv.caveat("the hierarchical model") + sentence
     if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
         sentence = ("WARNING: the placebo before the email shows an effect, so the adjusted "
@@ -269,7 +253,7 @@ def run(cfg: Config) -> dict[str, Any]:
                        f"P(uplift>0)={overall['conversion_uplift_p_positive']:.2f}, "
                        f"P(profit>0)={overall['profit_per_client_p_positive']:.2f}"
                        + ("" if verdict.control_valid_for_conversion
-                          else "; control file selected/imbalanced, not used")
+                          else "; control file not used: " + "; ".join(verdict.control_problems))
                        + f"; {status}",
             "convergence_ok": conv.ok}
 
@@ -304,7 +288,7 @@ def _figures(model: U.HierarchicalUplift, curve: pd.DataFrame, out: Path, b: Any
 
 
 if __name__ == "__main__":
-    from analysis.pipeline import run as run_pipeline
+    # the same as `shopbayes run uplift [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
 
-    res = run_pipeline(load_config(Path("shopbayes.toml")), only="uplift")
-    sys.exit(0 if all(r["status"] != "failed" for r in res) else 1)
+    sys.exit(main(["run", "uplift", *sys.argv[1:]]))

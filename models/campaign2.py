@@ -76,10 +76,27 @@ def pool_cities(panel: pd.DataFrame, keep: int = 40, must_keep: tuple = ()) -> p
     return out
 
 
+#: the day effects shared across cities need more than one city beside the campaign's
+MIN_COMPARISON_CITIES = 2
+
+
 def check_design(panel: pd.DataFrame, city: Any, days: tuple[int, ...]) -> None:
-    """Clear errors for a city absent from the panel or campaign days without data around."""
+    """Clear errors for a city absent from the panel, too few comparison cities, or
+    campaign days without data around.
+
+    Raises
+    ------
+    ValueError
+        Naming what is missing.
+    """
     if city not in set(panel["city"]):
         raise ValueError(f"campaign city {city} is not in the data")
+    others = panel.loc[panel["city"] != city, "city"].nunique()
+    if others < MIN_COMPARISON_CITIES:
+        raise ValueError(f"{others} comparison cit{'y' if others == 1 else 'ies'} besides "
+                         f"city {city}: the days without the campaign cannot be predicted "
+                         f"without at least {MIN_COMPARISON_CITIES} other cities with "
+                         "purchases (add the other cities' clients and purchases)")
     lo, hi = int(panel["day"].min()), int(panel["day"].max())
     out = [d for d in days if d < lo or d > hi]
     if out:

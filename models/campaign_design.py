@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 #: |SMD| above which a covariate counts as imbalanced (Austin 2009)
 SMD_LIMIT = 0.1
@@ -35,6 +36,37 @@ SMD_LIMIT = 0.1
 ALL_BOUGHT = 0.99
 PRE_COVARIATES = ("pre_orders", "pre_revenue")
 DEMOGRAPHICS = ("age", "gender", "higher_education")
+
+
+def sample_ratio_mismatch(n_treated: int, n_control: int, expected_share: float = 0.5,
+                          alpha: float = 0.001) -> dict[str, Any]:
+    """Chi-square test that the groups have their planned sizes (sample-ratio mismatch;
+    Kohavi et al. 2020, ch. 21: alpha 0.001).
+
+    Parameters
+    ----------
+    n_treated, n_control
+        Clients in each group.
+    expected_share
+        Planned share of the treated.
+
+    Raises
+    ------
+    ValueError
+        When both groups are empty.
+    """
+    total = n_treated + n_control
+    if total == 0:
+        raise ValueError("both campaign groups are empty")
+    expected = [total * expected_share, total * (1 - expected_share)]
+    chi2, p = stats.chisquare([n_treated, n_control], expected)
+    return {"n_treated": n_treated, "n_control": n_control, "chi2": float(chi2),
+            "p_value": float(p), "mismatch": bool(p < alpha), "alpha": alpha}
+
+
+def _mean(values: pd.Series) -> float:
+    """Mean as a float, NaN for an empty group (nullable dtypes give ``pd.NA`` there)."""
+    return float(pd.to_numeric(values, errors="coerce").astype(float).mean())
 
 
 def smd(a: pd.Series, b: pd.Series) -> float:
@@ -59,6 +91,10 @@ class DesignVerdict:
     control_valid_for_conversion: bool
     primary: str  # "control file" or "whole store"
     reasons: list[str] = field(default_factory=list)
+    #: why the control file is not used, in a few words each (empty when it is valid)
+    control_problems: list[str] = field(default_factory=list)
+    #: the sample-ratio test (:func:`sample_ratio_mismatch`), when the id counts were given
+    srm: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -70,7 +106,7 @@ class DesignVerdict:
         return " ".join(self.reasons)
 
 
-def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
+def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None) -> DesignVerdict:
     """Read campaign 1's design from a store frame.
 
     Parameters
@@ -80,6 +116,13 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
         ``untreated``), ``converted`` (bool), ``pre_orders`` (purchase days before the
         window), ``pre_revenue`` (money), ``age``, ``gender`` (0/1, may be missing) and
         ``higher_education`` (0/1).
+    ids
+        What the id files held (``treated_ids``, ``control_ids``: ids read;
+        ``dropped_unknown_treated`` / ``dropped_unknown_control``: ids that are no client
+        of the store). With it, a sample-ratio mismatch between the groups' clients
+        (chi-square against the files' ratio, p < 0.001; Kohavi et al. 2020, *Trustworthy
+        Online Controlled Experiments*, ch. 21) and an empty control file are explained
+        and make the control file invalid.
 
     Returns
     -------
@@ -103,10 +146,9 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
     for cov in PRE_COVARIATES + DEMOGRAPHICS:
         rows.append({
             "covariate": cov,
-            "treated_mean": float(pd.to_numeric(groups["treated"][cov], errors="coerce").mean()),
-            "control_mean": float(pd.to_numeric(groups["control"][cov], errors="coerce").mean()),
-            "untreated_mean": float(pd.to_numeric(groups["untreated"][cov],
-                                                  errors="coerce").mean()),
+            "treated_mean": _mean(groups["treated"][cov]),
+            "control_mean": _mean(groups["control"][cov]),
+            "untreated_mean": _mean(groups["untreated"][cov]),
             "smd_control_vs_treated": smd(groups["control"][cov], groups["treated"][cov]),
             "smd_treated_vs_untreated": smd(groups["treated"][cov], groups["untreated"][cov]),
             "smd_control_vs_untreated_buyers": smd(groups["control"][cov],
@@ -118,9 +160,30 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
     selected = bool(n["control"]) and (conv["control"] >= ALL_BOUGHT or never)
     imbalanced = [r["covariate"] for r in rows if r["covariate"] in PRE_COVARIATES
                   and abs(r["smd_control_vs_treated"]) > SMD_LIMIT]
+    problems: list[str] = []
+    srm = None
+    if ids and ids.get("treated_ids") and ids.get("control_ids") and n["control"]:
+        share = ids["treated_ids"] / (ids["treated_ids"] + ids["control_ids"])
+        srm = sample_ratio_mismatch(n["treated"], n["control"], share)
     if n["control"] == 0:
-        reasons.append("The control file has no client of the store, so it allows no "
+        lost = (ids or {}).get("dropped_unknown_control", 0)
+        why = (f" (none of its {lost:,} ids is a client of the store: a file of another "
+               "system or another period?)" if lost else "")
+        reasons.append(f"The control file has no client of the store{why}, so it allows no "
                        "comparison.")
+        problems.append("control file empty" + (f": none of its {lost:,} ids is a client"
+                                                if lost else ""))
+    elif srm is not None and srm["mismatch"]:
+        lost = {g: (ids or {}).get(f"dropped_unknown_{g}", 0) for g in ("treated", "control")}
+        reasons.append(
+            f"The groups do not have the sizes of their files (sample-ratio mismatch: "
+            f"{n['treated']:,} treated and {n['control']:,} control clients of the store for "
+            f"{ids['treated_ids']:,} and {ids['control_ids']:,} ids, p = {srm['p_value']:.2g}; "
+            f"ids that are no client: {lost['treated']:,} treated, {lost['control']:,} "
+            "control): clients were lost from one group after the assignment, so the "
+            "control file is not a valid comparison.")
+        problems.append(f"sample-ratio mismatch ({n['treated']:,} treated vs "
+                        f"{n['control']:,} control clients, p = {srm['p_value']:.2g})")
     elif never:
         reasons.append(
             f"{conv['control']:.1%} of the control file bought in the window against "
@@ -133,11 +196,16 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
             f"{conv['untreated']:.1%} of the other untreated clients: the controls were picked "
             "among buyers, so comparing conversion with them says nothing about the email "
             "(it would make the email look harmful).")
+    if never:
+        problems.append("control selected among clients who did not buy")
+    elif selected:
+        problems.append("control selected among buyers")
     if imbalanced and n["control"]:
+        problems.append("control imbalanced before the email")
         reasons.append(f"The control file {'also ' if selected else ''}differs from the "
                        "treated group before the email (|SMD| > 0.1 on "
                        + ", ".join(imbalanced) + ").")
-    valid = bool(n["control"]) and not selected and not imbalanced
+    valid = bool(n["control"]) and not problems
     if valid:
         reasons.append("The control file converts like the rest of the store's untreated "
                        "clients and matches the treated group before the email, so it is a "
@@ -152,7 +220,8 @@ def diagnose_design(df: pd.DataFrame) -> DesignVerdict:
             "carry what drove the store's choice of whom to email (checked by overlap, a "
             "placebo before the email and a sensitivity analysis).")
         primary = "whole store"
-    return DesignVerdict(conv, n, balance, selected, imbalanced, valid, primary, reasons)
+    return DesignVerdict(conv, n, balance, selected, imbalanced, valid, primary, reasons,
+                         problems, srm)
 
 
 def lee_bounds(y_treated: np.ndarray, y_control: np.ndarray, n_treated: int, n_control: int

@@ -37,6 +37,8 @@ from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 from sklearn.svm import SVC
 from sklearn.tree import DecisionTreeClassifier
 
+from models.cv_checks import check_search_scores, too_few_members
+
 FAMILIES = {
     LogisticRegression: "logistic regression", SVC: "SVM", KNeighborsClassifier: "k-NN",
     DecisionTreeClassifier: "decision tree",
@@ -119,11 +121,45 @@ def _describe(params: dict[str, Any]) -> str:
 def search(X: pd.DataFrame, y: np.ndarray, categorical: list[str], numeric: list[str],
            folds: int = 5, random_state: int = 0, n_jobs: int | None = None) -> SearchResult:
     """Grid search across families by stratified ``folds``-fold ROC-AUC; refit the best
-    on all of ``X`` (with probabilities)."""
+    on all of ``X`` (with probabilities).
+
+    Parameters
+    ----------
+    X
+        Features, shape ``(n, len(categorical) + len(numeric))``.
+    y
+        1 = activity declined, shape ``(n,)``.
+    categorical, numeric
+        Column names of ``X`` by kind.
+    folds
+        Stratified folds of the search.
+    random_state, n_jobs
+        Seed of the folds and the models; parallel jobs.
+
+    Returns
+    -------
+    SearchResult
+
+    Raises
+    ------
+    ValueError
+        A class has fewer than ``folds`` members (some test fold would hold one class
+        only, so its ROC-AUC is undefined), a candidate fails to fit, or any fold score is
+        NaN: a search ranked by NaN would silently return its first candidate.
+    """
+    y = np.asarray(y).astype(int)
+    short = too_few_members(y, folds)
+    if short:
+        cls, k = short[0]
+        raise ValueError(f"class {cls} has {k} members; a {folds}-fold search needs at "
+                         f"least {folds} of each class")
     cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
     grid = GridSearchCV(base_pipeline(categorical, numeric), search_space(random_state),
-                        scoring="roc_auc", cv=cv, refit=False, n_jobs=n_jobs)
+                        scoring="roc_auc", cv=cv, refit=False, n_jobs=n_jobs,
+                        error_score="raise")
     grid.fit(X, y)
+    check_search_scores(grid.cv_results_, [f"{family(p['model'])} ({_describe(p)})"
+                                           for p in grid.cv_results_["params"]])
     res = grid.cv_results_
     cand = pd.DataFrame({
         "family": [family(p["model"]) for p in res["params"]],
@@ -161,10 +197,22 @@ def nested_cv(X: pd.DataFrame, y: np.ndarray, categorical: list[str], numeric: l
     Permutation importance (drop in held-out ROC-AUC when one raw column is shuffled) is
     computed on each outer test fold with that fold's winner, then averaged: the importance
     of the features to the procedure, measured on rows it did not see.
+
+    Raises
+    ------
+    ValueError
+        An outer test fold holds one class only (its ROC-AUC is undefined), or a search
+        fails (see :func:`search`: too few members of a class in an outer training part for
+        ``inner_folds``, a failed fit, a NaN fold score). :func:`models.cv_checks.
+        min_class_members` ``(len(splits), inner_folds)`` members of each class avoid both.
     """
     from sklearn.metrics import roc_auc_score
 
     y = np.asarray(y).astype(int)
+    for i, (_, te) in enumerate(splits):
+        if len(np.unique(y[te])) < 2:
+            raise ValueError(f"outer fold {i} holds class {int(y[te][0])} only; its "
+                             "ROC-AUC is undefined")
     oof = np.full(len(y), np.nan)
     rows, imps = [], []
     for i, (tr, te) in enumerate(splits):

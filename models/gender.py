@@ -30,9 +30,14 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler, TargetEncoder
 from sklearn.utils.validation import check_is_fitted
 
 from models.classification_metrics import binary_metrics, reliability
+from models.cv_checks import BaseRateCheck, base_rate_check, min_class_members, too_few_members
 
 DEMOGRAPHICS = ["age", "education", "city", "country"]
 CATEGORICAL = ["education", "country"]
+#: Members of each gender every training part of the evaluation needs: the calibrated
+#: candidate splits it in two (``CalibratedClassifierCV(cv=2)``) and the booster's early
+#: stopping holds out a stratified 10% of each half, which needs 2 members of each class.
+TRAIN_MEMBERS = 4
 
 
 def purchase_features(purchases: pd.DataFrame, colours: pd.DataFrame | None = None,
@@ -176,10 +181,62 @@ class Evaluation:
     def reliability(self, model: str | None = None, bins: int = 10) -> pd.DataFrame:
         return reliability(self.y, self.oof[model or self.chosen], bins)
 
+    def base_rate(self, model: str | None = None) -> BaseRateCheck:
+        """Whether ``model`` (default: the chosen one) beats the base rate out of fold,
+        against the "majority class" baseline, ``DummyClassifier(strategy="prior")`` on
+        the same folds (rule and sources: :mod:`models.cv_checks`)."""
+        return base_rate_check(self.y, self.oof[model or self.chosen],
+                               self.oof["majority class"])
+
+
+def min_members(folds: int = 5) -> int:
+    """Fewest clients of each gender :func:`evaluate` needs for ``folds``-fold CV: every
+    test fold gets one, every training part keeps :data:`TRAIN_MEMBERS` (5 for 5 folds).
+
+    Parameters
+    ----------
+    folds
+        Stratified folds of the evaluation.
+
+    Returns
+    -------
+    int
+    """
+    return min_class_members(folds, TRAIN_MEMBERS)
+
 
 def evaluate(X: pd.DataFrame, y: Any, folds: int = 5, random_state: int = 0) -> Evaluation:
-    """Stratified k-fold CV of the imputer (raw and calibrated) and two baselines."""
+    """Stratified k-fold CV of the imputer (raw and calibrated) and two baselines.
+
+    Parameters
+    ----------
+    X
+        Features of the clients with known gender, shape ``(n, features)``.
+    y
+        Known gender 0/1, shape ``(n,)``.
+    folds, random_state
+        Stratified folds and the seed of folds and models.
+
+    Returns
+    -------
+    Evaluation
+        Out-of-fold probabilities and metrics of each model; ``base_rate()`` says whether
+        the chosen model beats the base rate.
+
+    Raises
+    ------
+    ValueError
+        A gender has fewer than :func:`min_members` ``(folds)`` clients (scikit-learn
+        would otherwise fail inside a fold with "least populated class has only 1
+        member", or score a fold holding one gender only).
+    """
     y = np.asarray(y).astype(int)
+    need = min_members(folds)
+    short = too_few_members(y, need)
+    if short:
+        cls, k = short[0]
+        raise ValueError(f"gender {cls} has {k} clients; {folds}-fold cross-validation of "
+                         f"the gender imputer needs at least {need} of each gender")
     cv = StratifiedKFold(folds, shuffle=True, random_state=random_state)
     candidates: dict[str, Any] = {
         "majority class": DummyClassifier(strategy="prior"),

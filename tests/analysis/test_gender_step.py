@@ -1,13 +1,17 @@
 import json
 import shutil
+from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from analysis import pipeline
 from analysis.config import load_config
 from analysis.gender import load_model
-from tests.conftest import SKILLBOX, needs_shared
+from tests.conftest import SKILLBOX, needs_shared, read_table, write_tables
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture()
@@ -62,3 +66,70 @@ def test_real_client_table_cross_validated_quality(tmp_path, capsys):
               f"uncertain {s['uncertain']} of {s['lost_clients']}")
     assert s["features"] == ["age", "education", "city", "country"]
     assert 0.55 < chosen["roc_auc"] < 0.9 and chosen["ece"] < 0.05
+
+
+def _one_gender_but(folder, minority: int) -> int:
+    """Set every known gender in the demo database to 1 except ``minority`` clients drawn
+    at random (so no feature predicts them); return the number of known clients."""
+    db = folder / "shop_database.db"
+    known = read_table(db, "personal_data")
+    gender = np.ones(len(known), int)
+    gender[np.random.default_rng(0).choice(len(known), minority, replace=False)] = 0
+    write_tables(db, {"personal_data": known.assign(gender=gender)})
+    return len(known)
+
+
+def _run_clean_and_gender(data, results, monkeypatch):
+    monkeypatch.setattr(pipeline, "STEPS", tuple(pipeline.get_step(n) for n in ("clean", "gender")))
+    cfg = load_config(None, data_dir=data, results_dir=results)
+    return pipeline.run(cfg)
+
+
+def test_a_gender_with_fewer_known_clients_than_folds_stops_with_a_clear_error(
+        demo_copy, tmp_path, monkeypatch):
+    n_known = _one_gender_but(demo_copy, 3)
+    res = _run_clean_and_gender(demo_copy, tmp_path / "res", monkeypatch)
+    assert [r["status"] for r in res] == ["ok", "failed"]
+    assert res[1]["message"] == (
+        f"DataError: {demo_copy / 'shop_database.db'}:personal_data, column 'gender': gender 0 "
+        f"has 3 clients with known gender (gender 1: {n_known - 3:,}); the gender model's "
+        "5-fold cross-validation needs at least 5 of each gender. Add clients of gender 0 "
+        "with known gender to the table; until then no gender is restored and later steps "
+        "use known gender only")
+    assert not (tmp_path / "res" / "gender" / "clients.parquet").exists()
+
+
+def test_a_model_no_better_than_the_base_rate_restores_no_gender(demo_copy, tmp_path,
+                                                                monkeypatch):
+    from analysis.report import render_project
+
+    n_known = _one_gender_but(demo_copy, 12)
+    res = _run_clean_and_gender(demo_copy, tmp_path / "res", monkeypatch)
+    assert [r["status"] for r in res] == ["ok", "ok"], res[-1]["message"]
+    out = tmp_path / "res" / "gender"
+    s = json.loads((out / "summary.json").read_text())
+    check = s["base_rate_check"]
+    assert s["better_than_base_rate"] is False and check["better"] is False
+    assert check["members"] == [12, n_known - 12]
+    assert check["auc_low"] <= 0.5 or check["log_loss"] >= check["base_log_loss"]
+    assert res[1]["message"] == (
+        f"gender model {check['reason']}; no gender restored for the {s['lost_clients']:,} "
+        "lost clients (gender 1 is 99.5% of known)")
+    assert s["labels_withheld"].endswith(
+        f"No gender is restored: the {s['lost_clients']:,} lost clients keep a missing "
+        "gender and later steps use known gender only.")
+    assert s["imputed_confident"] == s["uncertain"] == 0
+    assert s["not_restored"] == s["lost_clients"] > 0 and s["mean_prob_lost"] is None
+    t = pd.read_parquet(out / "clients.parquet")
+    lost = t[t.gender_source != "known"]
+    assert len(lost) == s["lost_clients"] and (lost.gender_source == "not restored").all()
+    assert lost.gender_prob.isna().all() and lost.gender_label.isna().all()
+    assert not (out / "model.joblib").exists()
+    # the report shows the verdict as a warning box, not labels
+    shutil.copytree(ROOT / "report", tmp_path / "report",
+                    ignore=shutil.ignore_patterns("_site"))
+    html = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "res")},
+                          to="html")[0].read_text()
+    body = html[html.index("Gender restoration"):html.index("Segments: who the clients are")]
+    assert "<strong>Warning:</strong> The gender model (" in body
+    assert "is not better than the base rate" in body and "got a label" not in body

@@ -51,7 +51,8 @@ def test_text_in_numeric_column_names_column_and_rows(demo_copy):
         read_db_table(db, "purchases")
     msg = str(err.value)
     assert "shop_database.db:purchases, column 'cost'" in msg
-    assert "non-numeric" in msg and "'abc'" in msg and "rows 3, 7" in msg
+    # data rows 3 and 7 counted from 0 are the 4th and 8th a user sees
+    assert "non-numeric" in msg and "'abc'" in msg and "[2 data rows: 4, 8]" in msg
 
 
 def test_out_of_range_day_names_rows(demo_copy):
@@ -59,7 +60,8 @@ def test_out_of_range_day_names_rows(demo_copy):
     p = read_table(db, "purchases")
     p.loc[5, "dt"] = 99
     write_tables(db, {"purchases": p})
-    with pytest.raises(DataError, match=r"column 'dt': fails in_range\(0, 58\).*rows 5"):
+    with pytest.raises(DataError, match=r"column 'dt': value\(s\) not allowed such as 99 "
+                       r"\(rule: in_range\(0, 58\)\) \[data row: 6\]"):
         read_db_table(db, "purchases")
 
 
@@ -68,7 +70,7 @@ def test_bad_gender_and_duplicate_ids(demo_copy):
     c = read_table(db, "personal_data")
     c.loc[2, "gender"] = 3
     write_tables(db, {"personal_data": c})
-    with pytest.raises(DataError, match=r"column 'gender'.*rows 2"):
+    with pytest.raises(DataError, match=r"column 'gender'.*\[data row: 3\]"):
         read_db_table(db, "personal_data")
     c.loc[2, "gender"] = 1
     c.loc[4, "id"] = c.loc[0, "id"]
@@ -103,7 +105,8 @@ def test_client_csv_without_database(tmp_path, small_demo):
 def test_missing_value_in_required_column(tmp_path):
     pd.DataFrame({"id": [1, 2], "gender": [0, None], "age": [30, 40], "education": ["среднее"] * 2,
                   "city": [1, 1], "country": [32, 32]}).to_csv(tmp_path / "c.csv", index=False)
-    with pytest.raises(DataError, match=r"c.csv, column 'gender': empty value.*rows 1"):
+    with pytest.raises(DataError,
+                       match=r"c.csv, column 'gender': empty value.*not null.*\[data row: 2\]"):
         read_client_csv(tmp_path / "c.csv")
 
 

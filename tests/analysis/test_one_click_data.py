@@ -58,7 +58,7 @@ def test_non_numeric_revenue_names_column_and_row(one_click_demo, tmp_path):
     folder = copy_one_click(one_click_demo, tmp_path)
     rewrite_csv(folder, "market_money.csv", lambda df: df.assign(
         Выручка=df["Выручка"].mask(df.index == 7, "n/a")))
-    with pytest.raises(DataError, match=r"Выручка.*'n/a'.*rows 7"):
+    with pytest.raises(DataError, match=r"Выручка.*'n/a'.*\[data row: 8\]"):
         load_one_click(folder)
 
 

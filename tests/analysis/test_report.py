@@ -176,3 +176,47 @@ def _check_pdfs(pdf, oc_pdf):
     assert "cross-validated ROC-AUC" in oc_text and "What to offer." in oc_text
     assert 'onerror=alert(1)>*x* | #panic("typst") $y$' in oc_text
     assert sum(len(p.images) for p in oc.pages) >= 4
+
+
+@pytest.mark.parametrize("state", ["missing", "empty"])
+def test_report_refuses_a_results_folder_without_results(tmp_path, capsys, monkeypatch, state):
+    """Exit 1 naming the folder, not a report whose every section says 'not run'; a
+    relative -P results_dir: is taken from where the command runs, not from report/."""
+    from analysis.cli import main
+
+    results = tmp_path / "res"
+    if state == "empty":
+        results.mkdir()
+    monkeypatch.chdir(tmp_path)
+    rc = main(["report", str(ROOT / "report"), "-P", "results_dir:res", "--to", "html"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    what = "not found" if state == "missing" else "holds no step's results"
+    assert f"error: results folder {results} {what}" in err
+    assert not (ROOT / "report" / "res").exists()
+
+
+def test_papermill_injects_parameters_the_way_our_renderer_does():
+    """Real Quarto hands `-P name:value` to papermill (a project dependency): the report's
+    parameters cell is tagged for it, and both inject the same assignment after it."""
+    from papermill.parameterize import parameterize_notebook
+
+    from analysis.report import _notebook
+
+    _, parts = parse_qmd((ROOT / "report" / "index.qmd").read_text(encoding="utf-8"))
+    ours = _notebook(parts, {"results_dir": "/x/results"})
+    plain = _notebook(parts, {})
+    for cell in plain.cells:  # as in the notebook Quarto writes, every cell has tags
+        cell.metadata.setdefault("tags", [])
+    plain.metadata["papermill"] = {}  # papermill's execute_notebook sets it before
+    theirs = parameterize_notebook(plain, {"results_dir": "/x/results"},
+                                   kernel_name="python3", language="python")
+    def injected(nb):
+        i = next(i for i, c in enumerate(nb.cells)
+                 if "injected-parameters" in c.metadata.get("tags", []))
+        assert "parameters" in nb.cells[i - 1].metadata["tags"]
+        return i, nb.cells[i].source
+    (i_ours, src_ours), (i_theirs, src_theirs) = injected(ours), injected(theirs)
+    assert i_ours == i_theirs
+    assert "results_dir = '/x/results'" in src_ours
+    assert 'results_dir = "/x/results"' in src_theirs

@@ -108,3 +108,26 @@ def test_real_groups_are_built_from_exactly_5000_and_5000_ids():
     df, report = campaign_frame(clients, empty, list(pos.ids), list(neg.ids))
     assert report["dropped_unknown_treated"] == report["dropped_unknown_control"] == 0
     assert df.treated.sum() == 5000 and (~df.treated).sum() == 5000
+
+
+@pytest.mark.parametrize(("kept", "problem"), [
+    (0.2, "sample-ratio mismatch (" ),
+    (0.0, "control file empty: none of its "),
+])
+def test_trust_failures_reach_the_cli_line_and_the_recommendation(demo_copy, tmp_path, kept,
+                                                                  problem):
+    """Most (or all) control ids unknown to the client tables: the step runs on the whole
+    store, and the CLI line and the recommendation say why the control file is not used."""
+    neg = demo_copy / "ids_first_company_negative.txt"
+    ids = read_id_file(neg).ids
+    n_keep = int(kept * len(ids))
+    unknown = [10**9 + i for i in range(len(ids) - n_keep)]  # ids of no client
+    neg.write_text("\n".join(str(i) for i in [*ids[:n_keep], *unknown]) + "\n")
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=100, tune=100)})
+    res = pipeline.run(cfg)
+    assert [r["status"] for r in res] == ["ok", "ok"], res
+    assert f"control file not used: {problem}" in res[1]["message"]
+    s = json.loads((tmp_path / "res" / "uplift" / "summary.json").read_text())
+    assert s["hierarchical"]["comparison"] == "whole store"
+    assert f"The control file was not used ({problem}" in s["recommendation"]

@@ -46,6 +46,18 @@ def test_days_out_of_range_city_absent_and_no_post_period_are_clear_errors():
         check_design(panel, 10, (15, 80))
 
 
+def test_one_city_alone_is_refused_with_what_is_missing():
+    """Every client in the campaign city (or one other city): nothing predicts its days
+    without the campaign."""
+    purchases, clients = _toy()
+    panel = build_panel(purchases, clients)
+    check_design(panel, 10, (15, 45))  # two comparison cities: fine
+    with pytest.raises(ValueError, match=r"^1 comparison city besides city 10: .*at least 2"):
+        check_design(panel[panel.city != 30], 10, (15, 45))
+    with pytest.raises(ValueError, match=r"^0 comparison cities besides city 10"):
+        check_design(panel[panel.city == 10], 10, (15, 45))
+
+
 def test_pool_cities_sums_the_rest():
     panel = build_panel(*_toy())
     pooled = pool_cities(panel, keep=1, must_keep=(20,))

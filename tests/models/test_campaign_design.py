@@ -75,3 +75,32 @@ def test_e_value_matches_vanderweele_ding():
     assert e_value(1.0) == 1.0
     assert e_value(2.0) == pytest.approx(2 + np.sqrt(2))
     assert e_value(0.5) == pytest.approx(e_value(2.0))
+
+
+def test_sample_ratio_mismatch_makes_the_control_file_invalid():
+    """A random control that lost 80% of its clients (ids unknown to the client tables):
+    balanced, converting like the store, but not the planned size: not used."""
+    df = _store(False)
+    control = np.flatnonzero(df["group"].to_numpy() == "control")
+    df.loc[control[1000:], "group"] = "untreated"
+    ids = {"treated_ids": 5000, "control_ids": 5000, "dropped_unknown_treated": 0,
+           "dropped_unknown_control": 4000}
+    v = diagnose_design(df, ids)
+    assert v.srm is not None and v.srm["mismatch"]
+    assert not v.control_valid_for_conversion and v.primary == "whole store"
+    assert v.control_problems == ["sample-ratio mismatch (5,000 treated vs 1,000 control "
+                                  f"clients, p = {v.srm['p_value']:.2g})"]
+    assert "4,000 control" in v.sentence()
+    # the same control with its planned size is valid
+    assert diagnose_design(_store(False), {**ids, "dropped_unknown_control": 0}
+                           ).control_valid_for_conversion
+
+
+def test_control_file_of_unknown_ids_says_why_it_is_empty():
+    df = _store(False)
+    df.loc[df["group"] == "control", "group"] = "untreated"
+    v = diagnose_design(df, {"treated_ids": 5000, "control_ids": 5000,
+                             "dropped_unknown_treated": 0, "dropped_unknown_control": 5000})
+    assert v.primary == "whole store"
+    assert v.control_problems == ["control file empty: none of its 5,000 ids is a client"]
+    assert "none of its 5,000 ids is a client of the store" in v.sentence()

@@ -46,3 +46,21 @@ def test_outer_folds_are_stratified():
     y = np.r_[np.ones(40), np.zeros(60)].astype(int)
     for _, te in outer_folds(y, 5):
         assert y[te].mean() == pytest.approx(0.4)
+
+
+def test_search_refuses_a_class_with_fewer_members_than_its_folds(data):
+    X, y = data
+    y = np.zeros(len(y), int)
+    y[:2] = 1
+    with pytest.raises(ValueError, match=r"^class 1 has 2 members; a 3-fold search needs at "
+                                         r"least 3 of each class$"):
+        search(X, y, CATEGORICAL, NUMERIC, folds=3)
+
+
+def test_nested_cv_refuses_outer_training_parts_too_small_for_the_inner_folds(data):
+    X, y = data
+    y = np.zeros(len(y), int)
+    y[:3] = 1  # one per outer test fold: every outer training part keeps 2 < 3 inner folds
+    splits = outer_folds(y, 3, random_state=0)
+    with pytest.raises(ValueError, match=r"^class 1 has 2 members; a 3-fold search"):
+        nested_cv(X, y, CATEGORICAL, NUMERIC, splits, inner_folds=3)

@@ -7,6 +7,7 @@ from models.gender import (
     GenderImputer,
     confidence_threshold,
     evaluate,
+    min_members,
     purchase_features,
 )
 
@@ -74,6 +75,32 @@ def test_evaluation_beats_baselines_and_reports_calibration():
     assert t.loc["majority class", "roc_auc"] == pytest.approx(0.5, abs=0.01)
     assert t.loc[ev.chosen, "ece"] < 0.05
     assert len(ev.reliability()) > 3
+    assert ev.base_rate().better and ev.base_rate().auc_low > 0.8
+
+
+def test_a_gender_with_fewer_clients_than_the_folds_need_is_refused_before_fitting():
+    X, _ = _clients(400)
+    y = np.zeros(400, int)
+    y[:4] = 1
+    assert min_members(5) == 5
+    with pytest.raises(ValueError, match=r"^gender 1 has 4 clients; 5-fold cross-validation "
+                                         r"of the gender imputer needs at least 5 of each "
+                                         r"gender$"):
+        evaluate(X, y)
+    with pytest.raises(ValueError, match="gender 0 has 0 clients"):
+        evaluate(X, np.ones(400, int))
+
+
+def test_the_boundary_runs_and_a_model_without_signal_is_not_better_than_the_base_rate():
+    X, _ = _clients(400)
+    y = np.zeros(400, int)
+    # labels unrelated to X (the rule is a 95% test: about 1 noise draw in 40 passes it,
+    # seed 0 of this generator is one of them; seed 1 is a typical draw)
+    y[np.random.default_rng(1).choice(400, 5, replace=False)] = 1
+    ev = evaluate(X, y)  # exactly min_members(5): every fold fits
+    check = ev.base_rate()
+    assert not check.better and check.members == (395, 5)
+    assert check.reason.startswith("not better than the base rate")
 
 
 def test_threshold_comes_from_calibration():

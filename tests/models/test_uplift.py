@@ -25,8 +25,10 @@ def test_empty_group_is_a_clear_error():
 
 
 def test_sample_ratio_mismatch_detected():
-    assert not U.sample_ratio_mismatch(5000, 5000)["mismatch"]
-    assert U.sample_ratio_mismatch(5000, 4500)["mismatch"]
+    from models.campaign_design import sample_ratio_mismatch
+
+    assert not sample_ratio_mismatch(5000, 5000)["mismatch"]
+    assert sample_ratio_mismatch(5000, 4500)["mismatch"]
 
 
 def test_standardized_mean_differences_flag_imbalance():
@@ -141,3 +143,22 @@ def test_whole_store_comparison_gets_the_planted_sign_where_the_control_file_doe
     assert m.outside_support_ > 0
     assert m.cells_["n"].sum() + m.outside_support_ == len(df)
     assert len(m.cells_) < len(df) / 5
+
+
+def test_one_city_one_cluster_one_age_band_drop_their_terms(campaign):
+    """Campaign 1 run in a single city, with one cluster and one age band (issue: a
+    reshape error after sampling): those terms leave the model, the effects remain."""
+    df, truth = campaign
+    one = df.assign(city=df["city"].iloc[0], cluster=0, age_band="35-44")
+    m = U.HierarchicalUplift(sampler_config={"draws": 300, "tune": 300, "chains": 2},
+                             seed=4).fit(one)
+    post = m.idata_.posterior
+    for name in ("city_z", "tau_city_z", "cluster_effect", "age_effect", "spend_city"):
+        assert name not in post, name
+    eff = m.effects(0.35, 0.15)
+    assert eff.notna().all().all()
+    assert eff.iloc[0]["conversion_uplift_hdi_low"] < truth["att"]["conversion"] \
+        < eff.iloc[0]["conversion_uplift_hdi_high"]
+    by_city = m.effects(0.35, 0.15, by="city")
+    assert len(by_city) == 1 and by_city.iloc[0]["treated_clients"] == int(one.treated.sum())
+    assert len(m.posterior_predictive_groups("cluster")) == 2

@@ -6,7 +6,7 @@ import pytest
 
 from analysis.config import Config
 from analysis.demo_data import DemoSpec
-from analysis.uplift import observational_check
+from models.observational import observational_check
 from models.uplift import HierarchicalUplift
 from tests.conftest import demo_store_frame
 

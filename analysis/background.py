@@ -1,0 +1,129 @@
+"""Run a CPU-bound function on the second core while the step goes on.
+
+Compiling an MCMC model keeps one core busy for tens of seconds; independent work of the
+same step (scikit-learn cross-checks) can run beside it in another process. The result
+is that of the sequential call: the function runs once, with the same arguments, in a
+fresh interpreter started as ``python -m analysis.background`` (no state inherited from
+the parent's threads, and unlike ``multiprocessing``'s spawn, the caller's script is not
+re-imported, so scripts without an ``if __name__ == "__main__"`` guard work).
+
+Usage::
+
+    with background(observational_check, frame, seed) as task:
+        ...  # the long computation here
+        result = task.result()
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+#: set to 0 to run every background task inline (debugging, one-core machines)
+ENV_VAR = "SHOPBAYES_BACKGROUND"
+_ROOT = Path(__file__).resolve().parents[1]
+
+
+def _enabled() -> bool:
+    return os.environ.get(ENV_VAR, "1") != "0" and (os.cpu_count() or 1) >= 2
+
+
+class Task:
+    """A call running in a worker process (or already run inline)."""
+
+    def __init__(self, proc: subprocess.Popen | None, folder: Path | None,
+                 value: Any = None, error: BaseException | None = None) -> None:
+        self._proc, self._folder = proc, folder
+        self._value, self._error, self._done = value, error, proc is None
+
+    def result(self) -> Any:
+        """Wait for the call and return its value; re-raise its exception.
+
+        Raises
+        ------
+        RuntimeError
+            The worker process died without a result (its stderr is in the message).
+        """
+        if not self._done:
+            assert self._proc is not None and self._folder is not None
+            self._proc.wait()
+            out = self._folder / "result.pkl"
+            if out.exists():
+                with out.open("rb") as f:
+                    ok, payload = pickle.load(f)
+                self._value, self._error = (payload, None) if ok else (None, payload)
+            else:
+                err = (self._folder / "stderr.txt").read_text(errors="replace")[-2000:]
+                self._error = RuntimeError(
+                    f"background worker exited with code {self._proc.returncode} and no "
+                    f"result:\n{err}")
+            self._done = True
+        if self._error is not None:
+            raise self._error
+        return self._value
+
+
+@contextmanager
+def background(fn: Callable[..., Any], *args: Any) -> Iterator[Task]:
+    """Start ``fn(*args)`` in a worker process; yields a :class:`Task`.
+
+    ``fn`` must be a module-level function and its arguments and result picklable.
+    With one core, or ``SHOPBAYES_BACKGROUND=0``, ``fn`` runs inline before the block.
+    Leaving the block stops a worker whose result was not asked for (the block failed),
+    so no process outlives the step.
+    """
+    if not _enabled():
+        try:
+            task = Task(None, None, value=fn(*args))
+        except Exception as exc:  # handed to the caller through result()
+            task = Task(None, None, error=exc)
+        yield task
+        return
+    folder = Path(tempfile.mkdtemp(prefix="shopbayes-bg-"))
+    try:
+        with (folder / "task.pkl").open("wb") as f:
+            pickle.dump((fn.__module__, fn.__qualname__, args), f,
+                        protocol=pickle.HIGHEST_PROTOCOL)
+        env = {**os.environ,
+               "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
+        with (folder / "stderr.txt").open("wb") as err:
+            proc = subprocess.Popen([sys.executable, "-m", "analysis.background", str(folder)],
+                                    stdout=subprocess.DEVNULL, stderr=err, env=env)
+        task = Task(proc, folder)
+        try:
+            yield task
+        finally:
+            if proc.poll() is None and not task._done:
+                proc.kill()
+            proc.wait()
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _worker(folder: Path) -> None:
+    with (folder / "task.pkl").open("rb") as f:
+        module, name, args = pickle.load(f)
+    try:
+        fn = importlib.import_module(module)
+        for part in name.split("."):
+            fn = getattr(fn, part)
+        payload: tuple[bool, Any] = (True, fn(*args))
+    except Exception as exc:  # the parent re-raises it
+        payload = (False, exc)
+    tmp = folder / "result.pkl.tmp"
+    with tmp.open("wb") as f:
+        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+    tmp.replace(folder / "result.pkl")
+
+
+if __name__ == "__main__":
+    _worker(Path(sys.argv[1]))

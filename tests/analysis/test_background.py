@@ -1,0 +1,44 @@
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from analysis.background import ENV_VAR, background
+
+
+def test_worker_returns_the_sequential_result() -> None:
+    with background(divmod, 17, 5) as task:
+        assert task.result() == divmod(17, 5)
+
+
+def test_exception_of_the_function_is_raised_by_result() -> None:
+    with background(divmod, 1, 0) as task, pytest.raises(ZeroDivisionError):
+        task.result()
+
+
+def test_inline_when_disabled(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(ENV_VAR, "0")
+    with background(divmod, 1, 0) as task, pytest.raises(ZeroDivisionError):
+        task.result()
+
+
+def test_worker_that_dies_is_reported() -> None:
+    with background(sys.exit, 3) as task, pytest.raises(Exception) as err:
+        task.result()
+    # sys.exit raises SystemExit in the worker: not an Exception, so no result is written
+    assert "exited with code 3" in str(err.value)
+
+
+def test_a_script_without_main_guard_is_not_rerun(tmp_path) -> None:
+    """multiprocessing's spawn re-imports the caller's script; the worker must not."""
+    script = tmp_path / "user_script.py"
+    script.write_text(textwrap.dedent("""
+        from analysis.background import background
+        with background(divmod, 7, 2) as task:
+            print("result", task.result())
+    """))
+    out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                         timeout=120, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["result", "(3,", "1)"]
