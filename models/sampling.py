@@ -88,7 +88,10 @@ class Sampler:
             compiled = self._compiled.with_data(**data) if data else self._compiled
             return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
                                  seed=seed, target_accept=s.target_accept, progress_bar=False,
-                                 cores=s.chains, low_rank_modified_mass_matrix=s.low_rank)
+                                 cores=s.chains, low_rank_modified_mass_matrix=s.low_rank,
+                                 # nothing reads the tuning draws: not kept (less memory,
+                                 # a smaller netCDF file, faster conversion)
+                                 save_warmup=False)
         import pymc as pm
 
         with self.model:
