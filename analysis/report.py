@@ -104,7 +104,7 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
     A chunk that raised (allowed by ``error: true``) shows a warning box instead of its
     traceback. Returns the errors, one line per failed chunk.
     """
-    cells, errors = [], []
+    cells, errors, figures = [], [], 0
     for cell in nb.cells:
         if cell.cell_type != "code":
             cells.append(cell)
@@ -127,10 +127,36 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
             cell.metadata["tags"].append("remove_cell")
         cells.append(cell)
         if opts.get("fig-cap") and cell.outputs:
-            _alt_text(cell, str(opts["fig-cap"]))
-            cells.append(nbformat.v4.new_markdown_cell(f"*{opts['fig-cap']}*"))
+            caption = str(opts["fig-cap"])
+            if str(opts.get("label", "")).startswith("fig-"):
+                # Quarto numbers the figures whose label starts with fig- ("Figure 1: ...")
+                figures += 1
+                caption = f"Figure {figures}: {caption}"
+            _alt_text(cell, caption)
+            cells.append(nbformat.v4.new_markdown_cell(
+                f"*{caption}*", metadata={"shopbayes": "caption"}))
     nb.cells = cells
     return errors
+
+
+_HEADING = re.compile(r'<h([23]) id="([^"]+)">(.*?)(?:<a class="anchor-link"[^>]*>.*?</a>)?'
+                      r'</h\1>', re.S)
+
+
+def html_toc(body: str, depth: int = 3, title: str = "Table of contents") -> str:
+    """Insert a table of contents (links to the ``##`` and ``###`` sections) before the
+    first section, as Quarto's ``toc: true`` gives a page one (``toc-depth``, default 3,
+    counts the title as level 1)."""
+    found = [(int(lv), hid, re.sub(r"<[^>]+>", "", text).strip())
+             for lv, hid, text in _HEADING.findall(body) if int(lv) <= depth]
+    if not found:
+        return body
+    items = [f'<li style="margin-left: {1.2 * (lv - 2):g}em"><a href="#{hid}">{text}</a></li>'
+             for lv, hid, text in found]
+    nav = (f'<nav id="TOC" role="doc-toc"><h2 id="toc-title">{html.escape(title)}</h2>'
+           f'<ul>{"".join(items)}</ul></nav>')
+    first = body.index(f'<h{found[0][0]} id="{found[0][1]}"')
+    return body[:first] + nav + body[first:]
 
 
 def _errors_to_boxes(cell: nbformat.NotebookNode) -> list[str]:
@@ -224,6 +250,10 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
         nb.metadata["title"] = title
         body, _ = exporter.from_notebook_node(copy.deepcopy(nb),
                                               resources={"metadata": {"name": title}})
+        html_format = (project.get("format") or {}).get("html") or {}
+        if html_format.get("toc"):
+            body = html_toc(body, int(html_format.get("toc-depth", 3)),
+                            str(html_format.get("toc-title", "Table of contents")))
         outputs.append(write_text(body, out_dir / f"{qmd.stem}.html"))
     if "typst" in formats:
         typst_format = (project.get("format") or {}).get("typst") or {}

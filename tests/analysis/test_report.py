@@ -220,3 +220,53 @@ def test_papermill_injects_parameters_the_way_our_renderer_does():
     assert i_ours == i_theirs
     assert "results_dir = '/x/results'" in src_ours
     assert 'results_dir = "/x/results"' in src_theirs
+
+
+def test_numbered_visible_captions_and_a_table_of_contents(tmp_path):
+    """As Quarto: a chunk labelled fig-... with fig-cap gets "Figure N: ..." under it (not
+    only in the alt text), and toc: true gives the page a table of contents."""
+    (tmp_path / "_quarto.yml").write_text(
+        "project:\n  output-dir: _site\nformat:\n  html:\n    toc: true\n")
+    chunk = ("```{{python}}\n#| label: {label}\n#| fig-cap: \"{cap}\"\n"
+             "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n```\n")
+    (tmp_path / "doc.qmd").write_text(
+        '---\ntitle: "T"\n---\n\n## First part\n\n'
+        + chunk.format(label="fig-one", cap="Orders by day.")
+        + "\n### A detail\n\n"
+        + chunk.format(label="not-a-figure", cap="Unnumbered.")
+        + "\n## Second part\n\n"
+        + chunk.format(label="fig-two", cap="Revenue by day."))
+    out = render_project(tmp_path, {}, to="html")
+    html = out[0].read_text()
+    assert "<em>Figure 1: Orders by day.</em>" in html
+    assert "<em>Figure 2: Revenue by day.</em>" in html
+    assert "<em>Unnumbered.</em>" in html and 'alt="Figure 1: Orders by day."' in html
+    nav = html[html.index('<nav id="TOC"'):html.index("</nav>")]
+    assert [t for t in ("First part", "A detail", "Second part") if t in nav] == [
+        "First part", "A detail", "Second part"]
+    assert 'href="#First-part"' in nav and 'id="First-part"' in html
+    assert html.index('<nav id="TOC"') < html.index('id="First-part"')
+
+
+def test_a_copied_project_renders_with_its_own_code(tmp_path):
+    """The chunks import the analysis package of the project the report sits in, not the
+    tree the editable install points at."""
+    import shutil
+
+    copy = tmp_path / "moved"
+    shutil.copytree(ROOT / "report", copy / "report", ignore=shutil.ignore_patterns("_site"))
+    shutil.copytree(ROOT / "analysis", copy / "analysis",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    helpers = copy / "analysis" / "report_helpers.py"
+    text = helpers.read_text(encoding="utf-8")
+    marker = "def missing_step_box(results: Path, step: str, title: str) -> Output:\n"
+    assert marker in text
+    helpers.write_text(text.replace(marker, marker.replace("title: str", "title_: str")
+                                    + "    title = title_ + ' (the moved copy)'\n"),
+                       encoding="utf-8")
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "clean").mkdir()  # a results folder with one step's files
+    (tmp_path / "results" / "clean" / "manifest.json").write_text("{}")
+    out = render_project(copy / "report", {"results_dir": str(tmp_path / "results")},
+                         to="html")
+    assert "Campaign 1 (the moved copy): no result to show" in out[0].read_text()
