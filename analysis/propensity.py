@@ -195,6 +195,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "prior_predictive": model.prior_predictive(),
         "posterior_predictive": model.posterior_predictive_check(),
         "convergence": conv.as_dict(),
+        "resampled_with": model.resampled_with_,
         "contact_effect_positive_categories": int(
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
         "distinct_scores": int(score.nunique()),

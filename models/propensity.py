@@ -43,8 +43,8 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
-from models.diagnostics import Convergence, check_convergence
-from models.sampling import SamplerSettings, sample
+from models.diagnostics import check_convergence
+from models.sampling import Sampler, SamplerSettings, sample_checked
 from models.uplift import HDI_PROB, describe
 
 CELL_KEYS = ["city", "cluster", "gender", "contacted", "history", "category"]
@@ -264,18 +264,23 @@ class PropensityModel:
         self.category_table_ = categories
         self.model_ = self.build_model(self.cells_, categories)
         settings = SamplerSettings.from_any(self.sampler_config)
-        self.idata_ = sample(self.model_, settings, seed=self.seed)
+        # a failed first run is run once more, twice as long and with smaller steps (at
+        # real scale r_hat of sigma_tau reached 1.0104 with 1,500 draws on one demo); the
+        # checks of that run are the ones reported
+        self.idata_, self.convergence_, self.resampled_with_ = sample_checked(
+            Sampler(self.model_, settings), self.seed,
+            lambda idata: check_convergence(idata, var_names=self._checked(idata)),
+            retry_draws=2 * settings.draws)
         self._draws: dict[str, np.ndarray] | None = None
-        self.convergence_: Convergence = check_convergence(self.idata_,
-                                                           var_names=self._checked())
         return self
 
-    def _checked(self) -> list[str]:
+    def _checked(self, idata: Any = None) -> list[str]:
+        post = (self.idata_ if idata is None else idata).posterior
         names = ["mu_a", "theta", "sigma_a", "a", "sigma_city", "city_effect", "mu_gender",
                  "sigma_gender", "gender_cat", "mu_history", "sigma_history", "history_cat",
                  "mu_tau", "sigma_tau", "tau_cat", "cluster_effect", "sigma_cluster_cat",
                  "cluster_cat"]
-        return [n for n in names if n in self.idata_.posterior]
+        return [n for n in names if n in post]
 
     # ------------------------------------------------------------------ prediction
     def _posterior(self, max_draws: int = 1000) -> dict[str, np.ndarray]:

@@ -4,12 +4,15 @@ PyMC's own NUTS otherwise. Both return ArviZ ``InferenceData`` with ``sample_sta
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # importing PyMC takes seconds; the CLI and config must not pay for it
     import arviz as az
     import pymc as pm
+
+    from models.diagnostics import Convergence
 
 
 @dataclass(frozen=True)
@@ -107,3 +110,37 @@ def sample(model: pm.Model, settings: SamplerSettings | None = None, seed: int =
            ) -> az.InferenceData:
     """Sample ``model`` with NUTS; same seed, same draws."""
     return Sampler(model, settings).sample(seed)
+
+
+def sample_checked(sampler: Sampler, seed: int,
+                   check: Callable[[az.InferenceData], Convergence],
+                   retry_draws: int, retry_target_accept: float = 0.95
+                   ) -> tuple[az.InferenceData, Convergence, dict[str, Any] | None]:
+    """Sample, check, and when the checks fail sample once more, longer and with smaller
+    steps, on the same compiled model.
+
+    A lean default (fast on the data it was tuned on) can leave a scale parameter short
+    of ESS or r_hat on other data; the second run's checks are the ones reported, so a
+    fit that still fails is reported as failed.
+
+    Returns
+    -------
+    (idata, convergence, resampled_with)
+        ``resampled_with`` is ``None`` when the first run passed, else the second run's
+        ``draws`` and ``target_accept`` and the first run's problems.
+    """
+    idata = sampler.sample(seed=seed)
+    conv = check(idata)
+    if conv.ok:
+        return idata, conv, None
+    first = sampler.settings
+    sampler.settings = replace(first, draws=max(retry_draws, first.draws),
+                               target_accept=max(retry_target_accept, first.target_accept))
+    resampled = {"draws": sampler.settings.draws,
+                 "target_accept": sampler.settings.target_accept,
+                 "first_run_problems": conv.problems}
+    try:
+        idata = sampler.sample(seed=seed)
+    finally:
+        sampler.settings = first
+    return idata, check(idata), resampled

@@ -40,7 +40,7 @@ from __future__ import annotations
 import time
 import warnings
 from collections.abc import Collection
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import arviz as az
@@ -51,8 +51,8 @@ import pytensor.tensor as pt
 from scipy.special import expit
 
 from models.campaign_design import SMD_LIMIT, smd
-from models.diagnostics import Convergence, check_convergence
-from models.sampling import Sampler, SamplerSettings
+from models.diagnostics import check_convergence
+from models.sampling import Sampler, SamplerSettings, sample_checked
 
 HDI_PROB = 0.94
 
@@ -508,21 +508,11 @@ class HierarchicalUplift:
         settings = SamplerSettings.from_any(self.sampler_config)
         sampler = Sampler(self.model_, settings)
         t1 = time.perf_counter()
-        self.idata_ = sampler.sample(seed=self.seed)
-        self.convergence_: Convergence = check_convergence(self.idata_, var_names=self._checked())
-        #: the settings of a second run when the first failed the checks, else None
-        self.resampled_with_: dict[str, Any] | None = None
-        if not self.convergence_.ok:
-            # the lean default (fast at real scale) can leave a scale parameter short of
-            # ESS on smaller or weaker data: run once more, longer and with smaller steps
-            # (same compiled model); the checks of that run are the ones reported
-            retry = replace(settings, draws=max(RETRY_DRAWS, settings.draws),
-                            target_accept=max(RETRY_TARGET_ACCEPT, settings.target_accept))
-            self.resampled_with_ = {"draws": retry.draws, "target_accept": retry.target_accept,
-                                    "first_run_problems": self.convergence_.problems}
-            sampler.settings = retry
-            self.idata_ = sampler.sample(seed=self.seed)
-            self.convergence_ = check_convergence(self.idata_, var_names=self._checked())
+        # a failed first run is run once more (RETRY_DRAWS, RETRY_TARGET_ACCEPT); the checks
+        # of that run are the ones reported
+        self.idata_, self.convergence_, self.resampled_with_ = sample_checked(
+            sampler, self.seed, lambda idata: check_convergence(
+                idata, var_names=self._checked(idata)), RETRY_DRAWS, RETRY_TARGET_ACCEPT)
         #: seconds spent compiling the model and sampling it (all runs)
         self.timings_ = {"compile": round(t1 - t0, 1),
                          "sampling": round(time.perf_counter() - t1, 1)}
@@ -530,8 +520,8 @@ class HierarchicalUplift:
         self._rep_cache: np.ndarray | None = None
         return self
 
-    def _checked(self) -> list[str]:
-        post = self.idata_.posterior
+    def _checked(self, idata: Any = None) -> list[str]:
+        post = (self.idata_ if idata is None else idata).posterior
         names = ["intercept", "beta_spend", "tau", "spend_intercept", "spend_pre", "spend_x",
                  "kappa", "spend_shape"]
         if "items_intercept" in post:

@@ -1,0 +1,41 @@
+from types import SimpleNamespace
+
+from models.sampling import SamplerSettings, sample_checked
+
+
+class _FakeSampler:
+    """Records the settings of each run; returns the run number as the 'idata'."""
+
+    def __init__(self) -> None:
+        self.settings = SamplerSettings(draws=1000, target_accept=0.85)
+        self.runs: list[SamplerSettings] = []
+
+    def sample(self, seed: int = 0):
+        self.runs.append(self.settings)
+        return len(self.runs)
+
+
+def _check(ok_from_run: int):
+    return lambda run: SimpleNamespace(ok=run >= ok_from_run, problems=[f"run {run} short"])
+
+
+def test_a_passing_run_is_not_repeated():
+    s = _FakeSampler()
+    idata, conv, resampled = sample_checked(s, 1, _check(1), retry_draws=3000)
+    assert (idata, conv.ok, resampled) == (1, True, None) and len(s.runs) == 1
+
+
+def test_a_failing_run_is_repeated_longer_with_smaller_steps_and_reported():
+    s = _FakeSampler()
+    idata, conv, resampled = sample_checked(s, 1, _check(2), retry_draws=3000)
+    assert idata == 2 and conv.ok
+    assert (s.runs[1].draws, s.runs[1].target_accept) == (3000, 0.95)
+    assert resampled == {"draws": 3000, "target_accept": 0.95,
+                         "first_run_problems": ["run 1 short"]}
+    assert s.settings.draws == 1000  # the sampler keeps its own settings
+
+
+def test_a_second_failure_is_what_is_reported():
+    s = _FakeSampler()
+    _, conv, resampled = sample_checked(s, 1, _check(3), retry_draws=3000)
+    assert not conv.ok and conv.problems == ["run 2 short"] and resampled is not None
