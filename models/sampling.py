@@ -116,8 +116,9 @@ def sample_checked(sampler: Sampler, seed: int,
                    check: Callable[[az.InferenceData], Convergence],
                    retry_draws: int, retry_target_accept: float = 0.95
                    ) -> tuple[az.InferenceData, Convergence, dict[str, Any] | None]:
-    """Sample, check, and when the checks fail sample once more, longer and with smaller
-    steps, on the same compiled model.
+    """Sample, check, and when the checks fail sample once more on the same compiled
+    model: longer (``retry_draws``), and with smaller steps (``retry_target_accept``) when
+    the first run diverged.
 
     A lean default (fast on the data it was tuned on) can leave a scale parameter short
     of ESS or r_hat on other data; the second run's checks are the ones reported, so a
@@ -134,8 +135,10 @@ def sample_checked(sampler: Sampler, seed: int,
     if conv.ok:
         return idata, conv, None
     first = sampler.settings
-    sampler.settings = replace(first, draws=max(retry_draws, first.draws),
-                               target_accept=max(retry_target_accept, first.target_accept))
+    # smaller steps only against divergences; r_hat or ESS short needs more draws only
+    accept = (max(retry_target_accept, first.target_accept)
+              if getattr(conv, "divergences", 1) else first.target_accept)
+    sampler.settings = replace(first, draws=max(retry_draws, first.draws), target_accept=accept)
     resampled = {"draws": sampler.settings.draws,
                  "target_accept": sampler.settings.target_accept,
                  "first_run_problems": conv.problems}

@@ -16,7 +16,8 @@ class _FakeSampler:
 
 
 def _check(ok_from_run: int):
-    return lambda run: SimpleNamespace(ok=run >= ok_from_run, problems=[f"run {run} short"])
+    return lambda run: SimpleNamespace(ok=run >= ok_from_run, problems=[f"run {run} short"],
+                                       divergences=3)
 
 
 def test_a_passing_run_is_not_repeated():
@@ -39,3 +40,11 @@ def test_a_second_failure_is_what_is_reported():
     s = _FakeSampler()
     _, conv, resampled = sample_checked(s, 1, _check(3), retry_draws=3000)
     assert not conv.ok and conv.problems == ["run 2 short"] and resampled is not None
+
+
+def test_a_run_short_of_ess_only_is_repeated_longer_at_the_same_step_size():
+    s = _FakeSampler()
+    check = lambda run: SimpleNamespace(ok=run >= 2, problems=["tail ESS"], divergences=0)  # noqa: E731
+    _, _, resampled = sample_checked(s, 1, check, retry_draws=3000)
+    assert (s.runs[1].draws, s.runs[1].target_accept) == (3000, 0.85)
+    assert resampled["target_accept"] == 0.85
