@@ -32,7 +32,7 @@ from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
 from analysis.io import write_text
-from analysis.report_helpers import CHUNK_ERROR, error_box
+from analysis.report_helpers import CHUNK_ERROR, HTML_FORM, error_box
 from analysis.report_pdf import missing_tools, write_pdf
 
 KNOWN_FORMATS = ("html", "typst")
@@ -109,6 +109,7 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
         if cell.cell_type != "code":
             cells.append(cell)
             continue
+        _html_forms(cell)
         errors += _errors_to_boxes(cell)
         opts = {**defaults, **cell.metadata.get("quarto", {})}
         if opts.get("label"):
@@ -157,6 +158,15 @@ def html_toc(body: str, depth: int = 3, title: str = "Table of contents") -> str
            f'<ul>{"".join(items)}</ul></nav>')
     first = body.index(f'<h{found[0][0]} id="{found[0][1]}"')
     return body[:first] + nav + body[first:]
+
+
+def _html_forms(cell: nbformat.NotebookNode) -> None:
+    """Give outputs their HTML form back from the metadata (see ``report_helpers.Output``:
+    Quarto never sees it, so it adds no CDN scripts; this renderer shows it)."""
+    for out in cell.outputs:
+        form = out.get("metadata", {}).get(HTML_FORM)
+        if form is not None and out.output_type in ("display_data", "execute_result"):
+            out.data["text/html"] = form
 
 
 def _errors_to_boxes(cell: nbformat.NotebookNode) -> list[str]:

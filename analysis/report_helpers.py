@@ -40,25 +40,33 @@ def load_summary(results: Path, step: str) -> dict[str, Any] | None:
         return None
 
 
+#: output metadata key holding an output's HTML form (see :class:`Output`)
+HTML_FORM = "shopbayes/html"
+
+
 class Output:
     """One chunk output in the forms Quarto chooses between.
 
-    HTML formats show ``_repr_html_``; PDF (typst) shows ``_repr_markdown_`` (Quarto's
-    order for non-HTML formats is Markdown, then images), so every helper returns both.
+    The display data carry Markdown (and a PNG for figures), never ``text/html``: Quarto
+    adds require.js and jQuery from a CDN to any page whose chunk outputs hold
+    ``text/html`` or ``application/javascript`` (quarto-cli, src/core/jupyter/widgets.ts),
+    which a self-contained report read offline cannot load. Quarto renders the Markdown
+    (tables, callouts) in HTML and PDF alike. The HTML form rides in the output's
+    metadata (:data:`HTML_FORM`), which Quarto ignores and ``shopbayes report`` shows.
     """
 
     def __init__(self, html_text: str, markdown: str | None = None,
                  png: bytes | None = None) -> None:
         self.html, self.markdown, self.png = html_text, markdown, png
 
-    def _repr_html_(self) -> str:
-        return self.html
-
-    def _repr_markdown_(self) -> str | None:
-        return self.markdown
-
-    def _repr_png_(self) -> bytes | None:
-        return self.png
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None
+                          ) -> tuple[dict[str, Any], dict[str, Any]]:
+        data: dict[str, Any] = {"text/plain": self.markdown or ""}
+        if self.markdown is not None:
+            data["text/markdown"] = self.markdown
+        if self.png is not None:
+            data["image/png"] = base64.b64encode(self.png).decode("ascii")
+        return data, {HTML_FORM: self.html}
 
 
 _MD_SPECIAL = re.compile(r"([!-/:-@\[-`{-~])")

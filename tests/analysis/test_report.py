@@ -270,3 +270,32 @@ def test_a_copied_project_renders_with_its_own_code(tmp_path):
     out = render_project(copy / "report", {"results_dir": str(tmp_path / "results")},
                          to="html")
     assert "Campaign 1 (the moved copy): no result to show" in out[0].read_text()
+
+
+def test_chunk_outputs_give_quarto_no_reason_to_add_cdn_scripts(tmp_path):
+    """Quarto adds require.js and jQuery from a CDN when a chunk output holds text/html or
+    application/javascript (quarto-cli src/core/jupyter/widgets.ts): the executed report
+    has none; the HTML form rides in the output metadata for shopbayes's renderer."""
+    import shutil
+
+    from nbclient import NotebookClient
+
+    from analysis.report import _notebook
+    from analysis.report_helpers import HTML_FORM
+
+    shutil.copytree(ROOT / "report", tmp_path / "report",
+                    ignore=shutil.ignore_patterns("_site"))
+    (tmp_path / "results" / "clean").mkdir(parents=True)
+    _, parts = parse_qmd((tmp_path / "report" / "index.qmd").read_text(encoding="utf-8"))
+    nb = _notebook(parts, {"results_dir": str(tmp_path / "results")})
+    NotebookClient(nb, kernel_name="python3", timeout=120,
+                   resources={"metadata": {"path": str(tmp_path / "report")}}).execute()
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
+               if o.output_type in ("display_data", "execute_result")]
+    assert len(outputs) > 5  # the missing-step boxes
+    assert not [o for o in outputs if {"text/html", "application/javascript"} & set(o.data)]
+    assert all(HTML_FORM in o.metadata for o in outputs if "text/markdown" in o.data)
+    # and shopbayes's own page still shows the HTML boxes
+    out = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "results")},
+                         to="html")
+    assert '<div class="callout callout-warning"' in out[0].read_text()
