@@ -140,6 +140,7 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
     return errors
 
 
+_CDN_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
 _HEADING = re.compile(r'<h([23]) id="([^"]+)">(.*?)(?:<a class="anchor-link"[^>]*>.*?</a>)?'
                       r'</h\1>', re.S)
 
@@ -260,6 +261,9 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
         nb.metadata["title"] = title
         body, _ = exporter.from_notebook_node(copy.deepcopy(nb),
                                               resources={"metadata": {"name": title}})
+        # nbconvert's template loads require.js and MathJax from a CDN; the report has no
+        # widgets and no math, and a self-contained page must open the same offline
+        body = _CDN_SCRIPT.sub("", body)
         html_format = (project.get("format") or {}).get("html") or {}
         if html_format.get("toc"):
             body = html_toc(body, int(html_format.get("toc-depth", 3)),
