@@ -14,6 +14,7 @@ from analysis import loaders
 from analysis.cleaning import conflicting_duplicates
 from analysis.errors import DataError
 from analysis.id_files import IdFile, campaign_groups, read_id_file
+from analysis.text_files import read_as_usual
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
         if hasattr(result, "__len__"):
             sizes[label] = len(result)
         text = getattr(result, "attrs", {}).get("text") or getattr(result, "encoding", None)
-        if text and text not in ("utf-8", "utf-8, comma-separated"):
+        if text and not read_as_usual(text):
             problems.append(Problem("note", str(file), f"read as {text}"))
         return result
 

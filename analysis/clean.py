@@ -20,6 +20,7 @@ from analysis.id_files import campaign_groups
 from analysis.io import read_json, write_json, write_parquet
 from analysis.loaders import load_folder
 from analysis.pipeline import StepSkipped, step_dir
+from analysis.text_files import read_as_usual
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -39,7 +40,7 @@ def run(cfg: Config) -> dict[str, Any]:
         write_parquet(data.products, out / "products.parquet")
     write_json(quality, out / "quality.json")
     notes = [f"{k.removesuffix('_text')} read as {v}" for k, v in data.quality["sources"].items()
-             if k.endswith("_text") and v != "utf-8, comma-separated"]
+             if k.endswith("_text") and not read_as_usual(v)]
     dup = quality.get("duplicates_across_client_tables") or {}
     if dup.get("conflicting"):
         notes.append(f"{dup['conflicting']} ids in both client tables with different values "

@@ -50,6 +50,11 @@ class TextInfo:
         return f"{self.encoding}{sep}"
 
 
+def read_as_usual(description: str) -> bool:
+    """Whether a file was read the default way (UTF-8, commas): nothing worth a note."""
+    return description in ("utf-8", "utf-8, comma-separated")
+
+
 def _plausible(text: str) -> bool:
     """Letters (any script), digits, punctuation and whitespace: what a table holds."""
     if not text:

@@ -42,10 +42,10 @@ def _clusters(cfg: Config) -> pd.DataFrame | None:
     return optional_result(cfg, "segments", "assignments.parquet")
 
 
-def trust_checks(df: pd.DataFrame, report: dict[str, Any]) -> dict[str, Any]:
-    files = report.get("treated_ids", 0) + report.get("control_ids", 0)
-    share = report["treated_ids"] / files if files else 0.5
-    srm = DESIGN.sample_ratio_mismatch(int(df.treated.sum()), int((~df.treated).sum()), share)
+def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Balance, selection on the outcome and the sample-ratio test (``srm``, the design
+    verdict's) of the campaign's treated and control clients, as warnings."""
     cov = df.assign(pre_revenue=df["pre_revenue"].astype(float),
                     pre_bought=df["pre_bought"].astype(float),
                     gender=pd.to_numeric(df["gender"], errors="coerce"))
@@ -143,7 +143,7 @@ def run(cfg: Config) -> dict[str, Any]:
     out = step_dir(cfg, "uplift")
     verdict = DESIGN.diagnose_design(store, report)
     campaign = store[store["group"] != "untreated"].reset_index(drop=True)
-    trust = trust_checks(campaign, report) if (~campaign.treated).any() else None
+    trust = trust_checks(campaign, report, verdict.srm) if (~campaign.treated).any() else None
     b = cfg.business
     n_t, n_c = int(campaign.treated.sum()), int((~campaign.treated).sum())
     closed: dict[str, Any] = {}

@@ -137,7 +137,7 @@ def sample_checked(sampler: Sampler, seed: int,
     first = sampler.settings
     # smaller steps only against divergences; r_hat or ESS short needs more draws only
     accept = (max(retry_target_accept, first.target_accept)
-              if getattr(conv, "divergences", 1) else first.target_accept)
+              if conv.divergences else first.target_accept)
     sampler.settings = replace(first, draws=max(retry_draws, first.draws), target_accept=accept)
     resampled = {"draws": sampler.settings.draws,
                  "target_accept": sampler.settings.target_accept,
