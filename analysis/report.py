@@ -104,9 +104,15 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
     A chunk that raised (allowed by ``error: true``) shows a warning box instead of its
     traceback. Returns the errors, one line per failed chunk.
     """
-    cells, errors, figures = [], [], 0
+    numbers = figure_numbers(nb, defaults)
+    cells, errors = [], []
     for cell in nb.cells:
         if cell.cell_type != "code":
+            if cell.cell_type == "markdown":
+                cell.source, unresolved = resolve_crossrefs(cell.source, numbers)
+                for ref in unresolved:  # as Quarto: a warning, and ?@fig-... in the text
+                    warnings.warn(f"unable to resolve crossref @{ref} (no chunk labelled "
+                                  f"{ref} with a fig-cap drew a figure)", stacklevel=2)
             cells.append(cell)
             continue
         _html_forms(cell)
@@ -129,15 +135,57 @@ def _apply_options(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> list[
         cells.append(cell)
         if opts.get("fig-cap") and cell.outputs:
             caption = str(opts["fig-cap"])
-            if str(opts.get("label", "")).startswith("fig-"):
-                # Quarto numbers the figures whose label starts with fig- ("Figure 1: ...")
-                figures += 1
-                caption = f"Figure {figures}: {caption}"
+            label = str(opts.get("label", ""))
+            if label in numbers:
+                caption = f"Figure {numbers[label]}: {caption}"
             _alt_text(cell, caption)
             cells.append(nbformat.v4.new_markdown_cell(
-                f"*{caption}*", metadata={"shopbayes": "caption"}))
+                f"*{caption}*", metadata={"shopbayes": "caption",
+                                         **({"label": label} if label in numbers else {})}))
     nb.cells = cells
     return errors
+
+
+def figure_numbers(nb: nbformat.NotebookNode, defaults: dict[str, Any]) -> dict[str, int]:
+    """Quarto's figure numbers: ``{label: N}`` for the executed chunks whose ``label``
+    starts with ``fig-`` and that have a ``fig-cap`` and an output, in document order."""
+    numbers: dict[str, int] = {}
+    for cell in nb.cells:
+        opts = {**defaults, **cell.metadata.get("quarto", {})} if cell.cell_type == "code" \
+            else {}
+        label = str(opts.get("label", ""))
+        if label.startswith("fig-") and opts.get("fig-cap") and cell.outputs \
+                and opts.get("output", True) is not False:
+            numbers.setdefault(label, len(numbers) + 1)
+    return numbers
+
+
+# a Quarto cross-reference: @fig-label not preceded by a word character (an e-mail
+# address is not one); the label ends on a letter or digit ("see @fig-a." ends at a)
+_CROSSREF = re.compile(r"(?<![\w@\\])@(fig-[\w-]*\w)")
+
+
+def resolve_crossrefs(text: str, numbers: dict[str, int]) -> tuple[str, list[str]]:
+    """Replace ``@fig-...`` by a link ``[Figure N](#fig-...)``, as Quarto does.
+
+    A reference to no numbered figure becomes ``?@fig-...`` (Quarto's rendering of an
+    unresolved reference) and is returned, so the renderer can report it.
+
+    Returns
+    -------
+    tuple of (str, list of str)
+        The text and the labels that did not resolve.
+    """
+    unresolved: list[str] = []
+
+    def link(m: re.Match[str]) -> str:
+        label = m.group(1)
+        if label in numbers:
+            return f"[Figure {numbers[label]}](#{label})"
+        unresolved.append(label)
+        return f"?\\@{label}"
+
+    return _CROSSREF.sub(link, text), unresolved
 
 
 _CDN_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
@@ -159,6 +207,25 @@ def html_toc(body: str, depth: int = 3, title: str = "Table of contents") -> str
            f'<ul>{"".join(items)}</ul></nav>')
     first = body.index(f'<h{found[0][0]} id="{found[0][1]}"')
     return body[:first] + nav + body[first:]
+
+
+_SECTION = re.compile(r'(<h([2-6]) id="[^"]+">)')
+
+
+def number_sections(body: str) -> str:
+    """Number the ``##`` .. ``######`` sections "1", "1.1", ... as Quarto's
+    ``number-sections: true`` does for a document whose title is its only ``#`` heading
+    (the number is a ``<span class="header-section-number">``, Quarto's markup)."""
+    counters = [0] * 5
+
+    def number(m: re.Match[str]) -> str:
+        level = int(m.group(2)) - 2
+        counters[level] += 1
+        counters[level + 1:] = [0] * (4 - level)
+        label = ".".join(str(c) for c in counters[:level + 1])
+        return f'{m.group(1)}<span class="header-section-number">{label}</span> '
+
+    return _SECTION.sub(number, body)
 
 
 def _html_forms(cell: nbformat.NotebookNode) -> None:
@@ -265,6 +332,8 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
         # widgets and no math, and a self-contained page must open the same offline
         body = _CDN_SCRIPT.sub("", body)
         html_format = (project.get("format") or {}).get("html") or {}
+        if html_format.get("number-sections"):
+            body = number_sections(body)
         if html_format.get("toc"):
             body = html_toc(body, int(html_format.get("toc-depth", 3)),
                             str(html_format.get("toc-title", "Table of contents")))

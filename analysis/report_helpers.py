@@ -81,18 +81,34 @@ def md_escape(value: Any) -> str:
     return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
 
 
+_BOX_COLOURS = {"warning": ("#fff3cd", "#856404", "#ffe08a", "#e0a800"),
+                "info": ("#e7f1ff", "#084298", "#b6d4fe", "#6ea8fe")}
+
+
 def box(kind: str, text: str) -> Output:
-    """A visible callout box (``warning`` or ``info``) with escaped text."""
-    colours = {"warning": ("#fff3cd", "#856404", "#ffe08a"),
-               "info": ("#e7f1ff", "#084298", "#b6d4fe")}
-    bg, fg, border = colours.get(kind, colours["info"])
+    """A visible warning or note box (``kind`` ``warning`` or ``info``) with escaped text.
+
+    Its Markdown form is a Quarto callout for every format but typst, and a coloured
+    typst block for typst (Quarto's conditional content, ``when-format`` /
+    ``unless-format``): in typst, a Quarto callout imports the ``@preview/fontawesome``
+    package (quarto-cli, ``src/resources/filters/customnodes/callout.lua``), which typst
+    downloads, so a PDF with callouts cannot be rendered offline.
+    """
+    bg, fg, border, stroke = _BOX_COLOURS.get(kind, _BOX_COLOURS["info"])
     label = "Warning" if kind == "warning" else "Note"
     callout = "warning" if kind == "warning" else "note"
+    body = f"**{label}:** {md_escape(text)}"
+    typst_open = (f'#block(width: 100%, fill: rgb("{bg}"), stroke: 0.8pt + rgb("{stroke}"), '
+                  "inset: 8pt, radius: 4pt, breakable: true)[")
+    markdown = (f'::: {{.content-visible unless-format="typst"}}\n'
+                f"::: {{.callout-{callout}}}\n{body}\n:::\n:::\n\n"
+                f'::: {{.content-visible when-format="typst"}}\n'
+                f"```{{=typst}}\n{typst_open}\n```\n\n{body}\n\n```{{=typst}}\n]\n```\n:::\n")
     return Output(
         f'<div class="callout callout-{kind}" style="background:{bg};color:{fg};'
         f'border:1px solid {border};border-radius:6px;padding:10px 14px;margin:10px 0">'
         f"<strong>{label}:</strong> {html.escape(text)}</div>",
-        f"::: {{.callout-{callout}}}\n**{label}:** {md_escape(text)}\n:::\n")
+        markdown)
 
 
 CHUNK_ERROR = "shopbayes-chunk-error"

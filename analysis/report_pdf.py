@@ -6,9 +6,12 @@ wheels: ``pypandoc-binary`` (pandoc) and ``typst`` (the typst compiler as a libr
 
 Each output is taken in Quarto's order for non-HTML formats: its ``text/markdown`` form
 (the report helpers give every table and warning box one, with the data escaped), then
-PNG/JPEG figures, then HTML converted by pandoc, then plain text. Quarto's callout divs
-become coloured blocks and tables get typst's automatic column widths
-(``resources/pdf.lua``); the format options of
+PNG/JPEG figures, then HTML converted by pandoc, then plain text. Conditional content
+(``::: {.content-visible when-format="typst"}``, ``unless-format``) is kept or dropped as
+Quarto does, and tables get typst's automatic column widths (``resources/pdf.lua``).
+Numbered figure captions carry their chunk's label, so the links that
+:func:`analysis.report.resolve_crossrefs` made from ``@fig-...`` land on them. The
+format options of
 ``_quarto.yml`` (``toc``, ``papersize``, ``fontsize``, ``section-numbering``,
 ``margin``, ``shift-heading-level-by``) are passed to pandoc's typst template.
 """
@@ -59,7 +62,11 @@ def notebook_markdown(nb: nbformat.NotebookNode, media: Path) -> str:
         if "remove_cell" in tags or cell.metadata.get("shopbayes") == "title":
             continue
         if cell.cell_type == "markdown":
-            blocks.append(_ANCHOR.sub("", cell.source))
+            label = cell.metadata.get("label") if cell.metadata.get(
+                "shopbayes") == "caption" else None
+            # a numbered caption carries its figure's label: @fig-... links land on it
+            blocks.append(f"[{cell.source}]{{#{label}}}" if label
+                          else _ANCHOR.sub("", cell.source))
             continue
         if cell.cell_type != "code":
             continue

@@ -1,28 +1,44 @@
--- Pandoc filter for the report's PDF (typst).
+-- Pandoc filter for the report's PDF (typst), doing what Quarto does for that format.
 --
--- Quarto's callout divs (::: {.callout-warning}, ::: {.callout-note}) become coloured
--- blocks, so a warning in the PDF is as visible as in the web page.
-local colours = {
-  ["callout-warning"] = { fill = "#fff3cd", stroke = "#e0a800" },
-  ["callout-note"] = { fill = "#e7f1ff", stroke = "#6ea8fe" },
-}
+-- Conditional content: a Div of class content-visible (or content-hidden) with
+-- when-format / unless-format is kept (unwrapped) or dropped for the format "typst", as
+-- Quarto's content-hidden.lua does. The report's warning and note boxes use it: a Quarto
+-- callout in typst imports the @preview/fontawesome package, which typst downloads, so
+-- their typst form is a plain coloured block instead (analysis/report_helpers.box).
+
+local function formats(value)
+  local list = {}
+  for name in string.gmatch(value or "", "[^%s,]+") do
+    list[name] = true
+  end
+  return list
+end
+
+local function matches(value)
+  return formats(value)["typst"] == true
+end
 
 function Div(div)
-  for _, class in ipairs(div.classes) do
-    local c = colours[class]
-    if c then
-      local open = string.format(
-        '#block(width: 100%%, fill: rgb("%s"), stroke: 0.8pt + rgb("%s"), inset: 8pt, '
-          .. 'radius: 4pt, breakable: true)[',
-        c.fill, c.stroke)
-      local blocks = { pandoc.RawBlock("typst", open) }
-      for _, b in ipairs(div.content) do
-        table.insert(blocks, b)
-      end
-      table.insert(blocks, pandoc.RawBlock("typst", "]"))
-      return blocks
-    end
+  local visible = div.classes:includes("content-visible")
+  local hidden = div.classes:includes("content-hidden")
+  if not (visible or hidden) then
+    return nil
   end
+  local show = true
+  local when, unless = div.attributes["when-format"], div.attributes["unless-format"]
+  if when ~= nil then
+    show = show and matches(when)
+  end
+  if unless ~= nil then
+    show = show and not matches(unless)
+  end
+  if hidden then
+    show = not show
+  end
+  if show then
+    return div.content
+  end
+  return {}
 end
 
 -- Tables: typst's automatic column widths. The pipe tables' relative widths (from the

@@ -82,15 +82,3 @@ def test_unknown_config_setting(tmp_path: Path):
     f.write_text("marginn = 1\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(f)
-
-
-@pytest.mark.parametrize("module", ["analysis.uplift", "analysis.campaign2"])
-def test_step_modules_run_as_scripts_without_a_config_file(tmp_path, module):
-    """`python -m analysis.<step>` is `shopbayes run <step>`: the config file is optional."""
-    import subprocess
-    import sys
-
-    out = subprocess.run([sys.executable, "-m", module, "--help"], cwd=tmp_path,
-                         capture_output=True, text=True, timeout=120, check=False)
-    assert out.returncode == 0, out.stderr
-    assert out.stdout.startswith("usage: shopbayes run")

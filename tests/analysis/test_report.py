@@ -1,9 +1,11 @@
+import re
 from pathlib import Path
 
 import pytest
 
 from analysis.report import RenderError, formats_to_render, parse_qmd, render_project
-from analysis.report_helpers import md_escape, pipe_table, table
+from analysis.report_helpers import box, md_escape, pipe_table, table
+from analysis.report_pdf import missing_tools
 from tests.conftest import copy_one_click, quick_one_click, rewrite_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -154,6 +156,11 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
         if not s["convergence"]["ok"]:
             assert "failed convergence" in text.lower() or "FAILED" in text
     assert "no result to show" not in text
+    # every @fig-... of the text resolved to a link to its numbered figure
+    refs = re.findall(r'<a href="#(fig-[\w-]+)">Figure (\d+)</a>', text)
+    assert len(refs) >= 5 and "?@fig" not in text
+    for label, n in refs:
+        assert f'id="{label}"' in text and f"<em>Figure {n}: " in text
     _check_pdfs(pdf, oc_pdf)
 
 
@@ -169,6 +176,7 @@ def _check_pdfs(pdf, oc_pdf):
         assert section in text, section
     assert "P(conversion uplift > 0)" in text and "Recommendation:" in text
     assert "convergence" in text and "Traceback" not in text
+    assert re.search(r"in Figure \d+; what each cluster buys", text) and "?@fig" not in text
     images = sum(len(p.images) for p in doc.pages)
     assert images >= 12, images
     oc = PdfReader(oc_pdf)
@@ -230,7 +238,8 @@ def test_numbered_visible_captions_and_a_table_of_contents(tmp_path):
     chunk = ("```{{python}}\n#| label: {label}\n#| fig-cap: \"{cap}\"\n"
              "import matplotlib.pyplot as plt\nplt.plot([1, 2])\nplt.show()\n```\n")
     (tmp_path / "doc.qmd").write_text(
-        '---\ntitle: "T"\n---\n\n## First part\n\n'
+        '---\ntitle: "T"\n---\n\n## First part\n\nRevenue is in @fig-two; write to '
+        'a@fig-one.org.\n\n'
         + chunk.format(label="fig-one", cap="Orders by day.")
         + "\n### A detail\n\n"
         + chunk.format(label="not-a-figure", cap="Unnumbered.")
@@ -238,6 +247,9 @@ def test_numbered_visible_captions_and_a_table_of_contents(tmp_path):
         + chunk.format(label="fig-two", cap="Revenue by day."))
     out = render_project(tmp_path, {}, to="html")
     html = out[0].read_text()
+    # @fig-two resolves to a link to the second figure; an e-mail address is left alone
+    assert 'Revenue is in <a href="#fig-two">Figure 2</a>' in html
+    assert "a@fig-one.org" in html and 'id="fig-two"' in html
     assert "<em>Figure 1: Orders by day.</em>" in html
     assert "<em>Figure 2: Revenue by day.</em>" in html
     assert "<em>Unnumbered.</em>" in html and 'alt="Figure 1: Orders by day."' in html
@@ -303,3 +315,118 @@ def test_chunk_outputs_give_quarto_no_reason_to_add_cdn_scripts(tmp_path):
     assert '<div class="callout callout-warning"' in page
     # nor does shopbayes's own page load anything (nbconvert's require.js and MathJax)
     assert re.findall(r'(?:src|href)="https?://[^"]*"', page) == []
+
+
+def test_crossrefs_resolve_and_unresolved_ones_warn_as_in_quarto():
+    from analysis.report import resolve_crossrefs
+
+    text, missing = resolve_crossrefs("See @fig-a, @fig-b-c. and @fig-zz; x@fig-a.",
+                                      {"fig-a": 1, "fig-b-c": 3})
+    assert text == ("See [Figure 1](#fig-a), [Figure 3](#fig-b-c). and ?\\@fig-zz; "
+                    "x@fig-a.")
+    assert missing == ["fig-zz"]
+
+
+def test_number_sections_when_asked(tmp_path):
+    (tmp_path / "_quarto.yml").write_text(
+        "format:\n  html:\n    toc: true\n    number-sections: true\n")
+    (tmp_path / "doc.qmd").write_text('---\ntitle: "T"\n---\n\n## Alpha\n\n### One\n\n'
+                                      "### Two\n\n## Beta\n\n### Three\n")
+    html = render_project(tmp_path, {}, to="html")[0].read_text()
+    numbers = re.findall(r'<span class="header-section-number">([\d.]+)</span> (\w+)', html)
+    assert numbers == [("1", "Alpha"), ("1.1", "One"), ("1.2", "Two"), ("2", "Beta"),
+                       ("2.1", "Three")]
+    nav = html[html.index('<nav id="TOC"'):html.index("</nav>")]
+    assert "1.2 Two" in re.sub(r"<[^>]+>", "", nav)
+
+
+@pytest.mark.skipif(missing_tools() is not None, reason="pandoc/typst not installed")
+def test_pdf_captions_carry_labels_so_crossrefs_land(tmp_path):
+    """typst refuses a link to a label that does not exist: the PDF compiling proves that
+    @fig-... landed on the numbered caption; the caption text is in the PDF."""
+    from pypdf import PdfReader
+
+    (tmp_path / "_quarto.yml").write_text("format:\n  typst:\n    toc: false\n")
+    (tmp_path / "doc.qmd").write_text(
+        '---\ntitle: "T"\n---\n\n## Part\n\nSee @fig-one.\n\n```{python}\n'
+        '#| label: fig-one\n#| fig-cap: "Orders by day."\nimport matplotlib.pyplot as plt\n'
+        "plt.plot([1, 2])\nplt.show()\n```\n")
+    pdf = render_project(tmp_path, {}, to="typst")[0]
+    text = " ".join(page.extract_text() for page in PdfReader(pdf).pages)
+    assert "See Figure 1." in text and "Figure 1: Orders by day." in text
+
+
+def test_boxes_are_callouts_except_in_typst_which_needs_no_package():
+    """Quarto's typst callouts import @preview/fontawesome (downloaded by typst): the
+    box's typst form is a plain block; every other format gets the callout."""
+    import pypandoc
+
+    from analysis.report_pdf import FILTER
+
+    md = box("warning", "Campaign 2 was skipped").markdown
+    assert '::: {.content-visible unless-format="typst"}\n::: {.callout-warning}' in md
+    typ = pypandoc.convert_text(md, "typst", format="markdown",
+                                extra_args=[f"--lua-filter={FILTER}"])
+    assert "callout" not in typ and "@preview" not in typ
+    assert typ.count('fill: rgb("#fff3cd")') == 1 and "Campaign 2 was skipped" in typ
+    html = pypandoc.convert_text(md, "html", format="markdown")
+    assert "callout-warning" in html  # pandoc keeps both divs; Quarto keeps this one
+    # no chunk or text of the report writes a callout of its own
+    for qmd in (ROOT / "report").glob("*.qmd"):
+        assert ".callout" not in qmd.read_text(encoding="utf-8"), qmd
+
+
+def test_the_html_theme_needs_no_web_font():
+    """cosmo imports Google Fonts unless $web-font-path is false (quarto-cli's cosmo.scss)."""
+    import yaml
+
+    project = yaml.safe_load((ROOT / "report" / "_quarto.yml").read_text(encoding="utf-8"))
+    theme = project["format"]["html"]["theme"]
+    layers = theme if isinstance(theme, list) else [theme]
+    scss = [ROOT / "report" / t for t in layers if str(t).endswith(".scss")]
+    assert scss, "a Bootswatch theme without an scss layer loads its web font"
+    text = "".join(f.read_text(encoding="utf-8") for f in scss)
+    assert re.search(r"^\$web-font-path:\s*false;", text, re.M)
+    assert "http" not in text and "@import" not in text
+
+
+def _network_namespace() -> bool:
+    import shutil
+    import subprocess
+
+    return bool(shutil.which("unshare") and shutil.which("ip")) and subprocess.run(
+        ["unshare", "-rn", "ip", "link", "set", "lo", "up"], capture_output=True
+    ).returncode == 0
+
+
+@pytest.mark.skipif(missing_tools() is not None, reason="pandoc/typst not installed")
+@pytest.mark.skipif(not _network_namespace(), reason="no user network namespace (unshare -rn)")
+def test_report_renders_html_and_pdf_with_no_network(tmp_path):
+    """``shopbayes report`` in a network namespace with only loopback (no DNS, no route): the
+    PDF (warning boxes included: every step is missing) and the HTML are written, and the
+    page references nothing on the network."""
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copytree(ROOT / "report", tmp_path / "report",
+                    ignore=shutil.ignore_patterns("_site"))
+    shutil.copytree(ROOT / "analysis", tmp_path / "analysis",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "models", tmp_path / "models",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    (tmp_path / "results" / "clean").mkdir(parents=True)
+    (tmp_path / "results" / "clean" / "manifest.json").write_text("{}")
+    # the kernel talks to the renderer over loopback, the one interface brought up
+    offline = "ip link set lo up && exec \"$@\""
+    run = subprocess.run(
+        ["unshare", "-rn", "sh", "-c", offline, "sh", sys.executable, "-m", "analysis.cli",
+         "report", "--results", str(tmp_path / "results")], cwd=tmp_path,
+        capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
+    site = tmp_path / "report" / "_site"
+    assert (site / "index.pdf").stat().st_size > 10_000
+    page = (site / "index.html").read_text(encoding="utf-8")
+    assert "no result to show" in page
+    assert re.findall(r"""(?:src|href)=["']?https?://|url\(["']?https?://|@import""",
+                      page) == []
