@@ -1,6 +1,7 @@
 """Step ``campaign2``: the billboard discount days in city 1134 (days 15 and 45).
 
-Builds the city x day panel without campaign 1's treated and control clients (their
+Builds the city x day panel in the query engine (:func:`analysis.store.aggregates.
+city_day_panel`, DuckDB by default) without campaign 1's treated and control clients (their
 window, days 5..16, includes day 15), keeps the 40 largest cities as comparison cities
 and pools the rest into "other", fits :class:`models.campaign2.Campaign2Model` with
 placebo terms (cities 1188 and 1157 on the campaign days; city 1134 on days 25 and 35),
@@ -17,24 +18,33 @@ from typing import Any
 import arviz as az
 import matplotlib.pyplot as plt
 
-from analysis.clean import read_campaign_ids, read_clients, read_purchases
+from analysis.clean import purchases_path, read_campaign_ids
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, step_dir
-from models.campaign2 import Campaign2Model, build_panel, check_design, pool_cities
+from analysis.store.aggregates import city_day_panel
+from analysis.store.engine import connect
+from analysis.store.tables import open_table
+from models.campaign2 import Campaign2Model, check_design, pool_cities
 
 CITY, DAYS = 1134, (15, 45)
 PLACEBO_CITIES, PLACEBO_DAYS = (1188, 1157), (25, 35)
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    purchases, clients = read_purchases(cfg), read_clients(cfg)
     try:
         ids = read_campaign_ids(cfg)
         exclude = set(ids["treated"]) | set(ids["control"])
     except StepSkipped:
         exclude = set()
-    panel = build_panel(purchases, clients, exclude)
+    # the panel is a GROUP BY in the engine: only cities x days come back
+    con = connect(cfg.engine)
+    source = purchases_path(cfg)
+    purchases = open_table(con, source, {"id": "integer", "dt": "integer",
+                                         "revenue": "number"})
+    clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet",
+                         {"id": "integer", "city": "integer"})
+    panel = city_day_panel(purchases, clients, exclude, source=str(source))
     present = set(panel["city"])
     placebo = tuple(c for c in PLACEBO_CITIES if c in present)
     panel = pool_cities(panel, keep=40, must_keep=(CITY, *placebo))

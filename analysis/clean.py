@@ -10,6 +10,7 @@ Run alone with ``python -m analysis.clean`` or ``shopbayes run clean``.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -58,13 +59,19 @@ def read_clients(cfg: Config) -> pd.DataFrame:
     return pd.read_parquet(step_dir(cfg, "clean") / "clients.parquet")
 
 
-def read_purchases(cfg: Config) -> pd.DataFrame:
-    """Cleaned purchases; raises :class:`StepSkipped` when the data has none."""
+def purchases_path(cfg: Config) -> Path:
+    """The cleaned purchases' Parquet file; raises :class:`StepSkipped` when the data has
+    no purchases."""
     path = step_dir(cfg, "clean") / "purchases.parquet"
     if not path.exists():
         raise StepSkipped("the data folder has no purchases table (the real purchases were "
                           "never published); this step needs it")
-    return pd.read_parquet(path)
+    return path
+
+
+def read_purchases(cfg: Config) -> pd.DataFrame:
+    """Cleaned purchases; raises :class:`StepSkipped` when the data has none."""
+    return pd.read_parquet(purchases_path(cfg))
 
 
 def read_campaign_ids(cfg: Config) -> dict[str, Any]:

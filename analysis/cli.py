@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from analysis.config import load_config
+from analysis.store.engine import ENGINES
 
 
 def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
@@ -96,8 +97,9 @@ def _run(args: argparse.Namespace) -> int:
         print(f"Data: {cfg.one_click_dir}   results: {cfg.results_dir}")
         results = pipeline.run(cfg, only=step, force=args.force)
         return 1 if any(r["status"] == "failed" for r in results) else 0
-    cfg = load_config(args.config, data_dir=args.data, results_dir=args.results)
-    print(f"Data: {cfg.data_dir}   results: {cfg.results_dir}")
+    overrides = {"engine": args.engine} if args.engine else {}
+    cfg = load_config(args.config, data_dir=args.data, results_dir=args.results, **overrides)
+    print(f"Data: {cfg.data_dir}   results: {cfg.results_dir}   engine: {cfg.engine}")
     if not cfg.data_dir.exists():
         print(f"error: data folder {cfg.data_dir} not found "
               "(make demo data with `shopbayes demo-data`)", file=sys.stderr)
@@ -188,6 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder with the case's four files")
     r.add_argument("--results", default=None, help="results folder (default data/results)")
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
+    r.add_argument("--engine", choices=ENGINES, default=None,
+                   help="query engine for the aggregates (default from config: duckdb)")
     r.set_defaults(func=_run)
     rp = sub.add_parser("report", help="render the Quarto report without Quarto")
     rp.add_argument("dir", nargs="?", default="report")

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from analysis.loaders import CLIENTS_CSV, DB_FILE
+from analysis.store.engine import ENGINES
 from models.sampling import SamplerSettings
 
 CONFIG_FILE = "shopbayes.toml"
@@ -117,6 +118,8 @@ class Config:
     seed: int = 20241123
     demo_clients: int = 104_989
     min_city_clients: int = 30
+    #: query engine of the data layer (analysis.store): "duckdb" (embedded) or "spark"
+    engine: str = "duckdb"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     #: per-step changes to ``sampler`` (measured at real scale: campaign 2 passes every
     #: check with 1,500 draws per chain; propensity needs 2,000 (1,500 left r_hat of
@@ -201,5 +204,8 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     for key in ("data_dir", "results_dir"):
         if key in values:
             values[key] = Path(values[key])
+    if values.get("engine", cfg.engine) not in ENGINES:
+        raise ValueError(f"{file}: engine = {values['engine']!r} is not one of "
+                         f"{', '.join(ENGINES)}")
     return replace(cfg, sampler=sampler, business=business, segments=segments,
                    propensity=propensity, one_click=one_click, **values)

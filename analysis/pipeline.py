@@ -30,7 +30,7 @@ VERSION = "0.1.0"
 # code that only draws the report or parses the command line cannot change a result
 _NOT_RESULTS = {"cli.py", "report.py", "report_helpers.py", "report_pdf.py"}
 _LIBRARIES = ("numpy", "pandas", "scipy", "scikit-learn", "pymc", "pytensor", "nutpie",
-              "arviz")
+              "arviz", "duckdb", "ibis-framework", "pyspark")
 _CODE_DIGEST: list[str] = []
 
 

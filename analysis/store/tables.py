@@ -1,0 +1,61 @@
+"""The Parquet tables a step reads, opened in an engine and checked before any query.
+
+A table that is missing, or a column that is absent or of another type than the
+aggregates need, is a :class:`~analysis.errors.DataError` naming the file and column,
+raised before the engine plans a query (whose own error would name neither).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from analysis.errors import DataError, Problem
+
+#: the kinds of column the aggregates rely on, checked against the Parquet schema
+KINDS = {"integer": "is_integer", "number": "is_numeric", "string": "is_string",
+         "boolean": "is_boolean"}
+
+
+def open_table(con: Any, path: Path, columns: dict[str, str], name: str | None = None
+               ) -> Any:
+    """Open the Parquet file ``path`` in the Ibis backend ``con`` and check its columns.
+
+    Parameters
+    ----------
+    con
+        An Ibis backend (:func:`analysis.store.engine.connect`).
+    path
+        A Parquet file (or a folder of Parquet files, as Spark writes them).
+    columns
+        ``{column: kind}`` with kind ``integer``, ``number`` (integer or floating),
+        ``string`` or ``boolean``; other columns of the file are allowed.
+    name
+        The table's name in the engine (default: the file's stem).
+
+    Returns
+    -------
+    ibis.Table
+
+    Raises
+    ------
+    DataError
+        The file does not exist, or a column is missing or of another kind (every such
+        column listed at once).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "table not found (expected a Parquet file)")
+    table = con.read_parquet(str(path), table_name=name or path.stem.replace("-", "_"))
+    schema = table.schema()
+    problems = []
+    for column, kind in columns.items():
+        if column not in schema:
+            problems.append(Problem(str(path), f"column missing (needs {kind}); found "
+                                    f"{', '.join(schema.names)}", column))
+        elif not getattr(schema[column], KINDS[kind])():
+            problems.append(Problem(str(path), f"type {schema[column]} where {kind} is "
+                                    "needed", column, rule=f"type {kind}"))
+    if problems:
+        raise DataError.from_problems(path, problems)
+    return table

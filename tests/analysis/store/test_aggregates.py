@@ -1,0 +1,122 @@
+"""The engine aggregates equal today's pandas ones exactly, on DuckDB and on Spark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.cleaning import clean
+from analysis.errors import DataError
+from analysis.id_files import campaign_groups
+from analysis.loaders import load_folder
+from analysis.store.aggregates import city_day_panel
+from analysis.store.engine import EngineUnavailable, connect, spark_problem, stop_spark
+from analysis.store.tables import open_table
+from models.campaign2 import build_panel
+
+PURCHASES = {"id": "integer", "dt": "integer", "revenue": "number"}
+CLIENTS = {"id": "integer", "city": "integer"}
+
+
+@pytest.fixture(scope="module")
+def cleaned(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The small demo's cleaned tables as the clean step writes them, and campaign 1's ids."""
+    raw = load_folder(small_demo)
+    data = clean(raw)
+    out = tmp_path_factory.mktemp("clean")
+    data.purchases.to_parquet(out / "purchases.parquet")
+    data.clients.to_parquet(out / "clients.parquet")
+    g = campaign_groups(raw.positive, raw.negative)
+    return out, data, set(g.treated) | set(g.control)
+
+
+def _panel(con, folder: Path, exclude) -> pd.DataFrame:
+    return city_day_panel(open_table(con, folder / "purchases.parquet", PURCHASES),
+                          open_table(con, folder / "clients.parquet", CLIENTS), exclude)
+
+
+def test_duckdb_panel_equals_the_pandas_panel(cleaned):
+    folder, data, exclude = cleaned
+    expected = build_panel(data.purchases, data.clients, exclude)
+    got = _panel(connect("duckdb"), folder, exclude)
+    pd.testing.assert_frame_equal(got, expected.reset_index(drop=True))
+    assert got["orders"].sum() > 1000 and (got.groupby("city").size() == 59).all()
+    # excluding nobody changes the numbers: the exclusion is applied, not ignored
+    assert _panel(connect("duckdb"), folder, ())["orders"].sum() > got["orders"].sum()
+
+
+@pytest.fixture(scope="module")
+def spark():
+    """One local Spark session for the module, stopped after it."""
+    if spark_problem():
+        pytest.skip(spark_problem())
+    yield connect("spark")
+    stop_spark()
+
+
+def test_spark_panel_equals_the_duckdb_panel(cleaned, spark):
+    folder, _, exclude = cleaned
+    on_duckdb = _panel(connect("duckdb"), folder, exclude)
+    on_spark = _panel(spark, folder, exclude)
+    pd.testing.assert_frame_equal(on_spark, on_duckdb)
+
+
+def test_a_missing_table_and_wrong_types_name_the_file_and_column(cleaned, tmp_path):
+    folder, data, _ = cleaned
+    con = connect("duckdb")
+    with pytest.raises(DataError, match=r"nowhere[/\\]purchases.parquet: table not found"):
+        open_table(con, tmp_path / "nowhere" / "purchases.parquet", PURCHASES)
+    bad = data.clients.assign(city=data.clients["city"].astype(str)).drop(columns="id")
+    bad.to_parquet(tmp_path / "clients.parquet")
+    with pytest.raises(DataError) as err:
+        open_table(con, tmp_path / "clients.parquet", CLIENTS)
+    text = str(err.value)
+    assert "clients.parquet: 2 problems" in text
+    assert "column 'id': column missing (needs integer)" in text
+    assert "column 'city': type string where integer is needed" in text
+
+
+def test_days_outside_the_period_are_an_error_naming_the_column(cleaned, tmp_path):
+    folder, data, _ = cleaned
+    data.purchases.assign(dt=data.purchases["dt"].where(
+        data.purchases.index % 97 != 0, 61)).to_parquet(tmp_path / "purchases.parquet")
+    con = connect("duckdb")
+    with pytest.raises(DataError, match=r"column 'dt': purchases hold days outside 0\.\.58 "
+                                        r"\(e\.g\. \[61, 61, 61\]\) \(rule: in_range\(0, 58\)\)"):
+        city_day_panel(open_table(con, tmp_path / "purchases.parquet", PURCHASES),
+                       open_table(con, folder / "clients.parquet", CLIENTS),
+                       source=str(tmp_path / "purchases.parquet"))
+
+
+def test_engines_that_cannot_run_say_why(monkeypatch):
+    import builtins
+
+    with pytest.raises(EngineUnavailable, match="unknown engine 'sqlserver'; known: duckdb, "
+                                                "spark"):
+        connect("sqlserver")
+    real_import = builtins.__import__
+
+    def no_pyspark(name, *args, **kwargs):
+        if name.startswith("pyspark"):
+            raise ImportError(name=name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyspark)
+    assert "pip install 'shopbayes[spark]'" in spark_problem()
+    monkeypatch.setattr(builtins, "__import__", real_import)
+    monkeypatch.setenv("PATH", "/nonexistent")
+    monkeypatch.delenv("JAVA_HOME", raising=False)
+    assert "needs Java 17" in spark_problem()
+
+
+def test_the_engine_is_a_config_setting(tmp_path):
+    from analysis.config import load_config
+
+    f = tmp_path / "c.toml"
+    f.write_text('engine = "spark"\n')
+    assert load_config(f).engine == "spark"
+    f.write_text('engine = "oracle"\n')
+    with pytest.raises(ValueError, match="engine = 'oracle' is not one of duckdb, spark"):
+        load_config(f)
