@@ -69,6 +69,17 @@ CASES: dict[str, tuple[str, float]] = {
                              "'comparison': s['design']['primary'], "
                              "'converged': s['convergence']['ok'], "
                              "'problems': s['convergence']['problems']}"), 60.0),
+    # the campaign-2 panel: old pandas path (peak RSS holds every purchase row) against
+    # the engines (the same expression on DuckDB and on a local Spark session)
+    "panel_pandas_real_scale": (
+        "from benchmarks.store_cases import city_day_panel\n"
+        f"extra = city_day_panel(r'{WORK}', 'pandas')", 10.0),
+    "panel_duckdb_real_scale": (
+        "from benchmarks.store_cases import city_day_panel\n"
+        f"extra = city_day_panel(r'{WORK}', 'duckdb')", 10.0),
+    "panel_spark_real_scale": (
+        "from benchmarks.store_cases import city_day_panel\n"
+        f"extra = city_day_panel(r'{WORK}', 'spark')", 60.0),
     "uplift_bambi_crosscheck_10k": (
         "from benchmarks.uplift_cases import bambi_crosscheck\nextra = bambi_crosscheck()",
         30.0),
