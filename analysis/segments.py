@@ -26,11 +26,13 @@ import pandas as pd
 from sklearn.metrics import adjusted_rand_score
 
 from analysis import model_store
-from analysis.clean import read_clients, read_purchases
+from analysis.clean import purchases_path, read_clients
 from analysis.config import Config
 from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
-from models.segment_features import client_behaviour
+from analysis.store.aggregates import BEHAVIOUR_COLUMNS, client_behaviour
+from analysis.store.engine import connect
+from analysis.store.tables import open_table
 from models.segments import NO_HISTORY, GaussianMixtureSegmenter, profile_clusters, stability
 
 CAMPAIGN1_WINDOW = (5, 16)
@@ -72,8 +74,10 @@ def assign(model: GaussianMixtureSegmenter, behaviour: pd.DataFrame, ids: pd.Ser
 
 def run(cfg: Config) -> dict[str, Any]:
     s = cfg.segments
-    clients, purchases = read_clients(cfg), read_purchases(cfg)
+    clients = read_clients(cfg)
     demo = demographics(cfg, clients)
+    # per-client features are a GROUP BY in the engine: the purchases stay there
+    purchases = open_table(connect(cfg.engine), purchases_path(cfg), BEHAVIOUR_COLUMNS)
     behaviour = client_behaviour(purchases, exclude_days=CAMPAIGN1_WINDOW)
     behaviour = behaviour[behaviour.index.isin(demo.index)].join(demo[["age"]])
     fit_set = behaviour[behaviour["items"] >= s.min_items]

@@ -9,5 +9,6 @@ PySpark (``engine = "spark"``) alike:
   is not installed or cannot start;
 * :mod:`analysis.store.tables`: open the Parquet tables a step reads, checking that each
   exists and has the columns and types the aggregates need;
-* :mod:`analysis.store.aggregates`: the aggregations (the campaign-2 city x day panel).
+* :mod:`analysis.store.aggregates`: the aggregations (the campaign-2 city x day panel,
+  the segments step's per-client behaviour features).
 """

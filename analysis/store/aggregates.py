@@ -81,3 +81,63 @@ def city_day_panel(purchases: Any, clients: Any, exclude_ids: Iterable[int] = ()
     out = panel.to_pandas()
     return out.astype({"city": "int64", "day": "int64", "orders": "int64",
                        "buyers": "int64", "revenue": "float64"}).reset_index(drop=True)
+
+
+#: the purchases' columns :func:`client_behaviour` reads, for
+#: :func:`analysis.store.tables.open_table`
+BEHAVIOUR_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number",
+                     "base_sale": "integer", "category": "string", "product_key": "string"}
+
+
+def client_behaviour(purchases: Any, exclude_days: tuple[int, int] | None = (5, 16),
+                     last_day: int | None = None) -> pd.DataFrame:
+    """Per-client purchase behaviour outside ``exclude_days``, computed in the engine.
+
+    The engine version of :func:`models.segment_features.client_behaviour` (same index,
+    columns, dtypes and numbers): the engine groups by client and by client x category;
+    only those per-client rows come back.
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``dt`` (day), ``revenue`` (money), ``base_sale`` (0/1,
+        may be null), ``category`` and ``product_key`` (may be null).
+    exclude_days
+        Days left out, inclusive (the campaign-1 window by default); ``None`` keeps all.
+    last_day
+        Day recency is measured from (default: the last day of any purchase).
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``id``; ``items``, ``orders`` (distinct purchase days), ``revenue``,
+        ``recency`` (days), ``sale_items``, ``kids_items`` and one ``cat__<category>``
+        count per category (categories sorted by name). Clients without purchases in the
+        kept days are absent.
+    """
+    from models.segment_features import CATEGORY_PREFIX, KIDS_PATTERN
+
+    p = purchases
+    last = (int(p.dt.max().to_pyarrow().as_py()) if last_day is None else int(last_day))
+    if exclude_days is not None:
+        lo, hi = exclude_days
+        p = p.filter((p.dt < lo) | (p.dt > hi))
+    p = p.mutate(kids=p.product_key.re_search(KIDS_PATTERN).fill_null(False).cast("int64"),
+                 base_sale=p.base_sale.fill_null(0).cast("int64"),
+                 category=p.category.fill_null("unknown"))
+    per_client = p.group_by("id").aggregate(
+        items=p.count(), orders=p.dt.nunique(), revenue=p.revenue.sum().cast("float64"),
+        recency=(last - p.dt.max()).cast("int64"), sale_items=p.base_sale.sum(),
+        kids_items=p.kids.sum())
+    out = per_client.to_pandas().set_index("id").sort_index()
+    long = p.group_by(["id", "category"]).aggregate(n=p.count()).to_pandas()
+    counts = long.pivot(index="id", columns="category", values="n").fillna(0)
+    counts = counts.reindex(columns=sorted(counts.columns)).astype("int64")
+    counts.columns = [CATEGORY_PREFIX + str(c) for c in counts.columns]
+    counts.columns.name = None
+    out = out.astype({"items": "int64", "orders": "int64", "revenue": "float64",
+                      "recency": "int64", "sale_items": "int64", "kids_items": "int64"})
+    out = out.join(counts)
+    out.index = out.index.astype("int64")
+    out.index.name = "id"
+    return out

@@ -11,7 +11,7 @@ from analysis.cleaning import clean
 from analysis.errors import DataError
 from analysis.id_files import campaign_groups
 from analysis.loaders import load_folder
-from analysis.store.aggregates import city_day_panel
+from analysis.store.aggregates import BEHAVIOUR_COLUMNS, city_day_panel
 from analysis.store.engine import EngineUnavailable, connect, spark_problem, stop_spark
 from analysis.store.tables import open_table
 from models.campaign2 import build_panel
@@ -48,18 +48,22 @@ def test_duckdb_panel_equals_the_pandas_panel(cleaned):
 
 
 @pytest.fixture(scope="module")
-def spark():
-    """One local Spark session for the module, stopped after it."""
+def spark_or_none():
+    """One local Spark session for the module (stopped after it) where Spark can run
+    here, else ``None``."""
     if spark_problem():
-        pytest.skip(spark_problem())
+        yield None
+        return
     yield connect("spark")
     stop_spark()
 
 
-def test_spark_panel_equals_the_duckdb_panel(cleaned, spark):
+def test_spark_panel_equals_the_duckdb_panel(cleaned, spark_or_none):
+    if spark_or_none is None:
+        pytest.skip(spark_problem())
     folder, _, exclude = cleaned
     on_duckdb = _panel(connect("duckdb"), folder, exclude)
-    on_spark = _panel(spark, folder, exclude)
+    on_spark = _panel(spark_or_none, folder, exclude)
     pd.testing.assert_frame_equal(on_spark, on_duckdb)
 
 
@@ -120,3 +124,23 @@ def test_the_engine_is_a_config_setting(tmp_path):
     f.write_text('engine = "oracle"\n')
     with pytest.raises(ValueError, match="engine = 'oracle' is not one of duckdb, spark"):
         load_config(f)
+
+
+def test_client_behaviour_equals_the_pandas_features(cleaned, spark_or_none):
+    from analysis.store.aggregates import client_behaviour
+    from models.segment_features import client_behaviour as on_pandas
+
+    folder, data, _ = cleaned
+    expected = on_pandas(data.purchases)
+    assert expected["kids_items"].sum() > 0 and expected["sale_items"].sum() > 0
+    engines = [connect("duckdb")] + ([spark_or_none] if spark_or_none is not None else [])
+    for con in engines:
+        got = client_behaviour(open_table(con, folder / "purchases.parquet",
+                                          BEHAVIOUR_COLUMNS))
+        pd.testing.assert_frame_equal(got, expected)
+    # the window and the recency day are honoured, not ignored
+    whole = client_behaviour(open_table(engines[0], folder / "purchases.parquet",
+                                        BEHAVIOUR_COLUMNS), exclude_days=None, last_day=70)
+    pd.testing.assert_frame_equal(whole, on_pandas(data.purchases, exclude_days=None,
+                                                   last_day=70))
+    assert whole["items"].sum() > expected["items"].sum()
