@@ -22,7 +22,11 @@ from analysis.clean import purchases_path, read_campaign_ids
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, step_dir
-from analysis.store.aggregates import city_day_panel
+from analysis.store.aggregates import (
+    PANEL_CLIENT_COLUMNS,
+    PANEL_PURCHASE_COLUMNS,
+    city_day_panel,
+)
 from analysis.store.engine import connect
 from analysis.store.tables import open_table
 from models.campaign2 import Campaign2Model, check_design, pool_cities
@@ -40,10 +44,8 @@ def run(cfg: Config) -> dict[str, Any]:
     # the panel is a GROUP BY in the engine: only cities x days come back
     con = connect(cfg.engine)
     source = purchases_path(cfg)
-    purchases = open_table(con, source, {"id": "integer", "dt": "integer",
-                                         "revenue": "number"})
-    clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet",
-                         {"id": "integer", "city": "integer"})
+    purchases = open_table(con, source, PANEL_PURCHASE_COLUMNS)
+    clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet", PANEL_CLIENT_COLUMNS)
     panel = city_day_panel(purchases, clients, exclude, source=str(source))
     present = set(panel["city"])
     placebo = tuple(c for c in PLACEBO_CITIES if c in present)

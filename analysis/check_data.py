@@ -89,7 +89,7 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
         lost = attempt("personal_data_lost", lost_path,
                        lambda: loaders.read_client_csv(lost_path, lost=True))
     ids: dict[str, IdFile | None] = {}
-    for label, name in (("positive", loaders.POSITIVE_FILE), ("negative", loaders.NEGATIVE_FILE)):
+    for label, name in loaders.ID_FILES.items():
         p = folder / name
         if p.exists():
             ids[label] = attempt(label, p, lambda p=p: read_id_file(p))

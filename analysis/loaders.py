@@ -31,6 +31,8 @@ CLIENTS_CSV = "personal_data.csv"
 LOST_FILE = "personal_data.csv.gz"
 POSITIVE_FILE = "ids_first_company_positive.txt"
 NEGATIVE_FILE = "ids_first_company_negative.txt"
+#: campaign 1's id files by the :class:`RawData` attribute that holds them
+ID_FILES = {"positive": POSITIVE_FILE, "negative": NEGATIVE_FILE}
 DB_TABLES = ("personal_data", "personal_data_coeffs", "purchases")
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
@@ -163,8 +165,7 @@ def load_folder(folder: str | Path) -> RawData:
     lost = attempt(read_client_csv, folder / LOST_FILE, True) if (
         folder / LOST_FILE).exists() else None
     id_files = {attr: attempt(read_id_file, folder / name)
-                for attr, name in (("positive", POSITIVE_FILE), ("negative", NEGATIVE_FILE))
-                if (folder / name).exists()}
+                for attr, name in ID_FILES.items() if (folder / name).exists()}
     if problems:
         raise DataError.from_problems(folder, problems)
     data = RawData(folder=folder, clients=tables["personal_data"],
@@ -175,7 +176,7 @@ def load_folder(folder: str | Path) -> RawData:
         sources["personal_data_lost"] = str(folder / LOST_FILE)
     for attr, parsed in id_files.items():
         setattr(data, attr, parsed)
-        sources[attr] = str(folder / (POSITIVE_FILE if attr == "positive" else NEGATIVE_FILE))
+        sources[attr] = str(folder / ID_FILES[attr])
     for name, table in (("personal_data", data.clients), ("personal_data_lost", data.lost)):
         if table is not None and table.attrs.get("text"):
             sources[f"{name}_text"] = table.attrs["text"]

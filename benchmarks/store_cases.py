@@ -48,6 +48,10 @@ def city_day_panel(work: str, engine: str) -> dict[str, float | int | bool]:
                             pd.read_parquet(folder / "clients.parquet"), exclude)
         extra["inner_seconds"] = time.perf_counter() - t
     else:
+        from analysis.store.aggregates import (
+            PANEL_CLIENT_COLUMNS,
+            PANEL_PURCHASE_COLUMNS,
+        )
         from analysis.store.aggregates import city_day_panel as panel_in_engine
         from analysis.store.engine import connect
         from analysis.store.tables import open_table
@@ -57,9 +61,8 @@ def city_day_panel(work: str, engine: str) -> dict[str, float | int | bool]:
         extra["connect_seconds"] = time.perf_counter() - t
         t = time.perf_counter()
         panel = panel_in_engine(
-            open_table(con, folder / "purchases.parquet",
-                       {"id": "integer", "dt": "integer", "revenue": "number"}),
-            open_table(con, folder / "clients.parquet", {"id": "integer", "city": "integer"}),
+            open_table(con, folder / "purchases.parquet", PANEL_PURCHASE_COLUMNS),
+            open_table(con, folder / "clients.parquet", PANEL_CLIENT_COLUMNS),
             exclude)
         extra["inner_seconds"] = time.perf_counter() - t
         # peak RSS of the engine path alone (before the pandas reference is built)

@@ -12,9 +12,13 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import DataError
+from models.segment_features import CATEGORY_PREFIX, KIDS_PATTERN
 
 #: days 0..58 of the store's data
 N_DAYS = 59
+#: the columns :func:`city_day_panel` reads, for :func:`analysis.store.tables.open_table`
+PANEL_PURCHASE_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number"}
+PANEL_CLIENT_COLUMNS = {"id": "integer", "city": "integer"}
 
 
 def city_day_panel(purchases: Any, clients: Any, exclude_ids: Iterable[int] = (),
@@ -115,8 +119,6 @@ def client_behaviour(purchases: Any, exclude_days: tuple[int, int] | None = (5, 
         count per category (categories sorted by name). Clients without purchases in the
         kept days are absent.
     """
-    from models.segment_features import CATEGORY_PREFIX, KIDS_PATTERN
-
     p = purchases
     last = (int(p.dt.max().to_pyarrow().as_py()) if last_day is None else int(last_day))
     if exclude_days is not None:

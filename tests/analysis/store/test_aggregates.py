@@ -11,13 +11,15 @@ from analysis.cleaning import clean
 from analysis.errors import DataError
 from analysis.id_files import campaign_groups
 from analysis.loaders import load_folder
-from analysis.store.aggregates import BEHAVIOUR_COLUMNS, city_day_panel
+from analysis.store.aggregates import (
+    BEHAVIOUR_COLUMNS,
+    PANEL_CLIENT_COLUMNS,
+    PANEL_PURCHASE_COLUMNS,
+    city_day_panel,
+)
 from analysis.store.engine import EngineUnavailable, connect, spark_problem, stop_spark
 from analysis.store.tables import open_table
 from models.campaign2 import build_panel
-
-PURCHASES = {"id": "integer", "dt": "integer", "revenue": "number"}
-CLIENTS = {"id": "integer", "city": "integer"}
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +35,9 @@ def cleaned(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 def _panel(con, folder: Path, exclude) -> pd.DataFrame:
-    return city_day_panel(open_table(con, folder / "purchases.parquet", PURCHASES),
-                          open_table(con, folder / "clients.parquet", CLIENTS), exclude)
+    return city_day_panel(open_table(con, folder / "purchases.parquet", PANEL_PURCHASE_COLUMNS),
+                          open_table(con, folder / "clients.parquet", PANEL_CLIENT_COLUMNS),
+                          exclude)
 
 
 def test_duckdb_panel_equals_the_pandas_panel(cleaned):
@@ -71,11 +74,11 @@ def test_a_missing_table_and_wrong_types_name_the_file_and_column(cleaned, tmp_p
     folder, data, _ = cleaned
     con = connect("duckdb")
     with pytest.raises(DataError, match=r"nowhere[/\\]purchases.parquet: table not found"):
-        open_table(con, tmp_path / "nowhere" / "purchases.parquet", PURCHASES)
+        open_table(con, tmp_path / "nowhere" / "purchases.parquet", PANEL_PURCHASE_COLUMNS)
     bad = data.clients.assign(city=data.clients["city"].astype(str)).drop(columns="id")
     bad.to_parquet(tmp_path / "clients.parquet")
     with pytest.raises(DataError) as err:
-        open_table(con, tmp_path / "clients.parquet", CLIENTS)
+        open_table(con, tmp_path / "clients.parquet", PANEL_CLIENT_COLUMNS)
     text = str(err.value)
     assert "clients.parquet: 2 problems" in text
     assert "column 'id': column missing (needs integer)" in text
@@ -89,8 +92,8 @@ def test_days_outside_the_period_are_an_error_naming_the_column(cleaned, tmp_pat
     con = connect("duckdb")
     with pytest.raises(DataError, match=r"column 'dt': purchases hold days outside 0\.\.58 "
                                         r"\(e\.g\. \[61, 61, 61\]\) \(rule: in_range\(0, 58\)\)"):
-        city_day_panel(open_table(con, tmp_path / "purchases.parquet", PURCHASES),
-                       open_table(con, folder / "clients.parquet", CLIENTS),
+        city_day_panel(open_table(con, tmp_path / "purchases.parquet", PANEL_PURCHASE_COLUMNS),
+                       open_table(con, folder / "clients.parquet", PANEL_CLIENT_COLUMNS),
                        source=str(tmp_path / "purchases.parquet"))
 
 
