@@ -189,6 +189,11 @@ def resolve_crossrefs(text: str, numbers: dict[str, int]) -> tuple[str, list[str
 
 
 _CDN_SCRIPT = re.compile(r'<script[^>]*\ssrc="https?://[^"]*"[^>]*>\s*</script>\s*')
+# nbconvert's lab template also carries a module script that imports mermaid.js from a CDN
+# when the page has Mermaid diagrams; the report has none
+_MERMAID_SCRIPT = re.compile(
+    r'<script type="module">(?:(?!</script>).)*?jp-Mermaid(?:(?!</script>).)*</script>\s*',
+    re.S)
 _HEADING = re.compile(r'<h([23]) id="([^"]+)">(.*?)(?:<a class="anchor-link"[^>]*>.*?</a>)?'
                       r'</h\1>', re.S)
 
@@ -328,9 +333,10 @@ def render_file(qmd: Path, project: dict[str, Any], params: dict[str, Any],
         nb.metadata["title"] = title
         body, _ = exporter.from_notebook_node(copy.deepcopy(nb),
                                               resources={"metadata": {"name": title}})
-        # nbconvert's template loads require.js and MathJax from a CDN; the report has no
-        # widgets and no math, and a self-contained page must open the same offline
-        body = _CDN_SCRIPT.sub("", body)
+        # nbconvert's template loads require.js and MathJax from a CDN (and mermaid.js
+        # when a page has diagrams); the report has no widgets, no math and no diagrams,
+        # and a self-contained page must open the same offline
+        body = _MERMAID_SCRIPT.sub("", _CDN_SCRIPT.sub("", body))
         html_format = (project.get("format") or {}).get("html") or {}
         if html_format.get("number-sections"):
             body = number_sections(body)

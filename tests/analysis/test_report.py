@@ -313,8 +313,9 @@ def test_chunk_outputs_give_quarto_no_reason_to_add_cdn_scripts(tmp_path):
                          to="html")
     page = out[0].read_text()
     assert '<div class="callout callout-warning"' in page
-    # nor does shopbayes's own page load anything (nbconvert's require.js and MathJax)
-    assert re.findall(r'(?:src|href)="https?://[^"]*"', page) == []
+    # nor does shopbayes's own page load anything (nbconvert's require.js, MathJax and
+    # mermaid.js)
+    assert re.findall(r'(?:src|href)="https?://[^"]*"|import\("https?://', page) == []
 
 
 def test_crossrefs_resolve_and_unresolved_ones_warn_as_in_quarto():
@@ -428,5 +429,5 @@ def test_report_renders_html_and_pdf_with_no_network(tmp_path):
     assert (site / "index.pdf").stat().st_size > 10_000
     page = (site / "index.html").read_text(encoding="utf-8")
     assert "no result to show" in page
-    assert re.findall(r"""(?:src|href)=["']?https?://|url\(["']?https?://|@import""",
-                      page) == []
+    assert re.findall(r"""(?:src|href)=["']?https?://|url\(["']?https?://|@import"""
+                      r"""|import\(["']https?://""", page) == []
