@@ -21,7 +21,12 @@ GROUPS = ("treated", "control", "untreated")
 
 
 def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
-    """Orders, items, revenue and discount share per client and period (zeros for no buys)."""
+    """Orders, items, revenue and discount share per client and period (zeros for no buys).
+
+    The in-memory reference of :func:`analysis.store.aggregates.period_metrics` (which the
+    uplift step runs in the engine): ``id`` and ``<period>_orders``, ``_items``,
+    ``_revenue``, ``_sale_items`` (float64) for each of ``ids``.
+    """
     p = purchases[purchases["id"].isin(ids)]
     out = pd.DataFrame({"id": ids.to_numpy()})
     for name, (lo, hi) in PERIODS.items():
@@ -30,17 +35,35 @@ def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
                                      revenue=("revenue", "sum"), sale_items=("base_sale", "sum"))
         agg = agg.add_prefix(f"{name}_")
         out = out.merge(agg, left_on="id", right_index=True, how="left")
-    return out.fillna(0)
+    return _zero_filled(out)
 
 
-def store_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[int],
-                control: list[int], clusters: pd.DataFrame | None = None
+def _zero_filled(out: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in out.columns if c != "id"]
+    return out.fillna({c: 0 for c in cols}).astype({c: "float64" for c in cols})
+
+
+def metrics_of(per_client: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
+    """:func:`client_metrics`' frame from the engine's per-client rows
+    (:func:`analysis.store.aggregates.period_metrics`): one row per id of ``ids``, zeros
+    for clients without purchases."""
+    out = pd.DataFrame({"id": ids.to_numpy()})
+    return _zero_filled(out.merge(per_client.astype({"id": out["id"].dtype}), on="id",
+                                  how="left"))
+
+
+def store_frame(clients: pd.DataFrame, purchases: pd.DataFrame | None, treated: list[int],
+                control: list[int], clusters: pd.DataFrame | None = None,
+                per_client: pd.DataFrame | None = None
                 ) -> tuple[pd.DataFrame, dict[str, object]]:
     """One row per client of the store with the uplift data contract (see models.uplift)
     and ``group`` in ``treated`` / ``control`` (the control file) / ``untreated`` (every
     other client).
 
-    Returns the frame and a report of campaign ids dropped (unknown clients) and why.
+    The period metrics come from ``purchases`` (:func:`client_metrics`) or, when given,
+    from the engine's ``per_client`` rows (:func:`metrics_of`; ``purchases`` may then be
+    ``None``). Returns the frame and a report of campaign ids dropped (unknown clients)
+    and why.
     """
     known = set(clients["id"].tolist())
     t_ids, c_ids = pd.Index(treated), pd.Index(control)
@@ -50,7 +73,9 @@ def store_frame(clients: pd.DataFrame, purchases: pd.DataFrame, treated: list[in
         "dropped_unknown_control": int((~c_ids.isin(list(known))).sum()),
     }
     base = clients[["id", "gender", "age", "education", "city", "country", "personal_coef"]]
-    df = base.merge(client_metrics(purchases, base["id"]), on="id")
+    metrics = (metrics_of(per_client, base["id"]) if per_client is not None
+               else client_metrics(purchases, base["id"]))
+    df = base.merge(metrics, on="id")
     df["group"] = np.where(df["id"].isin(t_ids), "treated",
                            np.where(df["id"].isin(c_ids), "control", "untreated"))
     df["treated"] = df["group"] == "treated"

@@ -93,7 +93,12 @@ def flag_costs(cost: pd.Series, category: pd.Series) -> pd.Series:
 
 @dataclass
 class CleanData:
-    """Tidy tables and the data-quality summary."""
+    """Tidy tables and the data-quality summary.
+
+    ``colours`` is the long table ``id``, ``colour`` (one row per colour of a purchase
+    row); ``products`` the catalogue ``product_key``, ``name`` (the key's most frequent
+    spelling), ``variants``, ``category`` (of that name), ``rows``.
+    """
 
     clients: pd.DataFrame
     purchases: pd.DataFrame | None
@@ -177,6 +182,8 @@ def clean_purchases(
     p["revenue"] = p["cost"].where(p["cost_flag"] == "ok", 0).astype("int64")
     colours = split_colours(p["colour"])
     p["n_colours"] = colours.groupby("row").size().reindex(p.index, fill_value=0).to_numpy()
+    colours = pd.DataFrame({"id": p["id"].to_numpy()[colours["row"].to_numpy()],
+                            "colour": colours["colour"].to_numpy()})
     products = (
         p.groupby(["product_key", "product"]).size().rename("n").reset_index()
         .sort_values(["product_key", "n"], ascending=[True, False])
@@ -188,10 +195,10 @@ def clean_purchases(
         "name": names["product"].to_numpy(),
         "variants": variants.reindex(names.index).to_numpy(),
     })
-    catalogue = catalogue.merge(
-        p.groupby("product_key").agg(category=("category", "first"), rows=("id", "size")),
-        on="product_key",
-    )
+    # a key's category is its display name's (word-order variants may start differently)
+    catalogue["category"] = product_category(catalogue["name"]).to_numpy()
+    catalogue = catalogue.merge(p.groupby("product_key").agg(rows=("id", "size")),
+                                on="product_key")
     flags = p["cost_flag"].value_counts()
     quality.update({
         "product_names": int(p["product"].nunique()),

@@ -3,6 +3,7 @@
 ::
 
     shopbayes demo-data [--out data/demo] [--clients N] [--seed S] [--design store|randomized]
+                        [--format sqlite|parquet] [--chunk-clients N]
                         [--one-click]
     shopbayes check-data [DIR]
     shopbayes run [STEP] [--data DIR] [--results DIR] [--force]
@@ -57,8 +58,14 @@ def _demo_data(args: argparse.Namespace) -> int:
                   f"(seed {spec.seed}, {spec.clients:,} clients).")
             return 0
     t0 = time.perf_counter()
-    print(f"Generating synthetic store data: {spec.clients:,} clients, seed {spec.seed} ...")
-    written = write_demo(args.out, spec)
+    print(f"Generating synthetic store data: {spec.clients:,} clients, seed {spec.seed}, "
+          f"{args.format} ...")
+    if args.format == "parquet":
+        from analysis.demo_parquet import write_demo_parquet
+
+        written = write_demo_parquet(args.out, spec, args.chunk_clients)
+    else:
+        written = write_demo(args.out, spec)
     print(f"Wrote {len(written)} files to {args.out} in {time.perf_counter() - t0:.1f} s")
     return 0
 
@@ -177,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--design", choices=("store", "randomized"), default="store",
                    help="campaign 1 as the real store ran it (controls picked among window "
                         "buyers; default) or a clean randomized test")
+    d.add_argument("--format", choices=("sqlite", "parquet"), default="sqlite",
+                   help="the real store's SQLite database (default), or Parquet tables "
+                        "written in chunks (for stores of millions of clients)")
+    d.add_argument("--chunk-clients", type=int, default=200_000,
+                   help="--format parquet: clients generated at a time (memory per chunk)")
     d.add_argument("--if-needed", action="store_true",
                    help="only when no real data is configured and data/demo is not current")
     d.set_defaults(func=_demo_data)

@@ -47,6 +47,21 @@ class BusinessConfig:
 
 
 @dataclass(frozen=True)
+class GenderConfig:
+    """Gender-imputer settings for stores of any size.
+
+    The imputer is cross-validated and fitted on at most ``fit_sample`` clients with known
+    gender, drawn in the engine by a hash of the client id (the same share of each gender;
+    every known client while there are fewer, as in the real store's 89,000); the lost
+    clients are scored in batches of ``score_batch`` streamed from the engine, so memory
+    does not grow with the store.
+    """
+
+    fit_sample: int = 100_000
+    score_batch: int = 200_000
+
+
+@dataclass(frozen=True)
 class SegmentsConfig:
     """Segmentation settings.
 
@@ -62,6 +77,11 @@ class SegmentsConfig:
     covariance_types: tuple[str, ...] = ("full", "diag")
     min_items: int = 6
     stability_seeds: tuple[int, ...] = (1, 2, 3)
+    #: the mixture is searched and fitted on at most this many clients with enough items
+    #: (a hash sample of client ids; every such client while there are fewer, as in the
+    #: real store's 43,000); every client is then assigned in batches
+    fit_sample: int = 60_000
+    assign_batch: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -134,6 +154,7 @@ class Config:
                                             "low_rank": True},
                                  "one_click": {"draws": 1500}})
     business: BusinessConfig = field(default_factory=BusinessConfig)
+    gender: GenderConfig = field(default_factory=GenderConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     propensity: PropensityConfig = field(default_factory=PropensityConfig)
     one_click: OneClickConfig = field(default_factory=OneClickConfig)
@@ -166,7 +187,9 @@ class Config:
 
 
 def has_real_data(folder: Path) -> bool:
-    return (folder / DB_FILE).exists() or (folder / CLIENTS_CSV).exists()
+    """Whether ``folder`` holds a store: its database, its client CSV or its client table
+    as Parquet."""
+    return any((folder / f).exists() for f in (DB_FILE, CLIENTS_CSV, "personal_data.parquet"))
 
 
 def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
@@ -193,6 +216,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     seg_raw = {k: tuple(v) if isinstance(v, list) else v for k, v in seg_raw.items()}
     segments = replace(cfg.segments, **seg_raw)
     propensity = replace(cfg.propensity, **raw.pop("propensity", {}))
+    gender = replace(cfg.gender, **raw.pop("gender", {}))
     one_click = replace(cfg.one_click, **raw.pop("one_click", {}))
     if "data_dir" not in raw and "data_dir" not in overrides:
         env = os.environ.get("SHOPBAYES_DATA")
@@ -207,5 +231,5 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     if values.get("engine", cfg.engine) not in ENGINES:
         raise ValueError(f"{file}: engine = {values['engine']!r} is not one of "
                          f"{', '.join(ENGINES)}")
-    return replace(cfg, sampler=sampler, business=business, segments=segments,
+    return replace(cfg, sampler=sampler, business=business, gender=gender, segments=segments,
                    propensity=propensity, one_click=one_click, **values)

@@ -134,11 +134,16 @@ def _price99(x: np.ndarray) -> np.ndarray:
     return np.maximum(np.round(x / step) * step - 1, 99).astype(np.int64)
 
 
+def id_space(clients: int) -> int:
+    """Client ids of a store of ``clients`` are drawn from ``0..id_space(clients) - 1``
+    (the real ids go up to the published ``max_id``; larger stores spread ids by 1.7)."""
+    return max(_marginals()["max_id"] + 1, int(clients * 1.7))
+
+
 def _clients(spec: DemoSpec, rng: np.random.Generator) -> pd.DataFrame:
     m = _marginals()
     n = spec.clients
-    id_space = max(m["max_id"] + 1, int(n * 1.7))
-    ids = np.sort(rng.choice(id_space, size=n, replace=False))
+    ids = np.sort(rng.choice(id_space(n), size=n, replace=False))
     cities = pd.DataFrame(m["cities"])
     ci = rng.choice(len(cities), size=n, p=cities.clients / cities.clients.sum())
     gender = (rng.random(n) < m["p_gender_1"]).astype(np.int64)
@@ -180,12 +185,16 @@ def _day_factor(spec: DemoSpec) -> np.ndarray:
     return f / f.mean()
 
 
-def _rates(spec: DemoSpec, cl: pd.DataFrame, rng: np.random.Generator
-           ) -> tuple[np.ndarray, float]:
+def _rates(spec: DemoSpec, cl: pd.DataFrame, rng: np.random.Generator,
+           city_factor: dict | None = None) -> tuple[np.ndarray, float]:
     """Expected orders per client and day (clients x days) with campaign 2 planted, and
-    the expected orders ratio on the campaign days in the campaign city."""
-    city_ids = np.unique(cl.city)
-    city_factor = dict(zip(city_ids, np.exp(rng.normal(0, 0.15, len(city_ids))), strict=True))
+    the expected orders ratio on the campaign days in the campaign city. ``city_factor``
+    (city -> rate multiplier) is drawn here unless given (a chunked store shares one)."""
+    if city_factor is None:
+        city_ids = np.unique(cl.city)
+        city_factor = dict(zip(city_ids, np.exp(rng.normal(0, 0.15, len(city_ids))),
+                               strict=True))
+    city_factor = dict(city_factor)
     city_factor[CAMPAIGN2_CITY] = 1.0  # the campaign city is an ordinary one but for it
     rate = (np.asarray(spec.segment_rate)[cl.segment] * cl.frailty
             * cl.city.map(city_factor).to_numpy())
@@ -193,7 +202,9 @@ def _rates(spec: DemoSpec, cl: pd.DataFrame, rng: np.random.Generator
     in_1134 = (cl.city == CAMPAIGN2_CITY).to_numpy()
     base = lam[in_1134][:, list(CAMPAIGN2_DAYS)]
     # orders are client-days with >= 1 basket, so they rise by less than the rate does
-    ratio = (-np.expm1(-base * np.exp(spec.campaign2_log_effect))).sum() / (-np.expm1(-base)).sum()
+    denom = (-np.expm1(-base)).sum()
+    ratio = ((-np.expm1(-base * np.exp(spec.campaign2_log_effect))).sum() / denom
+             if denom > 0 else float(np.exp(spec.campaign2_log_effect)))
     for d in CAMPAIGN2_DAYS:
         lam[in_1134, d] *= np.exp(spec.campaign2_log_effect)
     return lam, float(ratio)
@@ -255,13 +266,15 @@ def _store_controls(cl: pd.DataFrame, treated: np.ndarray, window_orders: np.nda
 
 
 def _campaign1(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, orders: np.ndarray,
-               rng: np.random.Generator) -> dict:
+               rng: np.random.Generator, tau_city: dict | None = None) -> dict:
     """Pick the groups, plant the email's effect on the treated's window orders (in
-    place) and return the groups and the per-client log-rate uplift."""
+    place) and return the groups and the per-client log-rate uplift. ``tau_city`` is
+    drawn here unless given (a chunked store shares one)."""
     treated, control = _pick_groups(spec, cl, orders, rng)
-    city_ids = np.unique(cl.city)
-    tau_city = dict(zip(city_ids, rng.normal(0, spec.sigma_tau_city, len(city_ids)),
-                        strict=True))
+    if tau_city is None:
+        city_ids = np.unique(cl.city)
+        tau_city = dict(zip(city_ids, rng.normal(0, spec.sigma_tau_city, len(city_ids)),
+                            strict=True))
     tau_i = (spec.tau + cl.city.map(tau_city).to_numpy()
              + np.asarray(spec.tau_segment)[cl.segment.to_numpy()])
     lo, hi = WINDOW
@@ -483,13 +496,22 @@ def _dirty_ids(ids: np.ndarray, label: str, rng: np.random.Generator, sep: str) 
     return "\n".join(text[i:i + 1000] for i in range(0, len(text), 1000)) + "\n\n"
 
 
-def generate(spec: DemoSpec) -> dict:
-    """Build every table and the planted truth in memory (see the module docstring)."""
+def generate(spec: DemoSpec, city_effects: tuple[dict, dict] | None = None,
+             id_offset: int = 0) -> dict:
+    """Build every table and the planted truth in memory (see the module docstring).
+
+    ``city_effects`` (``city_factor``, ``tau_city``: city -> purchase-rate multiplier and
+    campaign-1 log-rate effect) and ``id_offset`` (added to every client id) let
+    :mod:`analysis.demo_parquet` build a large store as chunks that share one set of city
+    effects and have disjoint ids; by default both are drawn here.
+    """
     rng = np.random.default_rng(spec.seed)
     cl = _clients(spec, rng)
-    lam, c2_ratio = _rates(spec, cl, rng)
+    cl["id"] += id_offset
+    factor, tau_city = city_effects if city_effects is not None else (None, None)
+    lam, c2_ratio = _rates(spec, cl, rng, factor)
     orders = rng.poisson(lam).astype(np.int32)
-    c1 = _campaign1(spec, cl, lam, orders, rng)
+    c1 = _campaign1(spec, cl, lam, orders, rng, tau_city)
     group = c1["group"]
     products = _catalogue(rng, spec.price_scale, spec.price_spread)
     items, item_truth = _items(spec, cl, orders, group, products, rng)

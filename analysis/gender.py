@@ -29,6 +29,7 @@ balance check uses known gender only; no step forces an uncertain label.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,42 +38,85 @@ import numpy as np
 import pandas as pd
 
 from analysis import model_store as store
-from analysis.clean import read_clients
 from analysis.config import Config, load_config
 from analysis.errors import DataError
 from analysis.figures import reliability_figure
 from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import step_dir
+from analysis.store.aggregates import (
+    GENDER_COLUMNS,
+    finish_gender_features,
+    gender_feature_table,
+    held_out,
+)
+from analysis.store.cleaning import write_parquet as write_parquet_from
+from analysis.store.engine import connect
+from analysis.store.tables import open_table, parquet_batches
 from models.cv_checks import too_few_members
 from models.gender import (
     GenderImputer,
     confidence_threshold,
     evaluate,
     min_members,
-    purchase_features,
 )
 
 TARGET_ACCURACY = 0.95
 FOLDS = 5
 
 
-def features(cfg: Config, clients: pd.DataFrame) -> pd.DataFrame:
-    """Demographics, personal_coef and (when purchases exist) purchase behaviour."""
-    X = clients.set_index("id")[["age", "education", "city", "country", "personal_coef"]].copy()
-    X["age"] = X["age"].astype(float)
-    X["personal_coef"] = X["personal_coef"].astype(float)
-    if X["personal_coef"].isna().all():
-        X = X.drop(columns="personal_coef")
-    path = step_dir(cfg, "clean") / "purchases.parquet"
+#: the cleaned clients' columns the features read
+CLIENT_COLUMNS = {"id": "integer", "age": "integer", "education": "string", "city": "integer",
+                  "country": "integer", "personal_coef": "number"}
+
+
+def feature_table(cfg: Config, con: Any) -> Any:
+    """Every client's features as an Ibis expression (the engine's rows, not Python's):
+    demographics, ``personal_coef``, ``gender`` (missing for the lost) and, when the store
+    has purchases, the purchase aggregates of
+    :func:`analysis.store.aggregates.gender_feature_table`; finish a batch of its rows
+    with :func:`to_features`."""
+    clean = step_dir(cfg, "clean")
+    c = open_table(con, clean / "clients.parquet", {**CLIENT_COLUMNS, "gender": "integer"},
+                   "clients")
+    X = c.select("id", "gender", *[k for k in CLIENT_COLUMNS if k != "id"])
+    path = clean / "purchases.parquet"
     if path.exists():
-        purchases = pd.read_parquet(path, columns=["id", "product_sex", "revenue", "base_sale",
-                                                   "category"])
-        cpath = step_dir(cfg, "clean") / "colours.parquet"
-        colours = pd.read_parquet(cpath) if cpath.exists() else None
-        X = X.join(purchase_features(purchases, colours))
+        purchases = open_table(con, path, GENDER_COLUMNS, "purchases")
+        cpath = clean / "colours.parquet"
+        colours = (open_table(con, cpath, {"id": "integer", "colour": "string"}, "colours")
+                   if cpath.exists() else None)
+        X = X.left_join(gender_feature_table(purchases, colours), "id").drop("id_right")
+    return X
+
+
+def to_features(rows: pd.DataFrame, keep_coef: bool = True) -> pd.DataFrame:
+    """A batch of :func:`feature_table`'s rows as the imputer's input: index ``id``,
+    demographics, ``personal_coef`` (left out when ``keep_coef`` is false: the store has
+    none), purchase features (``n_items`` 0 for clients without purchases)."""
+    X = rows.drop(columns="gender").set_index("id")
+    X.index = X.index.astype("Int64")
+    if "spend" in X:
+        X = finish_gender_features(X)
         X["n_items"] = X["n_items"].fillna(0)
+    if not keep_coef:
+        X = X.drop(columns="personal_coef")
+    X = X.astype({"city": "Int64", "country": "Int64"})
     return X.astype({c: "float64" for c in X.columns if c not in ("education", "city",
                                                                    "country")})
+
+
+def fit_sample(cfg: Config, X: Any) -> tuple[Any, dict[str, Any]]:
+    """The known-gender clients the imputer is evaluated and fitted on: every one while
+    there are at most ``cfg.gender.fit_sample``, else a hash sample of ids
+    (:func:`analysis.store.aggregates.held_out`, the same share of each gender)."""
+    known = X.filter(X.gender.notnull())
+    n_known = int(known.count().to_pyarrow().as_py())
+    share = min(1.0, cfg.gender.fit_sample / max(n_known, 1))
+    if share < 1.0:
+        known = known.filter(held_out(known.id, share, cfg.seed))
+    return known, {"known_clients": n_known, "share": share,
+                   "rule": "every known client" if share >= 1.0 else
+                   "hash sample of client ids (same share of each gender)"}
 
 
 def save_model(model: GenderImputer, folder: Path) -> None:
@@ -126,31 +170,54 @@ def check_classes(cfg: Config, y: np.ndarray, folds: int = FOLDS) -> None:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    clients = read_clients(cfg)
-    known = clients.set_index("id")["gender"].notna()
-    y = clients.set_index("id").loc[known, "gender"].astype(int).to_numpy()
+    con = connect(cfg.engine)
+    X_all = feature_table(cfg, con)
+    keep_coef = bool(X_all.personal_coef.notnull().any().to_pyarrow().as_py())
+    sample, sample_info = fit_sample(cfg, X_all)
+    rows = sample.order_by("id").to_pandas()
+    y = rows["gender"].astype(int).to_numpy()
     check_classes(cfg, y)
-    X = features(cfg, clients)
-    X_known, X_lost = X[known.reindex(X.index).to_numpy()], X[~known.reindex(X.index).to_numpy()]
+    X_known = to_features(rows, keep_coef)
+    sample_info["size"] = len(X_known)
+    del rows
     t0 = time.perf_counter()
     ev = evaluate(X_known, y, folds=FOLDS, random_state=cfg.seed)
     cv_seconds = time.perf_counter() - t0
     base = ev.base_rate()
     threshold = confidence_threshold(y, ev.oof[ev.chosen], TARGET_ACCURACY)
     out = step_dir(cfg, "gender")
-    p_lost = np.full(len(X_lost), np.nan)
+    out.mkdir(parents=True, exist_ok=True)
+    model = None
     if base.better:
         model = GenderImputer(calibrate=ev.chosen.endswith("calibration"),
                               random_state=cfg.seed).fit(X_known, y)
-        if len(X_lost):
-            p_lost = model.predict_proba(X_lost)[:, 1]
-    table = clients[["id"]].copy()
-    prob = pd.Series(np.nan, index=X.index)
-    prob[known.reindex(X.index).to_numpy()] = y
-    prob[X_lost.index] = p_lost
-    table["gender_prob"] = table["id"].map(prob).to_numpy()
+    features = list(X_known.columns)
+    del X_known
+    # the lost clients, scored batch by batch as the engine streams them
+    lost_ids, p_parts, batches = [], [], 0
+    with tempfile.TemporaryDirectory(prefix=".lost-", dir=out) as tmp:
+        # the engine writes the lost clients' features; Python reads them a batch at a time
+        path = Path(tmp) / "lost.parquet"
+        write_parquet_from(con, X_all.filter(X_all.gender.isnull()).order_by("id"), path)
+        for batch in parquet_batches(path, cfg.gender.score_batch):
+            X_lost = to_features(batch, keep_coef)
+            lost_ids.append(X_lost.index.to_numpy(dtype="int64"))
+            p_parts.append(model.predict_proba(X_lost)[:, 1] if model is not None
+                           else np.full(len(X_lost), np.nan))
+            batches += 1
+    lost_ids_arr = np.concatenate(lost_ids) if lost_ids else np.empty(0, dtype="int64")
+    p_lost = np.concatenate(p_parts) if p_parts else np.empty(0)
+    table = pd.read_parquet(step_dir(cfg, "clean") / "clients.parquet",
+                            columns=["id", "gender"])
+    table["id"] = table["id"].astype("int64")
+    is_known = table["gender"].notna().to_numpy()
+    prob = table["gender"].astype("float64").to_numpy().copy()
+    pos = pd.Index(table["id"]).get_indexer(lost_ids_arr)
+    prob[pos] = p_lost
+    table = table.drop(columns="gender")
+    table["id"] = table["id"].astype("Int64")
+    table["gender_prob"] = prob
     conf = np.maximum(table["gender_prob"], 1 - table["gender_prob"])
-    is_known = table["id"].map(known).to_numpy()
     confident = (conf >= threshold).to_numpy()  # NaN (not restored) is never confident
     table["gender_label"] = pd.array(
         np.where(is_known | confident, (table["gender_prob"] >= 0.5).astype(int), -1),
@@ -162,12 +229,13 @@ def run(cfg: Config) -> dict[str, Any]:
     rel = ev.reliability()
     n_unc = int((table["gender_source"] == "uncertain").sum())
     summary = {
-        "chosen_model": ev.chosen, "features": list(X.columns),
+        "chosen_model": ev.chosen, "features": features, "fit_sample": sample_info,
+        "score_batches": batches,
         "cv_folds": FOLDS, "cv_seconds": round(cv_seconds, 1),
         "metrics": ev.table.to_dict("records"),
         "better_than_base_rate": base.better, "base_rate_check": base.as_dict(),
         "threshold": threshold, "target_accuracy": TARGET_ACCURACY,
-        "lost_clients": int(len(X_lost)),
+        "lost_clients": int(len(p_lost)),
         "imputed_confident": int((table["gender_source"] == "imputed").sum()),
         "uncertain": n_unc,
         "not_restored": int((table["gender_source"] == "not restored").sum()),
@@ -179,7 +247,7 @@ def run(cfg: Config) -> dict[str, Any]:
         summary["labels_withheld"] = (
             f"The gender model ({ev.chosen}) is {base.reason}, with gender 1 for "
             f"{base.base_rate:.1%} of the {len(y):,} clients with known gender. No gender "
-            f"is restored: the {len(X_lost):,} lost clients keep a missing gender and "
+            f"is restored: the {len(p_lost):,} lost clients keep a missing gender and "
             "later steps use known gender only.")
         summary["downstream"] = {"segments": "known gender only (nothing restored)",
                                  "uplift": "balance check uses known gender only"}
@@ -198,10 +266,10 @@ def run(cfg: Config) -> dict[str, Any]:
     chosen = ev.table.set_index("model").loc[ev.chosen]
     if not base.better:
         return {"message": f"gender model {base.reason}; no gender restored for the "
-                           f"{len(X_lost):,} lost clients (gender 1 is {base.base_rate:.1%} "
+                           f"{len(p_lost):,} lost clients (gender 1 is {base.base_rate:.1%} "
                            "of known)"}
     return {"message": f"CV ROC-AUC {chosen['roc_auc']:.3f}, ECE {chosen['ece']:.3f}; "
-                       f"{n_unc} of {len(X_lost)} lost clients stay uncertain"}
+                       f"{n_unc} of {len(p_lost)} lost clients stay uncertain"}
 
 
 def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> None:

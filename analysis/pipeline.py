@@ -86,7 +86,7 @@ class Step:
 STEPS: tuple[Step, ...] = (
     Step("clean", "analysis.clean:run", (), ("min_city_clients",),
          "load, validate and clean the data folder"),
-    Step("gender", "analysis.gender:run", ("clean",), ("seed",),
+    Step("gender", "analysis.gender:run", ("clean",), ("seed", "gender"),
          "restore the lost gender (scikit-learn, cross-validated)"),
     Step("segments", "analysis.segments:run", ("clean",), ("seed", "segments"),
          "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",)),
@@ -149,16 +149,28 @@ def optional_result(cfg: Config, name: str, file: str,
 _DATA_DIGESTS: dict[tuple[str, float, int], str] = {}
 
 
+def _cached_digest(f: Path) -> str:
+    st = f.stat()
+    key = (str(f.resolve()), st.st_mtime, st.st_size)
+    if key not in _DATA_DIGESTS:
+        _DATA_DIGESTS[key] = file_digest(f)
+    return _DATA_DIGESTS[key]
+
+
 def data_digest(folder: Path) -> dict[str, str]:
-    """Digest of every file in the data folder (cached by path, mtime and size)."""
+    """Digest of every file in the data folder (cached by path, mtime and size); a table
+    stored as a folder of Parquet part files (``purchases.parquet/part-0.parquet``, as
+    Spark writes it) gets the digest of its parts."""
     out = {}
     for f in sorted(folder.glob("*")) if folder.is_dir() else []:
-        if f.is_file() and not f.name.startswith("."):
-            st = f.stat()
-            key = (str(f.resolve()), st.st_mtime, st.st_size)
-            if key not in _DATA_DIGESTS:
-                _DATA_DIGESTS[key] = file_digest(f)
-            out[f.name] = _DATA_DIGESTS[key]
+        if f.name.startswith("."):
+            continue
+        if f.is_file():
+            out[f.name] = _cached_digest(f)
+        elif f.is_dir() and f.suffix == ".parquet":
+            parts = sorted(p for p in f.rglob("*") if p.is_file()
+                           and not p.name.startswith((".", "_")))
+            out[f.name] = digest_of({str(p.relative_to(f)): _cached_digest(p) for p in parts})
     return out
 
 

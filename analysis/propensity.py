@@ -23,22 +23,28 @@ import time
 from pathlib import Path
 from typing import Any
 
+import ibis
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from analysis.clean import read_campaign_ids, read_clients, read_purchases
+from analysis.clean import purchases_path, read_campaign_ids, read_clients
 from analysis.config import Config
 from analysis.figures import reliability_figure
 from analysis.io import save_figure, write_json, write_parquet, write_text
 from analysis.pipeline import StepSkipped, optional_result, step_dir, succeeded
-from models import propensity_eval as E
-from models.propensity import (
-    PropensityModel,
-    category_features,
-    category_history,
-    client_category_cells,
+from analysis.store.aggregates import (
+    PROPENSITY_COLUMNS,
+    category_cells,
+    category_table,
+    client_categories_before,
+    held_out,
+    window_value,
 )
+from analysis.store.engine import connect
+from analysis.store.tables import open_table
+from models import propensity_eval as E
+from models.propensity import PropensityModel, standardise_categories
 from models.segments import cluster_labels
 from models.uplift import HDI_PROB, pool_small_cities
 
@@ -63,8 +69,8 @@ def client_frame(cfg: Config, clients: pd.DataFrame, treated: list[int]) -> pd.D
     else:
         df["cluster"] = "all"
     df["contacted"] = df["id"].isin(set(treated))
-    rng = np.random.default_rng(cfg.seed)
-    df["split"] = np.where(rng.random(len(df)) < pc.holdout_share, "holdout", "train")
+    df["split"] = np.where(held_out(df["id"].to_numpy(), pc.holdout_share, cfg.seed),
+                           "holdout", "train")
     return df
 
 
@@ -74,7 +80,7 @@ def _merge_split(cells: pd.DataFrame, split: str) -> pd.DataFrame:
     return part.groupby(keys, observed=True, as_index=False)[["n", "k"]].sum()
 
 
-def score_clients(model: PropensityModel, clients: pd.DataFrame, purchases: pd.DataFrame,
+def score_clients(model: PropensityModel, clients: pd.DataFrame, hist: pd.DataFrame,
                   categories: list[str], value: pd.Series, margin: float,
                   depth: float) -> pd.DataFrame:
     """Propensity with and without contact for every client x category of ``clients``.
@@ -83,9 +89,9 @@ def score_clients(model: PropensityModel, clients: pd.DataFrame, purchases: pd.D
     profile and mapped back to clients. ``value`` is the mean window revenue of a buyer of
     each category; expected profit gain of contact with the discount is
     ``value * (p1 * (margin - depth) - p0 * margin)`` (treated buyers pay ``1 - depth`` of
-    the list price), and without a discount ``value * margin * (p1 - p0)``.
+    the list price), and without a discount ``value * margin * (p1 - p0)``. ``hist``
+    holds the (``id``, ``category``) pairs the clients bought before the window.
     """
-    hist = category_history(purchases[purchases["id"].isin(clients["id"])], WINDOW[0])
     rows = clients[["id", "city", "cluster", "gender"]].merge(
         pd.DataFrame({"category": categories}), how="cross")
     rows = rows.merge(hist.assign(history=True), on=["id", "category"], how="left")
@@ -111,17 +117,21 @@ def score_clients(model: PropensityModel, clients: pd.DataFrame, purchases: pd.D
 
 def run(cfg: Config) -> dict[str, Any]:
     pc = cfg.propensity
-    clients, purchases = read_clients(cfg), read_purchases(cfg)
+    clients = read_clients(cfg)
+    con = connect(cfg.engine)
+    purchases = open_table(con, purchases_path(cfg), PROPENSITY_COLUMNS, "purchases")
     ids = read_campaign_ids(cfg)
     frame = client_frame(cfg, clients, ids["treated"])
     target = frame[(frame["city"] == str(pc.target_city))
                    & (frame["country"] == pc.target_country)]
     if target.empty:
         raise StepSkipped(f"no clients in country {pc.target_country}, city {pc.target_city}")
-    cat_table = category_features(purchases)
+    cat_table = standardise_categories(category_table(purchases))
     categories = sorted(cat_table["category"].astype(str))
     t0 = time.perf_counter()
-    cells = client_category_cells(frame, purchases, WINDOW, categories)
+    keys = ["city", "cluster", "gender", "contacted", "split"]
+    cells = category_cells(purchases, ibis.memtable(frame[["id", *keys]]), WINDOW,
+                           categories, keys)
     cells_seconds = time.perf_counter() - t0
     train = _merge_split(cells, "train")
     holdout = _merge_split(cells, "holdout")
@@ -145,12 +155,11 @@ def run(cfg: Config) -> dict[str, Any]:
     metrics = pd.DataFrame(metrics)
     calib = pd.concat(calib, ignore_index=True)
     # scoring the target city
-    buyers = purchases[(purchases["dt"] >= WINDOW[0]) & (purchases["dt"] <= WINDOW[1])
-                       & ~purchases["id"].isin(set(ids["treated"]))]
-    value = buyers.groupby(["id", "category"])["revenue"].sum().groupby("category").mean()
+    value = window_value(purchases, WINDOW, ids["treated"])
+    hist = client_categories_before(purchases, target["id"], WINDOW[0])
     b = cfg.business
     t0 = time.perf_counter()
-    scores = score_clients(model, target, purchases, categories, value, b.margin,
+    scores = score_clients(model, target, hist, categories, value, b.margin,
                            b.discount_depth)
     score_seconds = time.perf_counter() - t0
     best = (scores.sort_values(["id", "expected_profit_gain_no_discount"],

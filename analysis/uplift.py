@@ -21,12 +21,15 @@ import pandas as pd
 
 from analysis.background import background
 from analysis.campaign1_data import PERIODS, store_frame
-from analysis.clean import read_campaign_ids, read_clients, read_purchases
+from analysis.clean import purchases_path, read_campaign_ids, read_clients
 from analysis.config import Config
 from analysis.errors import DataError
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.loaders import POSITIVE_FILE
 from analysis.pipeline import optional_result, step_dir
+from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
+from analysis.store.engine import connect
+from analysis.store.tables import open_table
 from models import campaign_design as DESIGN
 from models import next_test as NT
 from models import observational as OBS
@@ -129,16 +132,20 @@ def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    clients, purchases = read_clients(cfg), read_purchases(cfg)
+    clients = read_clients(cfg)
+    con = connect(cfg.engine)
+    purchases = open_table(con, purchases_path(cfg), PERIOD_COLUMNS, "purchases")
+    per_client = period_metrics(purchases, PERIODS)
     ids = read_campaign_ids(cfg)
     clusters = _clusters(cfg)
     lo, hi = PERIODS["pre"]
-    if not purchases["dt"].between(lo, hi).any():
+    if not per_client["pre_items"].any():
         raise DataError(Path(cfg.data_dir) / "shop_database.db:purchases",
                         f"no purchase on days {lo}..{hi}, the days before the email: what the "
                         "store chose the treated on cannot be seen or adjusted for, so no "
                         "comparison of campaign 1 would be valid", column="dt")
-    store, report = store_frame(clients, purchases, ids["treated"], ids["control"], clusters)
+    store, report = store_frame(clients, None, ids["treated"], ids["control"], clusters,
+                                per_client=per_client)
     _check_groups(store, Path(cfg.data_dir))
     out = step_dir(cfg, "uplift")
     verdict = DESIGN.diagnose_design(store, report)

@@ -80,6 +80,36 @@ CASES: dict[str, tuple[str, float]] = {
     "panel_spark_real_scale": (
         "from benchmarks.store_cases import city_day_panel\n"
         f"extra = city_day_panel(r'{WORK}', 'spark')", 60.0),
+    # issue 25: the data layer from 105k to 10M clients (Parquet stores made in chunks)
+    "demo_data_parquet_1m": (
+        "from analysis.demo_parquet import write_demo_parquet\n"
+        "from analysis.demo_data import DemoSpec\n"
+        f"write_demo_parquet(r'{WORK / 'pq1m'}', DemoSpec(clients=1_000_000))", 120.0),
+    "demo_data_parquet_10m": (
+        "from analysis.demo_parquet import write_demo_parquet\n"
+        "from analysis.demo_data import DemoSpec\n"
+        f"write_demo_parquet(r'{WORK / 'pq10m'}', DemoSpec(clients=10_000_000))", 1200.0),
+    "clean_duckdb_real_scale": (
+        "from benchmarks.store_cases import clean_step\n"
+        f"extra = clean_step(r'{WORK / 'data'}', r'{WORK / 'res_clean'}')", 20.0),
+    "clean_duckdb_1m": (
+        "from benchmarks.store_cases import clean_step\n"
+        f"extra = clean_step(r'{WORK / 'pq1m'}', r'{WORK / 'res1m'}')", 120.0),
+    "clean_duckdb_10m": (
+        "from benchmarks.store_cases import clean_step\n"
+        f"extra = clean_step(r'{WORK / 'pq10m'}', r'{WORK / 'res10m'}')", 1200.0),
+    "aggregates_duckdb_real_scale": (
+        "from benchmarks.store_cases import aggregates\n"
+        f"extra = aggregates(r'{WORK / 'res_clean'}')", 20.0),
+    "aggregates_duckdb_1m": (
+        "from benchmarks.store_cases import aggregates\n"
+        f"extra = aggregates(r'{WORK / 'res1m'}')", 120.0),
+    "aggregates_duckdb_10m": (
+        "from benchmarks.store_cases import aggregates\n"
+        f"extra = aggregates(r'{WORK / 'res10m'}')", 1200.0),
+    "aggregates_spark_1m": (
+        "from benchmarks.store_cases import aggregates\n"
+        f"extra = aggregates(r'{WORK / 'res1m'}', 'spark', compare_with_duckdb=True)", 600.0),
     "uplift_bambi_crosscheck_10k": (
         "from benchmarks.uplift_cases import bambi_crosscheck\nextra = bambi_crosscheck()",
         30.0),
@@ -91,8 +121,10 @@ CASES: dict[str, tuple[str, float]] = {
         float("inf")),
 }
 
-#: run only when named: the row-level comparison ran for more than 56 minutes
-OPT_IN = {"uplift_rows_pymc_default_10k"}
+#: run only when named: the row-level comparison ran for more than 56 minutes; the
+#: 10-million-client store takes about 10 minutes to write and as long to clean
+OPT_IN = {"uplift_rows_pymc_default_10k", "demo_data_parquet_10m", "clean_duckdb_10m",
+          "aggregates_duckdb_10m"}
 
 _WRAP = """
 import resource, time, json, sys

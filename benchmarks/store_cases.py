@@ -76,3 +76,96 @@ def city_day_panel(work: str, engine: str) -> dict[str, float | int | bool]:
     if engine == "pandas":
         extra["peak_rss_engine_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return extra
+
+
+def clean_step(data: str, results: str, engine: str = "duckdb") -> dict[str, float | int]:
+    """The clean step (stage the folder as validated Parquet, clean in the engine) on
+    ``data``; inner seconds and the cleaned rows."""
+    from dataclasses import replace
+
+    from analysis import pipeline
+    from analysis.config import load_config
+
+    cfg = replace(load_config(None, data_dir=Path(data), results_dir=Path(results)),
+                  engine=engine)
+    t = time.perf_counter()
+    pipeline.run(cfg, only="clean", force=True, echo=lambda s: None)
+    inner = time.perf_counter() - t
+    q = json.loads((Path(results) / "clean" / "quality.json").read_text())
+    if "clients" not in q:
+        raise RuntimeError(f"the clean step failed: {Path(results) / 'clean'}")
+    return {"inner_seconds": inner, "clients": q["clients"],
+            "purchase_rows": q["purchase_rows"]}
+
+
+def clean_in_memory(data: str) -> dict[str, float | int]:
+    """The old path: every table in pandas (:func:`analysis.loaders.load_folder`, then
+    :func:`analysis.cleaning.clean`)."""
+    from analysis.cleaning import clean
+    from analysis.loaders import load_folder
+
+    t = time.perf_counter()
+    d = clean(load_folder(data))
+    return {"inner_seconds": time.perf_counter() - t, "clients": len(d.clients),
+            "purchase_rows": len(d.purchases)}
+
+
+def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool = False
+               ) -> dict[str, float | int | bool]:
+    """Every engine aggregate the steps use, on the clean step's tables in ``results``:
+    the campaign-2 panel, segment behaviour, campaign-1 period metrics, propensity
+    category table and cells, gender features. Seconds of each, and (``compare_with_duckdb``)
+    whether each equals DuckDB's result exactly."""
+    import pandas as pd
+
+    from analysis.campaign1_data import PERIODS
+    from analysis.store import aggregates as A
+    from analysis.store.engine import connect
+    from analysis.store.tables import open_table
+
+    folder = Path(results) / "clean"
+    ids = json.loads((folder / "campaign_ids.json").read_text())
+    exclude = set(ids["treated"]) | set(ids["control"])
+    out: dict[str, float | int | bool] = {}
+
+    def run_all(con) -> dict[str, pd.DataFrame]:
+        p = open_table(con, folder / "purchases.parquet", {"id": "integer"}, "purchases")
+        c = open_table(con, folder / "clients.parquet", A.PANEL_CLIENT_COLUMNS, "clients")
+        col = open_table(con, folder / "colours.parquet", {"id": "integer"}, "colours")
+        cities = c.select("id", city=c.city.cast("string"),
+                          split=A.held_out(c.id, 0.2, 2024).ifelse("holdout", "train"))
+        jobs = {
+            "panel": lambda: A.city_day_panel(p, c, exclude),
+            "behaviour": lambda: A.client_behaviour(p),
+            "period_metrics": lambda: A.period_metrics(p, PERIODS),
+            "category_table": lambda: A.category_table(p),
+            "cells": lambda: A.category_cells(
+                p, cities, (5, 16), sorted(A.category_table(p).index), ["city", "split"]
+            ).sort_values(["city", "split", "category", "history"], ignore_index=True),
+            "gender_features": lambda: A.gender_features(p, col),
+        }
+        got = {}
+        for name, job in jobs.items():
+            t = time.perf_counter()
+            got[name] = job()
+            out[f"{name}_seconds"] = time.perf_counter() - t
+        return got
+
+    t = time.perf_counter()
+    con = connect(engine)
+    out["connect_seconds"] = time.perf_counter() - t
+    t = time.perf_counter()
+    got = run_all(con)
+    out["inner_seconds"] = time.perf_counter() - t
+    out["clients_with_purchases"] = len(got["period_metrics"])
+    out["cells"] = len(got["cells"])
+    if compare_with_duckdb:
+        from analysis.store.engine import stop_spark
+
+        stop_spark()
+        reference = run_all(connect("duckdb"))
+        for name, frame in got.items():
+            ref = reference[name]
+            out[f"{name}_equals_duckdb"] = bool(frame.reset_index(drop=True).equals(
+                ref.reset_index(drop=True)) if name != "behaviour" else frame.equals(ref))
+    return out

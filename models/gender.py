@@ -56,8 +56,8 @@ def purchase_features(purchases: pd.DataFrame, colours: pd.DataFrame | None = No
     })
     feats = feats.join(_shares(p["id"].to_numpy(), p["category"], top_categories, "cat_"))
     if colours is not None and len(colours):
-        ids = p["id"].to_numpy()[colours["row"].to_numpy()]
-        feats = feats.join(_shares(ids, colours["colour"], top_colours, "colour_"))
+        feats = feats.join(_shares(colours["id"].to_numpy(), colours["colour"], top_colours,
+                                   "colour_"))
     return feats
 
 

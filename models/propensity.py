@@ -84,6 +84,15 @@ def category_features(purchases: pd.DataFrame) -> pd.DataFrame:
     out = pd.DataFrame({"median_price": g["revenue"].median().astype(float),
                         "sale_share": g["base_sale"].mean().astype(float),
                         "items": g.size()})
+    return standardise_categories(out)
+
+
+def standardise_categories(out: pd.DataFrame) -> pd.DataFrame:
+    """Add ``log_price`` and ``sale_share_std`` (standardised over categories) to a table
+    indexed by category with ``median_price`` (money) and ``sale_share`` (0..1), as
+    :func:`category_features` and the engine's
+    :func:`analysis.store.aggregates.category_table` build it."""
+    out = out.copy()
     lp = np.log(out["median_price"])
     out["log_price"] = (lp - lp.mean()) / (lp.std() if lp.std() > 0 else 1.0)
     s = out["sale_share"]

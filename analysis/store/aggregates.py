@@ -143,3 +143,256 @@ def client_behaviour(purchases: Any, exclude_days: tuple[int, int] | None = (5, 
     out.index = out.index.astype("int64")
     out.index.name = "id"
     return out
+
+
+#: the purchases' columns :func:`period_metrics` reads
+PERIOD_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number",
+                  "base_sale": "integer"}
+
+
+def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.DataFrame:
+    """Per client and period: orders (distinct purchase days), items, revenue, sale items.
+
+    The engine version of the aggregation in :func:`analysis.campaign1_data.client_metrics`:
+    one GROUP BY client with an aggregate per period (``where=`` filters), so only one row
+    per client with any purchase comes back.
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``dt`` (day), ``revenue`` (money) and ``base_sale`` (0/1).
+    periods
+        ``{name: (first_day, last_day)}``, inclusive.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``id`` and ``<period>_orders``, ``_items``, ``_revenue``, ``_sale_items`` (int64)
+        for every client with a purchase on any day, sorted by id.
+    """
+    p = purchases
+    aggs: dict[str, Any] = {}
+    for name, (lo, hi) in periods.items():
+        inside = (p.dt >= lo) & (p.dt <= hi)
+        aggs[f"{name}_orders"] = p.dt.nunique(where=inside)
+        aggs[f"{name}_items"] = p.count(where=inside)
+        aggs[f"{name}_revenue"] = p.revenue.sum(where=inside).fill_null(0)
+        aggs[f"{name}_sale_items"] = p.base_sale.sum(where=inside).fill_null(0)
+    out = p.group_by("id").aggregate(**aggs).order_by("id").to_pandas()
+    return out.astype("int64").reset_index(drop=True)
+
+
+#: the purchases' columns the propensity aggregates read
+PROPENSITY_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number",
+                      "base_sale": "integer", "category": "string"}
+
+
+def category_table(purchases: Any) -> pd.DataFrame:
+    """Per category of items with revenue: ``median_price``, ``sale_share``, ``items``
+    (the aggregation of :func:`models.propensity.category_features`, sorted by category)."""
+    p = purchases.filter(purchases.revenue > 0)
+    out = p.group_by("category").aggregate(
+        median_price=p.revenue.median().cast("float64"),
+        sale_share=p.base_sale.mean().cast("float64"), items=p.count()).order_by("category")
+    return out.to_pandas().astype({"items": "int64"}).set_index("category")
+
+
+def category_cells(purchases: Any, clients: Any, window: tuple[int, int],
+                   categories: list[str], keys: list[str]) -> pd.DataFrame:
+    """Exact binomial cells of "bought the category in ``window``", in the engine.
+
+    The engine version of :func:`models.propensity.client_category_cells` (same rows
+    after sorting, same ``n`` and ``k``).
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``dt``, ``category``.
+    clients
+        Ibis table with ``id`` and the cell ``keys`` (one row per client).
+    window
+        First and last day of the outcome; ``history`` is a purchase of the category
+        before ``window[0]``.
+    categories
+        Categories to model.
+    keys
+        Client columns that define the cells (e.g. city, cluster, gender, contacted,
+        split).
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``keys``, ``category``, ``history`` (bool), ``n`` clients and ``k`` buyers (int64),
+        cells with ``n > 0`` only.
+    """
+    import ibis
+
+    lo, hi = window
+    cats = ibis.memtable({"category": list(categories)}, schema={"category": "string"})
+    p = purchases.semi_join(cats, "category").semi_join(clients.select("id"), "id")
+    hist = p.filter(p.dt < lo).select("id", "category").distinct().mutate(
+        history=ibis.literal(True))
+    buy = p.filter((p.dt >= lo) & (p.dt <= hi)).select("id", "category").distinct().mutate(
+        bought=ibis.literal(1))
+    grid = clients.select("id", *keys).cross_join(cats)
+    rows = grid.left_join(hist, ["id", "category"]).select(
+        "id", *keys, "category", history=lambda t: t.history.fill_null(False))
+    rows = rows.left_join(buy, ["id", "category"]).select(
+        *keys, "category", "history", bought=lambda t: t.bought.fill_null(0))
+    cells = rows.group_by([*keys, "category", "history"]).aggregate(
+        n=rows.count(), k=rows.bought.sum())
+    out = cells.to_pandas()
+    return out.astype({"n": "int64", "k": "int64", "history": "bool"})
+
+
+def window_value(purchases: Any, window: tuple[int, int], exclude_ids: Iterable[int]
+                 ) -> pd.Series:
+    """Mean window revenue of a buyer of each category (buyers = client x category pairs
+    with a purchase in ``window``; ``exclude_ids`` left out), indexed by category."""
+    import ibis
+
+    lo, hi = window
+    p = purchases.filter((purchases.dt >= lo) & (purchases.dt <= hi))
+    exclude = sorted({int(i) for i in exclude_ids})
+    if exclude:
+        p = p.anti_join(ibis.memtable({"id": exclude}, schema={"id": "int64"}), "id")
+    per = p.group_by(["id", "category"]).aggregate(revenue=p.revenue.sum())
+    out = per.group_by("category").aggregate(value=per.revenue.mean().cast("float64"))
+    return out.to_pandas().set_index("category")["value"].sort_index()
+
+
+def client_categories_before(purchases: Any, ids: Iterable[int], before_day: int
+                             ) -> pd.DataFrame:
+    """Distinct ``id``, ``category`` pairs bought before ``before_day`` by ``ids``."""
+    import ibis
+
+    keep = ibis.memtable({"id": sorted({int(i) for i in ids})}, schema={"id": "int64"})
+    p = purchases.semi_join(keep, "id")
+    out = p.filter(p.dt < before_day).select("id", "category").distinct()
+    return out.to_pandas().sort_values(["id", "category"], ignore_index=True)
+
+
+#: Knuth's multiplicative constant (2^32 / golden ratio), TAOCP vol. 3, section 6.4
+_KNUTH = 2_654_435_761
+
+
+def held_out(ids: Any, share: float, seed: int = 0) -> Any:
+    """Whether each client is in the held-out part: ``((id + seed) * 2654435761) mod 2^32``
+    (Knuth's multiplicative hash, TAOCP vol. 3, 6.4) below ``share * 2^32``.
+
+    Integer arithmetic only, so a NumPy array of ids and an Ibis column of them (DuckDB,
+    Spark) give the same split on every engine and in every run; ``seed`` picks another
+    split. Ids must be below 3 x 10^9 (the product stays within int64).
+
+    Parameters
+    ----------
+    ids
+        Client ids: a NumPy integer array or an Ibis integer column.
+    share
+        Share of clients held out, in ``[0, 1]``.
+    seed
+        Added to every id before hashing.
+
+    Returns
+    -------
+    Boolean array or Ibis boolean column, the shape of ``ids``.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must be in [0, 1], got {share}")
+    h = ((ids + int(seed)) * _KNUTH) % (1 << 32)
+    return h < int(round(share * (1 << 32)))
+
+
+#: the purchases' columns :func:`gender_features` reads
+GENDER_COLUMNS = {"id": "integer", "product_sex": "integer", "revenue": "number",
+                  "base_sale": "integer", "category": "string"}
+
+
+def _top_values(table: Any, column: str, top: int) -> tuple[list[str], bool]:
+    """The ``top`` most frequent values of ``column`` (ties by value), and whether any
+    row holds another value (or none)."""
+    counts = table.group_by(column).aggregate(n=table.count())
+    counts = counts.order_by([counts.n.desc(), counts[column].isnull(), column]).to_pandas()
+    values = counts[column].dropna().head(top).tolist()
+    return values, len(counts) > len(values)
+
+
+def _share_columns(table: Any, column: str, values: list[str], other: bool, prefix: str
+                   ) -> dict[str, Any]:
+    """Per-client share of rows in each of ``values`` (and in ``other``), as aggregates."""
+    n = table.count()
+    out = {f"{prefix}{v}": table[column] == v for v in values}
+    if other:
+        out[f"{prefix}other"] = ~table[column].isin(values) | table[column].isnull()
+    return {name: cond.cast("int64").sum() / n for name, cond in sorted(out.items())}
+
+
+def gender_feature_table(purchases: Any, colours: Any | None = None,
+                         top_categories: int = 20, top_colours: int = 8) -> Any:
+    """The per-client aggregates of :func:`gender_features` as an Ibis expression (one row
+    per client with purchases; ``spend`` where the features have ``log_spend``), for
+    steps that stream it in batches; :func:`finish_gender_features` completes a batch."""
+    p = purchases
+    n = p.count()
+    cats, other = _top_values(p, "category", top_categories)
+    agg = {"n_items": n,
+           # shares among the items whose product_sex is known (missing when none is)
+           "share_sex_1": (p.product_sex == 1).cast("int64").mean(),
+           "share_sex_0": (p.product_sex == 0).cast("int64").mean(),
+           "spend": p.revenue.sum(),
+           "discount_share": p.base_sale.sum() / n}
+    agg.update(_share_columns(p, "category", cats, other, "cat_"))
+    feats = p.group_by("id").aggregate(**agg)
+    if colours is not None:
+        cols, other = _top_values(colours, "colour", top_colours)
+        if cols:
+            shares = colours.group_by("id").aggregate(
+                **_share_columns(colours, "colour", cols, other, "colour_"))
+            feats = feats.left_join(shares, "id").drop("id_right")
+    return feats
+
+
+def finish_gender_features(frame: pd.DataFrame) -> pd.DataFrame:
+    """``log_spend`` = log(1 + spend) from ``spend`` (in NumPy, as the in-memory
+    features compute it), in the column order of :func:`models.gender.purchase_features`;
+    other columns are kept as they are."""
+    import numpy as np
+
+    out = frame.copy()
+    cols = list(out.columns)
+    at = cols.index("spend")
+    spend = out.pop("spend")
+    out.insert(at, "log_spend", np.log1p(spend.astype(float).clip(lower=0)))
+    return out
+
+
+def gender_features(purchases: Any, colours: Any | None = None, top_categories: int = 20,
+                    top_colours: int = 8) -> pd.DataFrame:
+    """Per-client purchase behaviour for the gender imputer, computed in the engine.
+
+    The engine version of :func:`models.gender.purchase_features` (same index, columns and
+    numbers): shares of ``product_sex`` 1 and 0, ``log_spend`` (log of 1 + revenue),
+    discount share, and the shares of the ``top_categories`` most common categories and
+    ``top_colours`` colours (the rest as ``other``), one GROUP BY client each.
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``product_sex`` (0/1, may be null), ``revenue``,
+        ``base_sale`` and ``category``.
+    colours
+        Ibis table ``id``, ``colour`` (one row per colour of a purchase row), or ``None``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Index ``id`` (clients with purchases); ``n_items``, ``share_sex_1``,
+        ``share_sex_0``, ``log_spend``, ``discount_share``, ``cat_<category>``... and
+        ``colour_<colour>``... (clients without colours: missing).
+    """
+    expr = gender_feature_table(purchases, colours, top_categories, top_colours)
+    feats = finish_gender_features(expr.order_by("id").to_pandas()).set_index("id")
+    feats = feats.astype({"n_items": "int64"})
+    feats.index = feats.index.astype("int64")
+    feats.index.name = "id"
+    return feats

@@ -81,6 +81,7 @@ def _spark_backend(threads: int) -> Any:
 
     session = (SparkSession.builder.master(f"local[{threads}]").appName("shopbayes")
                .config("spark.ui.enabled", "false")
+               .config("spark.ui.showConsoleProgress", "false")
                # small aggregates: a few shuffle partitions, not Spark's default 200
                .config("spark.sql.shuffle.partitions", str(max(2, 2 * threads)))
                .config("spark.sql.session.timeZone", "UTC")

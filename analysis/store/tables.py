@@ -7,8 +7,11 @@ raised before the engine plans a query (whose own error would name neither).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
 
 from analysis.errors import DataError, Problem
 
@@ -59,3 +62,13 @@ def open_table(con: Any, path: Path, columns: dict[str, str], name: str | None =
     if problems:
         raise DataError.from_problems(path, problems)
     return table
+
+
+def parquet_batches(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+    """Read a Parquet file (or a folder of part files) ``rows`` rows at a time, in order,
+    as pandas frames; memory holds one batch."""
+    import pyarrow.dataset as ds
+
+    for batch in ds.dataset(str(path), format="parquet").to_batches(batch_size=rows):
+        if batch.num_rows:
+            yield batch.to_pandas()

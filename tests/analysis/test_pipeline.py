@@ -82,3 +82,17 @@ def test_unknown_config_setting(tmp_path: Path):
     f.write_text("marginn = 1\n")
     with pytest.raises(ValueError, match="unknown setting"):
         load_config(f)
+
+
+def test_a_table_stored_as_a_folder_of_parquet_parts_is_part_of_the_data_digest(tmp_path):
+    from analysis.pipeline import data_digest
+
+    parts = tmp_path / "purchases.parquet"
+    parts.mkdir()
+    (parts / "part-0.parquet").write_bytes(b"one")
+    (parts / "_SUCCESS").write_bytes(b"")
+    (tmp_path / "ids_first_company_positive.txt").write_text("1,2")
+    before = data_digest(tmp_path)
+    assert set(before) == {"purchases.parquet", "ids_first_company_positive.txt"}
+    (parts / "part-1.parquet").write_bytes(b"two")
+    assert data_digest(tmp_path)["purchases.parquet"] != before["purchases.parquet"]

@@ -78,6 +78,8 @@ def test_cells_are_exact_sufficient_statistics(campaign):
     assert cells["s1"].sum() == pytest.approx(np.log(buyers.revenue).sum())
 
 
+# slow (43 s): the fast suite keeps the whole-store recovery test below; `make test-slow`
+@pytest.mark.slow
 def test_hierarchical_fit_recovers_overall_effect(campaign):
     df, truth = campaign
     att = truth["att"]

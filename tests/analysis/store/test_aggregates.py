@@ -17,7 +17,7 @@ from analysis.store.aggregates import (
     PANEL_PURCHASE_COLUMNS,
     city_day_panel,
 )
-from analysis.store.engine import EngineUnavailable, connect, spark_problem, stop_spark
+from analysis.store.engine import EngineUnavailable, connect, spark_problem
 from analysis.store.tables import open_table
 from models.campaign2 import build_panel
 
@@ -30,6 +30,7 @@ def cleaned(small_demo: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("clean")
     data.purchases.to_parquet(out / "purchases.parquet")
     data.clients.to_parquet(out / "clients.parquet")
+    data.colours.to_parquet(out / "colours.parquet")
     g = campaign_groups(raw.positive, raw.negative)
     return out, data, set(g.treated) | set(g.control)
 
@@ -48,17 +49,6 @@ def test_duckdb_panel_equals_the_pandas_panel(cleaned):
     assert got["orders"].sum() > 1000 and (got.groupby("city").size() == 59).all()
     # excluding nobody changes the numbers: the exclusion is applied, not ignored
     assert _panel(connect("duckdb"), folder, ())["orders"].sum() > got["orders"].sum()
-
-
-@pytest.fixture(scope="module")
-def spark_or_none():
-    """One local Spark session for the module (stopped after it) where Spark can run
-    here, else ``None``."""
-    if spark_problem():
-        yield None
-        return
-    yield connect("spark")
-    stop_spark()
 
 
 def test_spark_panel_equals_the_duckdb_panel(cleaned, spark_or_none):
@@ -147,3 +137,111 @@ def test_client_behaviour_equals_the_pandas_features(cleaned, spark_or_none):
     pd.testing.assert_frame_equal(whole, on_pandas(data.purchases, exclude_days=None,
                                                    last_day=70))
     assert whole["items"].sum() > expected["items"].sum()
+
+
+def _engines(spark_or_none):
+    return [connect("duckdb")] + ([spark_or_none] if spark_or_none is not None else [])
+
+
+def test_campaign1_period_metrics_equal_the_pandas_ones(cleaned, spark_or_none):
+    from analysis.campaign1_data import PERIODS, client_metrics, metrics_of
+    from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
+
+    folder, data, _ = cleaned
+    ids = data.clients["id"]
+    expected = client_metrics(data.purchases, ids)
+    assert expected["window_orders"].gt(0).sum() > 100
+    for con in _engines(spark_or_none):
+        per_client = period_metrics(open_table(con, folder / "purchases.parquet",
+                                               PERIOD_COLUMNS), PERIODS)
+        assert len(per_client) < len(ids)  # only clients with purchases come back
+        pd.testing.assert_frame_equal(metrics_of(per_client, ids), expected)
+
+
+def test_propensity_cells_and_category_tables_equal_the_pandas_ones(cleaned, spark_or_none):
+    import ibis
+    import numpy as np
+
+    from analysis.store.aggregates import (
+        PROPENSITY_COLUMNS,
+        category_cells,
+        category_table,
+        client_categories_before,
+        held_out,
+        window_value,
+    )
+    from models.propensity import (
+        category_features,
+        category_history,
+        client_category_cells,
+        standardise_categories,
+    )
+
+    folder, data, exclude = cleaned
+    p = data.purchases
+    rng = np.random.default_rng(3)
+    c = data.clients
+    frame = pd.DataFrame({
+        "id": c["id"].astype("int64"), "city": c["city"].astype(str),
+        "cluster": rng.choice(["a", "b"], len(c)),
+        "gender": c["gender"].map({0: "0", 1: "1"}).fillna("unknown").astype(str),
+        "contacted": c["id"].isin(exclude).to_numpy(),
+        "split": np.where(held_out(c["id"].to_numpy(dtype="int64"), 0.25, 7), "holdout",
+                          "train")})
+    keys = ["city", "cluster", "gender", "contacted", "split"]
+    categories = sorted(p["category"].unique())[:6]
+    expected = client_category_cells(frame, p, (5, 16), categories)
+    order = [*keys, "category", "history"]
+    expected = expected.sort_values(order, ignore_index=True)
+    value = (p[(p["dt"] >= 5) & (p["dt"] <= 16) & ~p["id"].isin(exclude)]
+             .groupby(["id", "category"])["revenue"].sum().groupby("category").mean())
+    some = c["id"].iloc[:300]
+    history = category_history(p[p["id"].isin(some)], 5).sort_values(
+        ["id", "category"], ignore_index=True).astype({"id": "int64"})
+    for con in _engines(spark_or_none):
+        t = open_table(con, folder / "purchases.parquet", PROPENSITY_COLUMNS)
+        got = category_cells(t, ibis.memtable(frame), (5, 16), categories, keys)
+        got = got[expected.columns].sort_values(order, ignore_index=True)
+        pd.testing.assert_frame_equal(got, expected.astype(got.dtypes.to_dict()))
+        pd.testing.assert_frame_equal(standardise_categories(category_table(t)),
+                                      category_features(p), check_dtype=False)
+        pd.testing.assert_series_equal(window_value(t, (5, 16), exclude),
+                                       value.astype(float), check_names=False)
+        pd.testing.assert_frame_equal(client_categories_before(t, some, 5)
+                                      .astype({"id": "int64"}), history)
+        # the held-out split by hash is the same in the engine as in NumPy
+        cl = open_table(con, folder / "clients.parquet", PANEL_CLIENT_COLUMNS)
+        split = cl.select("id", h=held_out(cl.id, 0.25, 7)).to_pandas().sort_values("id")
+        assert (split["h"].to_numpy() == held_out(split["id"].to_numpy(), 0.25, 7)).all()
+    assert expected["k"].sum() > 50 and (frame["split"] == "holdout").mean() == pytest.approx(
+        0.25, abs=0.03)
+
+
+def test_gender_features_equal_the_pandas_features(cleaned, spark_or_none):
+    from analysis.store.aggregates import GENDER_COLUMNS, gender_features
+    from models.gender import purchase_features
+
+    folder, data, _ = cleaned
+    expected = purchase_features(data.purchases, data.colours)
+    expected.index = expected.index.astype("int64")
+    expected = expected.sort_index()
+    assert expected.filter(like="colour_").notna().any().all()
+    for con in _engines(spark_or_none):
+        got = gender_features(open_table(con, folder / "purchases.parquet", GENDER_COLUMNS),
+                              open_table(con, folder / "colours.parquet",
+                                         {"id": "integer", "colour": "string"}))
+        pd.testing.assert_frame_equal(got, expected, check_dtype=False, check_exact=True)
+
+
+def test_the_held_out_split_is_a_fixed_share_of_ids():
+    import numpy as np
+
+    from analysis.store.aggregates import held_out
+
+    ids = np.arange(0, 200_000, 3)
+    h = held_out(ids, 0.2, 2024)
+    assert h.mean() == pytest.approx(0.2, abs=0.005)
+    assert (held_out(ids, 0.2, 2024) == h).all() and (held_out(ids, 0.2, 1) != h).any()
+    assert not held_out(ids, 0.0).any() and held_out(ids, 1.0).all()
+    with pytest.raises(ValueError, match="share must be in"):
+        held_out(ids, 1.5)

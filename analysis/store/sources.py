@@ -1,0 +1,290 @@
+"""The store's tables, from wherever they come, staged as validated Parquet for the engine.
+
+A data folder holds the store's tables as
+
+* ``shop_database.db`` (SQLite: ``personal_data``, ``personal_data_coeffs``,
+  ``purchases``), as the real store delivered them; or
+* Parquet, as a warehouse exports them: ``<table>.parquet`` for each of those tables (a
+  file, or a folder of part files as Spark writes them); a Parquet table is used instead
+  of the database's table of the same name;
+* ``personal_data.csv`` (the client table when neither holds it),
+  ``personal_data.csv.gz`` (the lost clients without gender) and the campaign id files,
+  as before.
+
+Every table is read in chunks of :data:`CHUNK_ROWS` rows, each checked by the same
+pandera schema as the in-memory loader (:func:`analysis.schemas.validate`; row numbers
+count from the table's first row), so memory does not grow with the store. Parquet columns
+must have the schema's types: numbers where numbers are needed (integers may be stored as
+floats, as pandas writes an integer column with gaps; a fraction among them is a row
+error), text where text is: a text column where integers are needed is an error naming
+file and column, not a silent cast. Ids that must be unique are
+checked across chunks in the engine. Every problem of every table is raised at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from analysis import loaders
+from analysis.errors import SHOWN_ROWS, DataError, Problem
+from analysis.id_files import IdFile, read_id_file
+from analysis.schemas import COLUMNS, validate
+
+#: rows read, checked and written at a time
+CHUNK_ROWS = 500_000
+#: the Arrow type each schema kind is staged as
+ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+#: tables whose ``id`` is unique (checked across chunks)
+UNIQUE_ID = ("personal_data", "personal_data_lost", "personal_data_coeffs")
+
+
+def arrow_schema(table: str) -> pa.Schema:
+    """The staged Parquet schema of ``table`` (columns of :data:`analysis.schemas.COLUMNS`,
+    in that order)."""
+    return pa.schema([(c, ARROW_TYPES[k]) for c, k in COLUMNS[table].items()])
+
+
+def parquet_path(folder: Path, table: str) -> Path:
+    return folder / f"{table}.parquet"
+
+
+@dataclass
+class StagedStore:
+    """The store's tables as validated Parquet files, ready for the engine.
+
+    ``paths`` maps ``personal_data``, ``personal_data_lost``, ``personal_data_coeffs``
+    and ``purchases`` (those present) to staged Parquet; ``sources`` names where each came
+    from (``file:table``), ``rows`` their sizes.
+    """
+
+    folder: Path
+    paths: dict[str, Path] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    positive: IdFile | None = None
+    negative: IdFile | None = None
+
+
+def _parquet_problems(path: Path, table: str) -> list[Problem]:
+    """Missing columns and columns whose Parquet type is not the schema's kind."""
+    try:
+        schema = ds.dataset(path, format="parquet").schema
+    except (pa.ArrowInvalid, OSError) as exc:
+        return [Problem(str(path), f"not a readable Parquet table: {exc}")]
+    problems = []
+    spec = COLUMNS[table]
+    missing = [c for c in spec if c not in schema.names]
+    if missing:
+        problems.append(Problem(str(path), f"missing column(s) {missing}; found "
+                                f"{schema.names}", rule="required columns"))
+    for col, kind in spec.items():
+        if col not in schema.names:
+            continue
+        t = schema.field(col).type
+        ok = (pa.types.is_null(t)
+              # whole numbers stored as floats (pandas writes an integer column with gaps
+              # so) are accepted; a fraction among them is a row error of the schema
+              or (kind == "int" and (pa.types.is_integer(t) or pa.types.is_floating(t)))
+              or (kind == "float" and (pa.types.is_floating(t) or pa.types.is_integer(t)
+                                       or pa.types.is_decimal(t)))
+              or (kind == "str" and (pa.types.is_string(t) or pa.types.is_large_string(t))))
+        if not ok:
+            need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
+            problems.append(Problem(str(path), f"Parquet type {t} where {need} are needed",
+                                    col, rule=f"type {need}"))
+    return problems
+
+
+def _parquet_chunks(path: Path, table: str) -> Iterator[pd.DataFrame]:
+    dataset = ds.dataset(path, format="parquet")
+    for batch in dataset.to_batches(columns=list(COLUMNS[table]), batch_size=CHUNK_ROWS):
+        yield batch.to_pandas()
+
+
+def _sqlite_chunks(db: Path, table: str) -> Iterator[pd.DataFrame]:
+    con = loaders.connect_readonly(db)
+    try:
+        yield from pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=CHUNK_ROWS)
+    except Exception as exc:  # sqlite3.DatabaseError, pandas' DatabaseError
+        raise DataError(f"{db}:{table}", f"table could not be read: {exc}") from exc
+    finally:
+        con.close()
+
+
+def _merge(problems: list[Problem]) -> list[Problem]:
+    """One problem per (file, column, rule) over all chunks: rows and counts summed, the
+    first chunk's wording kept."""
+    merged: dict[tuple, Problem] = {}
+    for p in problems:
+        key = (p.file, p.column, p.rule)
+        if key not in merged:
+            merged[key] = p
+            continue
+        q = merged[key]
+        merged[key] = replace(q, rows=(q.rows + p.rows)[:SHOWN_ROWS],
+                              n_rows=q.n_rows + p.n_rows)
+    return list(merged.values())
+
+
+def stage_table(chunks: Iterator[pd.DataFrame], table: str, source: str, out: Path
+                ) -> tuple[int, list[Problem]]:
+    """Validate ``chunks`` of ``table`` and write them to ``out`` as Parquet.
+
+    Parameters
+    ----------
+    chunks
+        The table's rows in order, as frames of at most :data:`CHUNK_ROWS` rows.
+    table
+        Schema name (:data:`analysis.schemas.SCHEMAS`).
+    source
+        The file (``file:table``) named in problems.
+    out
+        The staged Parquet file (written only when every chunk is valid).
+
+    Returns
+    -------
+    (rows, problems)
+        Rows read and every problem found (row numbers from the table's first row).
+    """
+    schema = arrow_schema(table)
+    offset, problems = 0, []
+    writer: pq.ParquetWriter | None = None
+    try:
+        for chunk in chunks:
+            try:
+                typed = validate(chunk, table, source)
+            except DataError as exc:
+                problems += [replace(p, rows=tuple(r + offset for r in p.rows))
+                             for p in exc.problems]
+                typed = None
+            if typed is not None and not problems:
+                if writer is None:
+                    writer = pq.ParquetWriter(out, schema)
+                writer.write_table(pa.Table.from_pandas(typed[schema.names], schema=schema,
+                                                        preserve_index=False))
+            offset += len(chunk)
+    finally:
+        if writer is not None:
+            writer.close()
+    if not problems and writer is None:  # an empty table
+        pq.write_table(schema.empty_table(), out)
+    return offset, _merge(problems)
+
+
+def duplicate_ids(con: Any, path: Path, source: str) -> list[Problem]:
+    """Ids that occur more than once in a staged table (checked in the engine, across the
+    chunks that :func:`stage_table` validated one at a time)."""
+    t = con.read_parquet(str(path))
+    dup = t.group_by("id").aggregate(n=t.count()).filter(lambda d: d.n > 1)
+    n = int(dup.count().to_pyarrow().as_py())
+    if not n:
+        return []
+    examples = dup.order_by("id").limit(3).to_pandas()["id"].tolist()
+    return [Problem(source, f"duplicated value(s) such as {', '.join(map(str, examples))} "
+                    f"({n:,} ids occur more than once)", "id", "field_uniqueness")]
+
+
+def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
+    """Find, validate and stage every table of a data folder (see the module docstring).
+
+    Parameters
+    ----------
+    folder
+        The data folder (read only).
+    staging
+        Folder for the staged Parquet files (created).
+    con
+        The Ibis backend that checks ids across chunks.
+
+    Returns
+    -------
+    StagedStore
+
+    Raises
+    ------
+    DataError
+        No client table, a missing table, a Parquet table with a missing column or a
+        column of the wrong type, or rows breaking the schema: every problem of every
+        file at once, each naming file, column, rule and rows.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(folder, "data folder not found")
+    staging.mkdir(parents=True, exist_ok=True)
+    store = StagedStore(folder)
+    problems: list[Problem] = []
+    db = folder / loaders.DB_FILE
+    present: list[str] = []
+    if db.exists():
+        con_db = loaders.connect_readonly(db)
+        present = loaders.db_tables(con_db)
+        con_db.close()
+    origins: dict[str, tuple[str, Path]] = {}
+    for t in loaders.DB_TABLES:
+        pq_path = parquet_path(folder, t)
+        if pq_path.exists():
+            origins[t] = ("parquet", pq_path)
+        elif t in present:
+            origins[t] = ("sqlite", db)
+    if "personal_data" not in origins and (folder / loaders.CLIENTS_CSV).exists():
+        origins["personal_data"] = ("csv", folder / loaders.CLIENTS_CSV)
+    missing = [t for t in loaders.DB_TABLES if t not in origins]
+    if "personal_data" in missing:
+        problems.append(Problem(str(folder), "no client table: none of "
+                                f"{loaders.DB_FILE}:personal_data, personal_data.parquet, "
+                                f"{loaders.CLIENTS_CSV}"))
+    elif missing and (db.exists() or any(kind == "parquet" for kind, _ in origins.values())):
+        where = f"{db} (found {present})" if db.exists() else str(folder)
+        problems.append(Problem(where, f"missing table(s) {missing}: neither in the database "
+                                "nor as " + ", ".join(f"{t}.parquet" for t in missing)))
+    if (folder / loaders.LOST_FILE).exists():
+        origins["personal_data_lost"] = ("csv", folder / loaders.LOST_FILE)
+    for t, (kind, path) in origins.items():
+        source = f"{path}:{t}" if kind == "sqlite" else str(path)
+        out = staging / f"{t}.parquet"
+        if kind == "parquet":
+            found = _parquet_problems(path, t)
+            if found:
+                problems += found
+                continue
+            chunks: Iterator[pd.DataFrame] = _parquet_chunks(path, t)
+        elif kind == "sqlite":
+            chunks = _sqlite_chunks(path, t)
+        else:
+            try:
+                frame = loaders.read_client_csv(path, lost=t == "personal_data_lost")
+            except DataError as exc:
+                problems += exc.problems
+                continue
+            if frame.attrs.get("text"):
+                store.sources[f"{t}_text"] = frame.attrs["text"]
+            chunks = iter([frame])
+        try:
+            n, found = stage_table(chunks, t, source, out)
+        except DataError as exc:
+            problems += exc.problems
+            continue
+        problems += found
+        if not found and t in UNIQUE_ID:
+            found = duplicate_ids(con, out, source)
+            problems += found
+        if not found:
+            store.paths[t], store.sources[t], store.rows[t] = out, source, n
+    for attr, name in loaders.ID_FILES.items():
+        if (folder / name).exists():
+            try:
+                setattr(store, attr, read_id_file(folder / name))
+                store.sources[attr] = str(folder / name)
+            except DataError as exc:
+                problems += exc.problems
+    if problems:
+        raise DataError.from_problems(folder, problems)
+    return store

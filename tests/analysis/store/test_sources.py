@@ -1,0 +1,113 @@
+"""Tables from SQLite or Parquet, validated chunk by chunk, with errors naming file, column
+and rows counted from the table's first row."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from analysis.errors import DataError
+from analysis.store import sources
+from analysis.store.cleaning import clean_store
+from analysis.store.engine import connect
+from analysis.store.sources import stage_folder
+
+
+def _as_parquet(src: Path, dest: Path, tables=("personal_data", "personal_data_coeffs",
+                                                  "purchases")) -> Path:
+    """The demo folder with its database's tables as Parquet files instead."""
+    dest.mkdir()
+    con = sqlite3.connect(src / "shop_database.db")
+    for t in tables:
+        pd.read_sql_query(f"SELECT * FROM {t}", con).to_parquet(dest / f"{t}.parquet")
+    con.close()
+    for f in src.iterdir():
+        if f.suffix in (".txt", ".gz"):
+            shutil.copy(f, dest / f.name)
+    return dest
+
+
+def test_a_parquet_folder_cleans_to_the_same_tables_as_the_database(small_demo, tmp_path):
+    con = connect("duckdb")
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    staged = stage_folder(folder, tmp_path / "s1", con)
+    assert staged.sources["purchases"] == str(folder / "purchases.parquet")
+    q_pq = clean_store(con, staged, tmp_path / "from_parquet")
+    q_db = clean_store(con, stage_folder(small_demo, tmp_path / "s2", con), tmp_path / "db")
+    drop = ("sources",)
+    assert {k: v for k, v in q_pq.items() if k not in drop} == {
+        k: v for k, v in q_db.items() if k not in drop}
+    for name in ("clients", "products"):
+        pd.testing.assert_frame_equal(
+            pd.read_parquet(tmp_path / "from_parquet" / f"{name}.parquet"),
+            pd.read_parquet(tmp_path / "db" / f"{name}.parquet"))
+
+
+def test_a_parquet_folder_missing_a_table_names_it(small_demo, tmp_path):
+    folder = _as_parquet(small_demo, tmp_path / "pq", tables=("personal_data", "purchases"))
+    with pytest.raises(DataError, match=r"missing table\(s\) \['personal_data_coeffs'\]: "
+                                        r"neither in the database nor as "
+                                        r"personal_data_coeffs\.parquet"):
+        stage_folder(folder, tmp_path / "s", connect("duckdb"))
+
+
+def test_a_parquet_column_of_the_wrong_type_names_file_and_column(small_demo, tmp_path):
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    p = pd.read_parquet(folder / "purchases.parquet")
+    p.assign(dt=p["dt"].astype(str)).drop(columns="cost").to_parquet(folder / "purchases.parquet")
+    with pytest.raises(DataError) as err:
+        stage_folder(folder, tmp_path / "s", connect("duckdb"))
+    text = str(err.value)
+    assert "missing column(s) ['cost']" in text
+    assert "purchases.parquet, column 'dt': Parquet type string where integers are needed" in text
+
+
+def test_rows_are_counted_from_the_tables_first_row_across_chunks(small_demo, tmp_path,
+                                                                  monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 1000)
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    p = pd.read_parquet(folder / "purchases.parquet")
+    bad = [5, 2500, 2501, 7777]  # in the first, third and eighth chunk
+    p.loc[bad, "dt"] = 99
+    p.to_parquet(folder / "purchases.parquet")
+    with pytest.raises(DataError) as err:
+        stage_folder(folder, tmp_path / "s", connect("duckdb"))
+    line = [x for x in str(err.value).splitlines() if "column 'dt'" in x]
+    assert len(line) == 1  # one problem for the column, not one per chunk
+    assert "[4 data rows: 6, 2501, 2502, 7778]" in line[0]
+
+
+def test_ids_duplicated_across_chunks_are_found(small_demo, tmp_path, monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 500)
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    c = pd.read_parquet(folder / "personal_data_coeffs.parquet")
+    c.loc[1900, "id"] = c.loc[3, "id"]  # same id in the first and the fourth chunk
+    c.to_parquet(folder / "personal_data_coeffs.parquet")
+    with pytest.raises(DataError, match=rf"personal_data_coeffs\.parquet, column 'id': "
+                                        rf"duplicated value\(s\) such as {c.loc[3, 'id']} "
+                                        r"\(1 ids occur more than once\)"):
+        stage_folder(folder, tmp_path / "s", connect("duckdb"))
+
+
+def test_a_sqlite_table_is_read_in_chunks_with_the_same_rules(demo_copy, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 700)
+    con = sqlite3.connect(demo_copy / "shop_database.db")
+    con.execute("UPDATE purchases SET base_sale = 3 WHERE rowid IN (2, 1500)")
+    con.commit()
+    con.close()
+    with pytest.raises(DataError) as err:
+        stage_folder(demo_copy, tmp_path / "s", connect("duckdb"))
+    assert "shop_database.db:purchases, column 'base_sale'" in str(err.value)
+    assert "[2 data rows: 2, 1500]" in str(err.value)
+
+
+def test_no_client_table_anywhere(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="no client table: none of shop_database.db:"
+                                        "personal_data, personal_data.parquet"):
+        stage_folder(tmp_path / "empty", tmp_path / "s", connect("duckdb"))
