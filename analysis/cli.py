@@ -26,7 +26,7 @@ from analysis.store.engine import ENGINES
 
 
 def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
-    from analysis.one_click_demo import is_current, write_one_click_demo
+    from analysis.demo.one_click import is_current, write_one_click_demo
 
     if if_needed and is_current(out, clients, seed):
         print(f"One-click stand-in in {out} is current.")
@@ -37,7 +37,7 @@ def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None
 
 def _demo_data(args: argparse.Namespace) -> int:
     from analysis.config import ONE_CLICK_DEMO_DIR
-    from analysis.demo_data import DemoSpec, write_demo
+    from analysis.demo.store import DemoSpec, write_demo
 
     cfg = load_config(args.config)
     if args.one_click:
@@ -61,7 +61,7 @@ def _demo_data(args: argparse.Namespace) -> int:
     print(f"Generating synthetic store data: {spec.clients:,} clients, seed {spec.seed}, "
           f"{args.format} ...")
     if args.format == "parquet":
-        from analysis.demo_parquet import write_demo_parquet
+        from analysis.demo.parquet import write_demo_parquet
 
         written = write_demo_parquet(args.out, spec, args.chunk_clients)
     else:
@@ -83,7 +83,7 @@ def _same_spec(truth: Path, spec: object) -> bool:
 
 
 def _check_data(args: argparse.Namespace) -> int:
-    from analysis.check_data import check_folder, format_report
+    from analysis.store.check_data import check_folder, format_report
 
     folder = Path(args.dir) if args.dir else load_config(args.config).data_dir
     problems, sizes = check_folder(folder)
@@ -137,7 +137,7 @@ def _results_problem(folder: Path) -> str | None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.report import RenderError, render_project
+    from analysis.render.report import RenderError, render_project
 
     params = {}
     for item in args.param or []:

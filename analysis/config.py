@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-from analysis.loaders import CLIENTS_CSV, DB_FILE
 from analysis.store.engine import ENGINES
+from analysis.store.loaders import CLIENTS_CSV, DB_FILE
 from models.sampling import SamplerSettings
 
 CONFIG_FILE = "shopbayes.toml"

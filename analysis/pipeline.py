@@ -28,7 +28,8 @@ from analysis.io import digest_of, file_digest, read_json, write_json
 
 VERSION = "0.1.0"
 # code that only draws the report or parses the command line cannot change a result
-_NOT_RESULTS = {"cli.py", "report.py", "report_helpers.py", "report_pdf.py"}
+#: code that does not change results: the CLI and the renderer of the report
+_NOT_RESULTS = ("analysis/cli.py", "analysis/render/")
 _LIBRARIES = ("numpy", "pandas", "scipy", "scikit-learn", "pymc", "pytensor", "nutpie",
               "arviz", "duckdb", "ibis-framework", "pyspark")
 _CODE_DIGEST: list[str] = []
@@ -58,7 +59,8 @@ def source_digest(root: Path) -> str:
     """Digest of ``analysis/`` and ``models/`` under ``root``, less the report's code."""
     files = sorted(p for pkg in ("analysis", "models") for p in (root / pkg).rglob("*")
                    if p.is_file() and p.suffix in (".py", ".json", ".lua")
-                   and p.name not in _NOT_RESULTS and "__pycache__" not in p.parts)
+                   and not p.relative_to(root).as_posix().startswith(_NOT_RESULTS)
+                   and "__pycache__" not in p.parts)
     return digest_of({p.relative_to(root).as_posix(): file_digest(p) for p in files})
 
 
@@ -84,22 +86,22 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("clean", "analysis.clean:run", (), ("min_city_clients",),
+    Step("clean", "analysis.steps.clean:run", (), ("min_city_clients",),
          "load, validate and clean the data folder"),
-    Step("gender", "analysis.gender:run", ("clean",), ("seed", "gender"),
+    Step("gender", "analysis.steps.gender:run", ("clean",), ("seed", "gender"),
          "restore the lost gender (scikit-learn, cross-validated)"),
-    Step("segments", "analysis.segments:run", ("clean",), ("seed", "segments"),
+    Step("segments", "analysis.steps.segments:run", ("clean",), ("seed", "segments"),
          "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",)),
-    Step("uplift", "analysis.uplift:run", ("clean",),
+    Step("uplift", "analysis.steps.uplift:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "min_city_clients"),
          "campaign 1: trust checks, Bayesian A/B and hierarchical uplift", uses=("segments",)),
-    Step("campaign2", "analysis.campaign2:run", ("clean",),
+    Step("campaign2", "analysis.steps.campaign2:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business"),
          "campaign 2: billboard days in city 1134 against comparable cities"),
-    Step("propensity", "analysis.propensity:run", ("clean",),
+    Step("propensity", "analysis.steps.propensity:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "propensity"),
          "who in city 1188 buys which category when contacted", uses=("gender", "segments")),
-    Step("one_click", "analysis.one_click:run", (),
+    Step("one_click", "analysis.steps.one_click:run", (),
          ("seed", "sampler", "sampler_overrides", "one_click"),
          "second case: which online-store clients will buy less, and what to offer",
          case="one_click"),

@@ -16,8 +16,8 @@ REAL = ROOT.parent / "shared" / "data" / "one_click"
 def whole_case(work: str) -> dict[str, float | bool | str]:
     from analysis import pipeline
     from analysis.config import load_config
-    from analysis.one_click_demo import write_one_click_demo
-    from analysis.report import render_file
+    from analysis.demo.one_click import write_one_click_demo
+    from analysis.render.report import render_file
 
     work_dir = Path(work)
     folder = REAL if (REAL / "market_file.csv").exists() else work_dir / "one_click_data"

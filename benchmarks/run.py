@@ -31,10 +31,10 @@ def _step_case(step: str, extra: str) -> str:
 #: name -> (python code run in a fresh process, budget in seconds from the issues)
 CASES: dict[str, tuple[str, float]] = {
     "demo_data_real_scale": (
-        "from analysis.demo_data import write_demo, DemoSpec\n"
+        "from analysis.demo.store import write_demo, DemoSpec\n"
         f"write_demo(r'{WORK / 'data'}', DemoSpec())", 60.0),
     "load_validate_clean": (
-        "from analysis.loaders import load_folder\nfrom analysis.cleaning import clean\n"
+        "from analysis.store.loaders import load_folder\nfrom analysis.store.rules import clean\n"
         f"clean(load_folder(r'{WORK / 'data'}'))", 20.0),
     "uplift_closed_form_10k": (
         "from benchmarks.uplift_cases import closed_form\nextra = closed_form()", 0.1),
@@ -82,12 +82,12 @@ CASES: dict[str, tuple[str, float]] = {
         f"extra = city_day_panel(r'{WORK}', 'spark')", 60.0),
     # issue 25: the data layer from 105k to 10M clients (Parquet stores made in chunks)
     "demo_data_parquet_1m": (
-        "from analysis.demo_parquet import write_demo_parquet\n"
-        "from analysis.demo_data import DemoSpec\n"
+        "from analysis.demo.parquet import write_demo_parquet\n"
+        "from analysis.demo.store import DemoSpec\n"
         f"write_demo_parquet(r'{WORK / 'pq1m'}', DemoSpec(clients=1_000_000))", 120.0),
     "demo_data_parquet_10m": (
-        "from analysis.demo_parquet import write_demo_parquet\n"
-        "from analysis.demo_data import DemoSpec\n"
+        "from analysis.demo.parquet import write_demo_parquet\n"
+        "from analysis.demo.store import DemoSpec\n"
         f"write_demo_parquet(r'{WORK / 'pq10m'}', DemoSpec(clients=10_000_000))", 1200.0),
     "clean_duckdb_real_scale": (
         "from benchmarks.store_cases import clean_step\n"
@@ -167,8 +167,11 @@ def main(names: list[str]) -> int:
               f"{res['peak_rss_mib']:>13.0f}{inner}{flag}", flush=True)
     out = ROOT / "benchmarks" / "results" / "latest.json"
     out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps({"when": time.strftime("%Y-%m-%d %H:%M:%S"), "results": results},
-                              indent=2))
+    # a run of some cases keeps the other cases' last results (each stamped with its time)
+    kept = json.loads(out.read_text()).get("results", {}) if out.exists() else {}
+    now = time.strftime("%Y-%m-%d %H:%M:%S")
+    kept.update({name: {**res, "when": now} for name, res in results.items()})
+    out.write_text(json.dumps({"when": now, "results": kept}, indent=2))
     ok = all(r["within_budget"] and False not in (r.get("convergence_ok"), r.get("converged"))
              for r in results.values())
     return 0 if ok else 1

@@ -99,10 +99,10 @@ def clean_step(data: str, results: str, engine: str = "duckdb") -> dict[str, flo
 
 
 def clean_in_memory(data: str) -> dict[str, float | int]:
-    """The old path: every table in pandas (:func:`analysis.loaders.load_folder`, then
-    :func:`analysis.cleaning.clean`)."""
-    from analysis.cleaning import clean
-    from analysis.loaders import load_folder
+    """The old path: every table in pandas (:func:`analysis.store.loaders.load_folder`, then
+    :func:`analysis.store.rules.clean`)."""
+    from analysis.store.loaders import load_folder
+    from analysis.store.rules import clean
 
     t = time.perf_counter()
     d = clean(load_folder(data))
@@ -118,7 +118,7 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     whether each equals DuckDB's result exactly."""
     import pandas as pd
 
-    from analysis.campaign1_data import PERIODS
+    from analysis.steps.campaign1_data import PERIODS
     from analysis.store import aggregates as A
     from analysis.store.engine import connect
     from analysis.store.tables import open_table

@@ -16,7 +16,7 @@ from models import uplift as U
 def synthetic_campaign(n_clients: int, seed: int = 0) -> pd.DataFrame:
     """A campaign with the planted logit model, drawn directly at any size."""
     rng = np.random.default_rng(seed)
-    m = json.loads((Path("analysis/resources/marginals.json")).read_text())
+    m = json.loads((Path("analysis/demo/resources/marginals.json")).read_text())
     # the same 60 cities at every size, so the model (its parameters) is the same and only
     # the number of clients changes: that isolates what aggregation buys
     cities = pd.DataFrame(m["cities"]).nlargest(60, "clients")

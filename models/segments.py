@@ -289,6 +289,83 @@ def stability(model: GaussianMixtureSegmenter, X: pd.DataFrame,
     return pd.DataFrame(rows)
 
 
+#: demographics averaged per cluster by :func:`profile_clusters` when present
+PROFILE_DEMOGRAPHICS = ("age", "gender_prob", "higher_education", "personal_coef")
+
+
+def profile_sums(behaviour: pd.DataFrame, labels: pd.Series,
+                 demographics: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Sufficient statistics of :func:`profile_clusters` for one batch of clients.
+
+    Sums are additive, so a store streamed in batches is profiled by adding the batches'
+    tables (``pd.concat(...).groupby(level=0).sum()``) and calling
+    :func:`profiles_from_sums`.
+
+    Parameters
+    ----------
+    behaviour, labels, demographics
+        As in :func:`profile_clusters`.
+
+    Returns
+    -------
+    DataFrame
+        Index cluster; ``clients`` and the sums of ``orders``, ``items``, ``revenue``,
+        ``recency``, ``sale_items``, ``kids_items``, each category count and, per
+        demographic column, its sum (``<col>_sum``) and non-missing count (``<col>_n``).
+    """
+    b = behaviour.join(labels.rename("cluster"), how="inner")
+    cats = category_columns(b)
+    g = b.groupby("cluster")
+    out = g[["orders", "items", "revenue", "recency", "sale_items", "kids_items", *cats]].sum()
+    out.insert(0, "clients", g.size())
+    if demographics is not None:
+        d = demographics.reindex(b.index)
+        for col in PROFILE_DEMOGRAPHICS:
+            if col in d:
+                v = pd.to_numeric(d[col], errors="coerce").astype(float)
+                out[f"{col}_sum"] = v.groupby(b["cluster"]).sum()
+                out[f"{col}_n"] = v.notna().groupby(b["cluster"]).sum()
+    return out
+
+
+def profiles_from_sums(sums: pd.DataFrame, top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`profile_clusters`' tables from the (summed) :func:`profile_sums`."""
+    cats = category_columns(sums)
+    n = sums["clients"]
+    prof = pd.DataFrame({
+        "clients": n,
+        "share_of_clients": n / n.sum(),
+        "orders_mean": sums["orders"] / n,
+        "items_mean": sums["items"] / n,
+        "revenue_mean": sums["revenue"] / n,
+        "recency_mean": sums["recency"] / n,
+        "discount_share": sums["sale_items"] / sums["items"],
+        "kids_share": sums["kids_items"] / sums["items"],
+    })
+    for col in PROFILE_DEMOGRAPHICS:
+        if f"{col}_sum" in sums:
+            prof[col] = sums[f"{col}_sum"] / sums[f"{col}_n"].where(sums[f"{col}_n"] > 0)
+    counts = sums[cats]
+    share = counts.div(counts.sum(axis=1), axis=0)
+    overall = counts.sum() / counts.to_numpy().sum()
+    lift = share / overall
+    long = pd.DataFrame({"share": share.stack(), "lift": lift.stack()}).reset_index()
+    long.columns = ["cluster", "category", "share", "lift"]
+    long["category"] = long["category"].str.removeprefix(CATEGORY_PREFIX)
+    # preferred: highest lift among categories that are at least 2% of the cluster's items
+    pref = long[long["share"] >= 0.02].sort_values(["cluster", "lift"], ascending=[True, False])
+    prof["top_categories"] = pref.groupby("cluster")["category"].apply(
+        lambda s: ", ".join(s.head(top)))
+    prof["top_lifts"] = pref.groupby("cluster")["lift"].apply(
+        lambda s: ", ".join(f"{v:.1f}x" for v in s.head(top)))
+    items = sums["items"].sum()
+    prof["overall_discount_share"] = float(sums["sale_items"].sum() / items)
+    prof["overall_orders_mean"] = float(sums["orders"].sum() / n.sum())
+    prof["overall_kids_share"] = float(sums["kids_items"].sum() / items)
+    prof.index.name = "cluster"
+    return prof.reset_index(), long
+
+
 def profile_clusters(behaviour: pd.DataFrame, labels: pd.Series,
                      demographics: pd.DataFrame | None = None,
                      top: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -302,52 +379,21 @@ def profile_clusters(behaviour: pd.DataFrame, labels: pd.Series,
         Cluster per client id (clients absent from ``behaviour`` are ignored).
     demographics : DataFrame, optional
         Index ``id``; any of ``age``, ``gender_prob``, ``higher_education``,
-        ``personal_coef`` are averaged per cluster.
+        ``personal_coef`` are averaged per cluster (over clients where known).
     top : int
         Preferred categories listed per cluster.
 
     Returns
     -------
     profiles : DataFrame
-        One row per cluster.
+        One row per cluster: ``clients``, ``share_of_clients``, means of orders, items,
+        revenue (money) and recency (days), discount and kids shares of items,
+        demographics, ``top_categories`` with their ``top_lifts``, and the overall
+        discount share, orders mean and kids share.
     categories : DataFrame
         Cluster x category: ``share`` of the cluster's items and ``lift`` versus all clients.
     """
-    b = behaviour.join(labels.rename("cluster"), how="inner")
-    cats = category_columns(b)
-    g = b.groupby("cluster")
-    prof = pd.DataFrame({
-        "clients": g.size(),
-        "share_of_clients": g.size() / len(b),
-        "orders_mean": g["orders"].mean(),
-        "items_mean": g["items"].mean(),
-        "revenue_mean": g["revenue"].mean(),
-        "recency_mean": g["recency"].mean(),
-        "discount_share": g["sale_items"].sum() / g["items"].sum(),
-        "kids_share": g["kids_items"].sum() / g["items"].sum(),
-    })
-    if demographics is not None:
-        d = demographics.reindex(b.index)
-        for col in ("age", "gender_prob", "higher_education", "personal_coef"):
-            if col in d:
-                prof[col] = pd.to_numeric(d[col], errors="coerce").groupby(b["cluster"]).mean()
-    counts = g[cats].sum()
-    share = counts.div(counts.sum(axis=1), axis=0)
-    overall = counts.sum() / counts.to_numpy().sum()
-    lift = share / overall
-    long = pd.DataFrame({"share": share.stack(), "lift": lift.stack()}).reset_index()
-    long.columns = ["cluster", "category", "share", "lift"]
-    long["category"] = long["category"].str.removeprefix(CATEGORY_PREFIX)
-    # preferred: highest lift among categories that are at least 2% of the cluster's items
-    pref = long[long["share"] >= 0.02].sort_values(["cluster", "lift"], ascending=[True, False])
-    prof["top_categories"] = pref.groupby("cluster")["category"].apply(
-        lambda s: ", ".join(s.head(top)))
-    prof["top_lifts"] = pref.groupby("cluster")["lift"].apply(
-        lambda s: ", ".join(f"{v:.1f}x" for v in s.head(top)))
-    prof["overall_discount_share"] = float(b["sale_items"].sum() / b["items"].sum())
-    prof["overall_orders_mean"] = float(b["orders"].mean())
-    prof["overall_kids_share"] = float(b["kids_items"].sum() / b["items"].sum())
-    return prof.reset_index(), long
+    return profiles_from_sums(profile_sums(behaviour, labels, demographics), top)
 
 
 def cluster_actions(profiles: pd.DataFrame, uplift: pd.DataFrame | None = None) -> pd.DataFrame:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.demo_data import DemoSpec, write_demo
+from analysis.demo.store import DemoSpec, write_demo
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
@@ -53,7 +53,7 @@ def read_table(db: Path, name: str) -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def one_click_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The one-click stand-in (1,300 clients, same schema and quirks), written once."""
-    from analysis.one_click_demo import write_one_click_demo
+    from analysis.demo.one_click import write_one_click_demo
 
     out = tmp_path_factory.mktemp("one_click")
     write_one_click_demo(out, clients=1300, seed=5)
@@ -90,10 +90,10 @@ def demo_store_frame(folder: Path, spec: DemoSpec) -> tuple[pd.DataFrame, dict]:
     clusters) and the planted truth of campaign 1 (``truth.json``)."""
     import json
 
-    from analysis.campaign1_data import store_frame
-    from analysis.cleaning import clean
-    from analysis.id_files import campaign_groups
-    from analysis.loaders import load_folder
+    from analysis.steps.campaign1_data import store_frame
+    from analysis.store.id_files import campaign_groups
+    from analysis.store.loaders import load_folder
+    from analysis.store.rules import clean
 
     write_demo(folder, spec)
     raw = load_folder(folder)

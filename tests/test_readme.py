@@ -87,7 +87,7 @@ def test_the_readme_has_the_commands_this_file_checks():
     assert kinds <= {"make", "quarto", ".venv/bin/shopbayes", "shopbayes", "python"}, kinds
     for expected in ("make report", "make test", ".venv/bin/shopbayes check-data",
                      "QUARTO_PYTHON=.venv/bin/python quarto render report -P",
-                     "python -m analysis.uplift"):
+                     "python -m analysis.steps.uplift"):
         assert any(c.startswith(expected) for c in COMMANDS), expected
 
 
@@ -107,7 +107,7 @@ def test_quarto_commands_give_quarto_what_it_needs(command):
     Python, which has no Jupyter); ``-P`` needs papermill in that Python."""
     import yaml
 
-    from analysis.report import parse_qmd
+    from analysis.render.report import parse_qmd
 
     env, argv = split(command)
     assert argv[:2] == ["quarto", "render"], command

@@ -1,7 +1,7 @@
 """Derive the small marginal-frequency table the synthetic generator needs.
 
 Run once by a maintainer against the real client tables (``../shared/data/skillbox``);
-the output ``analysis/resources/marginals.json`` holds only counts and shares (no client
+the output ``analysis/demo/resources/marginals.json`` holds only counts and shares (no client
 rows), which is what the generator samples from.
 """
 

@@ -119,6 +119,15 @@ def client_behaviour(purchases: Any, exclude_days: tuple[int, int] | None = (5, 
         count per category (categories sorted by name). Clients without purchases in the
         kept days are absent.
     """
+    return finish_behaviour(behaviour_table(purchases, exclude_days, last_day)
+                            .order_by("id").to_pandas())
+
+
+def behaviour_table(purchases: Any, exclude_days: tuple[int, int] | None = (5, 16),
+                    last_day: int | None = None) -> Any:
+    """:func:`client_behaviour` as an Ibis expression: one row per client (``id`` and the
+    columns of :func:`client_behaviour`, category counts pivoted in the engine), for steps
+    that stream it in batches; :func:`finish_behaviour` completes a batch."""
     p = purchases
     last = (int(p.dt.max().to_pyarrow().as_py()) if last_day is None else int(last_day))
     if exclude_days is not None:
@@ -127,19 +136,23 @@ def client_behaviour(purchases: Any, exclude_days: tuple[int, int] | None = (5, 
     p = p.mutate(kids=p.product_key.re_search(KIDS_PATTERN).fill_null(False).cast("int64"),
                  base_sale=p.base_sale.fill_null(0).cast("int64"),
                  category=p.category.fill_null("unknown"))
-    per_client = p.group_by("id").aggregate(
+    categories = sorted(p.select("category").distinct().to_pandas()["category"].tolist())
+    counts = {CATEGORY_PREFIX + str(c): (p.category == c).cast("int64").sum()
+              for c in categories}
+    return p.group_by("id").aggregate(
         items=p.count(), orders=p.dt.nunique(), revenue=p.revenue.sum().cast("float64"),
         recency=(last - p.dt.max()).cast("int64"), sale_items=p.base_sale.sum(),
-        kids_items=p.kids.sum())
-    out = per_client.to_pandas().set_index("id").sort_index()
-    long = p.group_by(["id", "category"]).aggregate(n=p.count()).to_pandas()
-    counts = long.pivot(index="id", columns="category", values="n").fillna(0)
-    counts = counts.reindex(columns=sorted(counts.columns)).astype("int64")
-    counts.columns = [CATEGORY_PREFIX + str(c) for c in counts.columns]
-    counts.columns.name = None
+        kids_items=p.kids.sum(), **counts)
+
+
+def finish_behaviour(rows: pd.DataFrame) -> pd.DataFrame:
+    """A batch of :func:`behaviour_table`'s rows with :func:`client_behaviour`'s index
+    (``id``, int64) and dtypes; other columns (e.g. ``age`` joined to it) are kept."""
+    out = rows.set_index("id")
+    counts = [c for c in out.columns if c.startswith(CATEGORY_PREFIX)]
     out = out.astype({"items": "int64", "orders": "int64", "revenue": "float64",
-                      "recency": "int64", "sale_items": "int64", "kids_items": "int64"})
-    out = out.join(counts)
+                      "recency": "int64", "sale_items": "int64", "kids_items": "int64",
+                      **{c: "int64" for c in counts}})
     out.index = out.index.astype("int64")
     out.index.name = "id"
     return out
@@ -153,7 +166,7 @@ PERIOD_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number",
 def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.DataFrame:
     """Per client and period: orders (distinct purchase days), items, revenue, sale items.
 
-    The engine version of the aggregation in :func:`analysis.campaign1_data.client_metrics`:
+    The engine version of the aggregation in :func:`analysis.steps.campaign1_data.client_metrics`:
     one GROUP BY client with an aggregate per period (``where=`` filters), so only one row
     per client with any purchase comes back.
 

@@ -1,13 +1,13 @@
-"""The cleaning rules of :mod:`analysis.cleaning`, run in the engine.
+"""The cleaning rules of :mod:`analysis.store.rules`, run in the engine.
 
 The same rules, tables and data-quality summary as the in-memory reference
-(:func:`analysis.cleaning.clean`, which tests compare with this one at small scale), as
+(:func:`analysis.store.rules.clean`, which tests compare with this one at small scale), as
 Ibis expressions, so a store of any size is cleaned in DuckDB (or Spark) and written
 straight to Parquet:
 
 * product names → key and category: the **distinct** names (a few thousand) come back to
-  Python, get their key and category from :func:`analysis.cleaning.product_key` and
-  :func:`analysis.cleaning.product_category`, and go back as a small table the purchases
+  Python, get their key and category from :func:`analysis.store.rules.product_key` and
+  :func:`analysis.store.rules.product_category`, and go back as a small table the purchases
   are joined to;
 * cost flags against each category's median positive cost (a GROUP BY), revenue without
   flagged costs;
@@ -26,13 +26,13 @@ from typing import Any
 
 import pandas as pd
 
-from analysis.cleaning import (
+from analysis.io import atomic_path
+from analysis.store.rules import (
     EXTREME_FACTOR,
     conflicting_duplicates,
     product_category,
     product_key,
 )
-from analysis.io import atomic_path
 from analysis.store.sources import StagedStore
 
 #: column order of the cleaned tables (as the in-memory reference writes them)

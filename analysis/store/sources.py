@@ -12,7 +12,7 @@ A data folder holds the store's tables as
   as before.
 
 Every table is read in chunks of :data:`CHUNK_ROWS` rows, each checked by the same
-pandera schema as the in-memory loader (:func:`analysis.schemas.validate`; row numbers
+pandera schema as the in-memory loader (:func:`analysis.store.schemas.validate`; row numbers
 count from the table's first row), so memory does not grow with the store. Parquet columns
 must have the schema's types: numbers where numbers are needed (integers may be stored as
 floats, as pandas writes an integer column with gaps; a fraction among them is a row
@@ -33,10 +33,10 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from analysis import loaders
 from analysis.errors import SHOWN_ROWS, DataError, Problem
-from analysis.id_files import IdFile, read_id_file
-from analysis.schemas import COLUMNS, validate
+from analysis.store import loaders
+from analysis.store.id_files import IdFile, read_id_file
+from analysis.store.schemas import COLUMNS, validate
 
 #: rows read, checked and written at a time
 CHUNK_ROWS = 500_000
@@ -47,7 +47,7 @@ UNIQUE_ID = ("personal_data", "personal_data_lost", "personal_data_coeffs")
 
 
 def arrow_schema(table: str) -> pa.Schema:
-    """The staged Parquet schema of ``table`` (columns of :data:`analysis.schemas.COLUMNS`,
+    """The staged Parquet schema of ``table`` (columns of :data:`analysis.store.schemas.COLUMNS`,
     in that order)."""
     return pa.schema([(c, ARROW_TYPES[k]) for c, k in COLUMNS[table].items()])
 
@@ -103,6 +103,22 @@ def _parquet_problems(path: Path, table: str) -> list[Problem]:
     return problems
 
 
+def read_parquet_table(path: Path, table: str) -> pd.DataFrame:
+    """Read and validate a whole Parquet table (``check-data``; the clean step reads it in
+    chunks), with the type checks of the chunked reader.
+
+    Raises
+    ------
+    DataError
+        A missing column, a column of the wrong type, or rows breaking the schema.
+    """
+    problems = _parquet_problems(path, table)
+    if problems:
+        raise DataError.from_problems(path, problems)
+    frame = ds.dataset(path, format="parquet").to_table(columns=list(COLUMNS[table]))
+    return validate(frame.to_pandas(), table, str(path))
+
+
 def _parquet_chunks(path: Path, table: str) -> Iterator[pd.DataFrame]:
     dataset = ds.dataset(path, format="parquet")
     for batch in dataset.to_batches(columns=list(COLUMNS[table]), batch_size=CHUNK_ROWS):
@@ -143,7 +159,7 @@ def stage_table(chunks: Iterator[pd.DataFrame], table: str, source: str, out: Pa
     chunks
         The table's rows in order, as frames of at most :data:`CHUNK_ROWS` rows.
     table
-        Schema name (:data:`analysis.schemas.SCHEMAS`).
+        Schema name (:data:`analysis.store.schemas.SCHEMAS`).
     source
         The file (``file:table``) named in problems.
     out

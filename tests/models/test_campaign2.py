@@ -4,10 +4,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.cleaning import clean
-from analysis.demo_data import DemoSpec, write_demo
-from analysis.id_files import campaign_groups
-from analysis.loaders import load_folder
+from analysis.demo.store import DemoSpec, write_demo
+from analysis.store.id_files import campaign_groups
+from analysis.store.loaders import load_folder
+from analysis.store.rules import clean
 from models.campaign2 import Campaign2Model, build_panel, check_design, pool_cities
 
 

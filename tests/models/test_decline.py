@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.pipeline import Pipeline
 
-from analysis.one_click_data import CATEGORICAL, NUMERIC, load_one_click
+from analysis.steps.one_click_data import CATEGORICAL, NUMERIC, load_one_click
 from models.classification_metrics import binary_metrics
 from models.decline import FAMILIES, nested_cv, outer_folds, search, search_space
 

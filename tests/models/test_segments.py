@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 from sklearn.metrics import adjusted_rand_score
 
-from analysis.cleaning import clean
-from analysis.demo_data import DemoSpec, write_demo
-from analysis.loaders import load_folder
+from analysis.demo.store import DemoSpec, write_demo
+from analysis.store.loaders import load_folder
+from analysis.store.rules import clean
 from models.segment_features import client_behaviour
 from models.segments import GaussianMixtureSegmenter, cluster_actions, profile_clusters, stability
 

@@ -63,7 +63,7 @@ def test_profit_formula_is_zero_without_discount_and_equal_arpu():
 @pytest.fixture(scope="module")
 def campaign(tmp_path_factory):
     """The randomized demo's two id files (treated and control file) and its truth."""
-    from analysis.demo_data import DemoSpec
+    from analysis.demo.store import DemoSpec
 
     df, truth = demo_store_frame(tmp_path_factory.mktemp("c1"),
                                  DemoSpec(clients=25_000, seed=21, design="randomized"))
@@ -120,7 +120,7 @@ def test_whole_store_comparison_gets_the_planted_sign_where_the_control_file_doe
         tmp_path):
     """Store design: the control file (all bought) makes the email look harmful; the whole
     store, adjusted for pre-period behaviour, recovers the planted effect on the treated."""
-    from analysis.demo_data import DemoSpec
+    from analysis.demo.store import DemoSpec
     from models.campaign_design import diagnose_design
 
     df, truth = demo_store_frame(tmp_path, DemoSpec(clients=25_000, seed=22))

@@ -5,7 +5,7 @@ from dataclasses import asdict
 import pytest
 
 from analysis.config import Config
-from analysis.demo_data import DemoSpec
+from analysis.demo.store import DemoSpec
 from models.observational import observational_check
 from models.uplift import HierarchicalUplift
 from tests.conftest import demo_store_frame

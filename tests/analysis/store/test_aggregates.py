@@ -7,10 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.cleaning import clean
 from analysis.errors import DataError
-from analysis.id_files import campaign_groups
-from analysis.loaders import load_folder
 from analysis.store.aggregates import (
     BEHAVIOUR_COLUMNS,
     PANEL_CLIENT_COLUMNS,
@@ -18,6 +15,9 @@ from analysis.store.aggregates import (
     city_day_panel,
 )
 from analysis.store.engine import EngineUnavailable, connect, spark_problem
+from analysis.store.id_files import campaign_groups
+from analysis.store.loaders import load_folder
+from analysis.store.rules import clean
 from analysis.store.tables import open_table
 from models.campaign2 import build_panel
 
@@ -144,7 +144,7 @@ def _engines(spark_or_none):
 
 
 def test_campaign1_period_metrics_equal_the_pandas_ones(cleaned, spark_or_none):
-    from analysis.campaign1_data import PERIODS, client_metrics, metrics_of
+    from analysis.steps.campaign1_data import PERIODS, client_metrics, metrics_of
     from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
 
     folder, data, _ = cleaned

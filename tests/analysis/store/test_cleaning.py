@@ -7,10 +7,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from analysis.cleaning import clean
-from analysis.loaders import load_folder
 from analysis.store.cleaning import clean_store
 from analysis.store.engine import connect
+from analysis.store.loaders import load_folder
+from analysis.store.rules import clean
 from analysis.store.sources import stage_folder
 
 

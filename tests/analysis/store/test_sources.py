@@ -111,3 +111,19 @@ def test_no_client_table_anywhere(tmp_path):
     with pytest.raises(DataError, match="no client table: none of shop_database.db:"
                                         "personal_data, personal_data.parquet"):
         stage_folder(tmp_path / "empty", tmp_path / "s", connect("duckdb"))
+
+
+def test_check_data_reads_a_parquet_folder_with_the_same_rules(small_demo, tmp_path):
+    from analysis.store.check_data import check_folder
+
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    problems, sizes = check_folder(folder)
+    assert not [p for p in problems if p.severity == "fatal"]
+    assert sizes["purchases"] > 1000 and sizes["personal_data_coeffs"] == 3000
+    p = pd.read_parquet(folder / "purchases.parquet")
+    p.assign(cost=p["cost"].astype(str)).to_parquet(folder / "purchases.parquet")
+    (folder / "personal_data_coeffs.parquet").unlink()
+    problems, _ = check_folder(folder)
+    fatal = "\n".join(p.message for p in problems if p.severity == "fatal")
+    assert "column 'cost': Parquet type string where integers are needed" in fatal
+    assert "missing table 'personal_data_coeffs' (nor personal_data_coeffs.parquet)" in fatal

@@ -1,0 +1,301 @@
+"""Step ``gender``: restore the lost clients' gender.
+
+Fits :class:`models.gender.GenderImputer` on clients with known gender, evaluates it
+with stratified 5-fold CV against two baselines, picks a confidence threshold from the
+out-of-fold predictions, and writes to ``results_dir/gender/``:
+
+* ``clients.parquet``: every client with ``gender_prob`` (P(gender = 1); 0/1 for known),
+  ``gender_label`` (known gender, or the imputed label when confident, else missing) and
+  ``gender_source`` (``known`` / ``imputed`` / ``uncertain`` / ``not restored``);
+* ``metrics.parquet``, ``reliability.parquet``, ``calibration.png``, ``summary.json``;
+* ``model.joblib`` with ``model.json`` (library versions, feature schema, SHA-256): a
+  model saved under another schema or library version is refused with a clear message.
+
+Degenerate input:
+
+* a gender with fewer known clients than the folds need (:func:`models.gender.min_members`,
+  5 for 5 folds) stops the step before any fitting with a :class:`DataError` on the
+  known-gender table's ``gender`` column;
+* a chosen model that is not better than the base rate (rule and sources in
+  :mod:`models.cv_checks`: the 95% interval of the out-of-fold ROC-AUC above 0.5 and a log
+  loss below the prior-only ``DummyClassifier``'s) assigns nothing: the lost clients keep a
+  missing ``gender_prob`` and ``gender_label`` (``gender_source`` = ``not restored``), no
+  model is saved, and the CLI message and ``summary.json`` (``better_than_base_rate``,
+  ``labels_withheld``) say why.
+
+Downstream use (stated in the report): segmentation uses ``gender_prob``; campaign 1's
+balance check uses known gender only; no step forces an uncertain label.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from analysis import model_store as store
+from analysis.config import Config, load_config
+from analysis.errors import DataError
+from analysis.io import read_json, save_figure, write_json, write_parquet
+from analysis.pipeline import step_dir
+from analysis.steps.figures import reliability_figure
+from analysis.store.aggregates import (
+    GENDER_COLUMNS,
+    finish_gender_features,
+    gender_feature_table,
+    held_out,
+)
+from analysis.store.cleaning import write_parquet as write_parquet_from
+from analysis.store.engine import connect
+from analysis.store.tables import open_table, parquet_batches
+from models.cv_checks import too_few_members
+from models.gender import (
+    GenderImputer,
+    confidence_threshold,
+    evaluate,
+    min_members,
+)
+
+TARGET_ACCURACY = 0.95
+FOLDS = 5
+
+
+#: the cleaned clients' columns the features read
+CLIENT_COLUMNS = {"id": "integer", "age": "integer", "education": "string", "city": "integer",
+                  "country": "integer", "personal_coef": "number"}
+
+
+def feature_table(cfg: Config, con: Any) -> Any:
+    """Every client's features as an Ibis expression (the engine's rows, not Python's):
+    demographics, ``personal_coef``, ``gender`` (missing for the lost) and, when the store
+    has purchases, the purchase aggregates of
+    :func:`analysis.store.aggregates.gender_feature_table`; finish a batch of its rows
+    with :func:`to_features`."""
+    clean = step_dir(cfg, "clean")
+    c = open_table(con, clean / "clients.parquet", {**CLIENT_COLUMNS, "gender": "integer"},
+                   "clients")
+    X = c.select("id", "gender", *[k for k in CLIENT_COLUMNS if k != "id"])
+    path = clean / "purchases.parquet"
+    if path.exists():
+        purchases = open_table(con, path, GENDER_COLUMNS, "purchases")
+        cpath = clean / "colours.parquet"
+        colours = (open_table(con, cpath, {"id": "integer", "colour": "string"}, "colours")
+                   if cpath.exists() else None)
+        X = X.left_join(gender_feature_table(purchases, colours), "id").drop("id_right")
+    return X
+
+
+def to_features(rows: pd.DataFrame, keep_coef: bool = True) -> pd.DataFrame:
+    """A batch of :func:`feature_table`'s rows as the imputer's input: index ``id``,
+    demographics, ``personal_coef`` (left out when ``keep_coef`` is false: the store has
+    none), purchase features (``n_items`` 0 for clients without purchases)."""
+    X = rows.drop(columns="gender").set_index("id")
+    X.index = X.index.astype("Int64")
+    if "spend" in X:
+        X = finish_gender_features(X)
+        X["n_items"] = X["n_items"].fillna(0)
+    if not keep_coef:
+        X = X.drop(columns="personal_coef")
+    X = X.astype({"city": "Int64", "country": "Int64"})
+    return X.astype({c: "float64" for c in X.columns if c not in ("education", "city",
+                                                                   "country")})
+
+
+def fit_sample(cfg: Config, X: Any) -> tuple[Any, dict[str, Any]]:
+    """The known-gender clients the imputer is evaluated and fitted on: every one while
+    there are at most ``cfg.gender.fit_sample``, else a hash sample of ids
+    (:func:`analysis.store.aggregates.held_out`, the same share of each gender)."""
+    known = X.filter(X.gender.notnull())
+    n_known = int(known.count().to_pyarrow().as_py())
+    share = min(1.0, cfg.gender.fit_sample / max(n_known, 1))
+    if share < 1.0:
+        known = known.filter(held_out(known.id, share, cfg.seed))
+    return known, {"known_clients": n_known, "share": share,
+                   "rule": "every known client" if share >= 1.0 else
+                   "hash sample of client ids (same share of each gender)"}
+
+
+def save_model(model: GenderImputer, folder: Path) -> None:
+    store.save_model(model, folder, list(model.feature_names_in_))
+
+
+def load_model(folder: Path, features: list[str] | None = None) -> GenderImputer:
+    """Load a saved imputer, refusing a file that does not match its manifest."""
+    return store.load_model(folder, features, step="gender")
+
+
+def known_gender_source(cfg: Config) -> str:
+    """Where the known genders were read from (``file:table``), for error messages."""
+    q = step_dir(cfg, "clean") / "quality.json"
+    sources = read_json(q).get("sources", {}) if q.exists() else {}
+    return str(sources.get("personal_data", cfg.data_dir / "personal_data"))
+
+
+def check_classes(cfg: Config, y: np.ndarray, folds: int = FOLDS) -> None:
+    """Stop before any cross-validation when a gender has too few known clients.
+
+    Parameters
+    ----------
+    cfg
+        The run's configuration (names the source file in the message).
+    y
+        Known gender 0/1 of the clients with known gender, shape ``(n,)``.
+    folds
+        Stratified folds of the evaluation.
+
+    Raises
+    ------
+    DataError
+        On the known-gender table's ``gender`` column, saying which gender, how many
+        clients it has, how many the folds need (:func:`models.gender.min_members`) and
+        what the user can do.
+    """
+    need = min_members(folds)
+    short = too_few_members(y, need)
+    if not short:
+        return
+    cls, k = short[0]
+    other = int((y == 1 - cls).sum())
+    raise DataError(
+        known_gender_source(cfg),
+        f"gender {cls} has {k:,} clients with known gender (gender {1 - cls}: {other:,}); "
+        f"the gender model's {folds}-fold cross-validation needs at least {need} of each "
+        f"gender. Add clients of gender {cls} with known gender to the table; until then "
+        "no gender is restored and later steps use known gender only",
+        column="gender")
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    con = connect(cfg.engine)
+    X_all = feature_table(cfg, con)
+    keep_coef = bool(X_all.personal_coef.notnull().any().to_pyarrow().as_py())
+    sample, sample_info = fit_sample(cfg, X_all)
+    rows = sample.order_by("id").to_pandas()
+    y = rows["gender"].astype(int).to_numpy()
+    check_classes(cfg, y)
+    X_known = to_features(rows, keep_coef)
+    sample_info["size"] = len(X_known)
+    del rows
+    t0 = time.perf_counter()
+    ev = evaluate(X_known, y, folds=FOLDS, random_state=cfg.seed)
+    cv_seconds = time.perf_counter() - t0
+    base = ev.base_rate()
+    threshold = confidence_threshold(y, ev.oof[ev.chosen], TARGET_ACCURACY)
+    out = step_dir(cfg, "gender")
+    out.mkdir(parents=True, exist_ok=True)
+    model = None
+    if base.better:
+        model = GenderImputer(calibrate=ev.chosen.endswith("calibration"),
+                              random_state=cfg.seed).fit(X_known, y)
+    features = list(X_known.columns)
+    del X_known
+    # the lost clients, scored batch by batch as the engine streams them
+    lost_ids, p_parts, batches = [], [], 0
+    with tempfile.TemporaryDirectory(prefix=".lost-", dir=out) as tmp:
+        # the engine writes the lost clients' features; Python reads them a batch at a time
+        path = Path(tmp) / "lost.parquet"
+        write_parquet_from(con, X_all.filter(X_all.gender.isnull()).order_by("id"), path)
+        for batch in parquet_batches(path, cfg.gender.score_batch):
+            X_lost = to_features(batch, keep_coef)
+            lost_ids.append(X_lost.index.to_numpy(dtype="int64"))
+            p_parts.append(model.predict_proba(X_lost)[:, 1] if model is not None
+                           else np.full(len(X_lost), np.nan))
+            batches += 1
+    lost_ids_arr = np.concatenate(lost_ids) if lost_ids else np.empty(0, dtype="int64")
+    p_lost = np.concatenate(p_parts) if p_parts else np.empty(0)
+    table = pd.read_parquet(step_dir(cfg, "clean") / "clients.parquet",
+                            columns=["id", "gender"])
+    table["id"] = table["id"].astype("int64")
+    is_known = table["gender"].notna().to_numpy()
+    prob = table["gender"].astype("float64").to_numpy().copy()
+    pos = pd.Index(table["id"]).get_indexer(lost_ids_arr)
+    prob[pos] = p_lost
+    table = table.drop(columns="gender")
+    table["id"] = table["id"].astype("Int64")
+    table["gender_prob"] = prob
+    conf = np.maximum(table["gender_prob"], 1 - table["gender_prob"])
+    confident = (conf >= threshold).to_numpy()  # NaN (not restored) is never confident
+    table["gender_label"] = pd.array(
+        np.where(is_known | confident, (table["gender_prob"] >= 0.5).astype(int), -1),
+        dtype="Int64")
+    table.loc[table["gender_label"] == -1, "gender_label"] = pd.NA
+    lost_source = "uncertain" if base.better else "not restored"
+    table["gender_source"] = np.where(is_known, "known",
+                                      np.where(confident, "imputed", lost_source))
+    rel = ev.reliability()
+    n_unc = int((table["gender_source"] == "uncertain").sum())
+    summary = {
+        "chosen_model": ev.chosen, "features": features, "fit_sample": sample_info,
+        "score_batches": batches,
+        "cv_folds": FOLDS, "cv_seconds": round(cv_seconds, 1),
+        "metrics": ev.table.to_dict("records"),
+        "better_than_base_rate": base.better, "base_rate_check": base.as_dict(),
+        "threshold": threshold, "target_accuracy": TARGET_ACCURACY,
+        "lost_clients": int(len(p_lost)),
+        "imputed_confident": int((table["gender_source"] == "imputed").sum()),
+        "uncertain": n_unc,
+        "not_restored": int((table["gender_source"] == "not restored").sum()),
+        "mean_prob_lost": float(p_lost.mean()) if base.better and len(p_lost) else None,
+        "downstream": {"segments": "uses gender_prob (a probability, not a label)",
+                       "uplift": "balance check uses known gender only"},
+    }
+    if not base.better:
+        summary["labels_withheld"] = (
+            f"The gender model ({ev.chosen}) is {base.reason}, with gender 1 for "
+            f"{base.base_rate:.1%} of the {len(y):,} clients with known gender. No gender "
+            f"is restored: the {len(p_lost):,} lost clients keep a missing gender and "
+            "later steps use known gender only.")
+        summary["downstream"] = {"segments": "known gender only (nothing restored)",
+                                 "uplift": "balance check uses known gender only"}
+    else:
+        _truth_check(cfg, table, summary)
+    write_parquet(table, out / "clients.parquet")
+    write_parquet(ev.table, out / "metrics.parquet")
+    write_parquet(rel, out / "reliability.parquet")
+    _plot(ev, out)
+    if base.better:
+        save_model(model, out)
+    else:  # a model from an earlier run must not outlive the verdict
+        for name in ("model.joblib", "model.json"):
+            (out / name).unlink(missing_ok=True)
+    write_json(summary, out / "summary.json")
+    chosen = ev.table.set_index("model").loc[ev.chosen]
+    if not base.better:
+        return {"message": f"gender model {base.reason}; no gender restored for the "
+                           f"{len(p_lost):,} lost clients (gender 1 is {base.base_rate:.1%} "
+                           "of known)"}
+    return {"message": f"CV ROC-AUC {chosen['roc_auc']:.3f}, ECE {chosen['ece']:.3f}; "
+                       f"{n_unc} of {len(p_lost)} lost clients stay uncertain"}
+
+
+def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> None:
+    """On demo data, how well the planted gender of lost clients was restored."""
+    truth_file = cfg.data_dir / "truth_clients.parquet"
+    if not truth_file.exists():
+        return
+    t = pd.read_parquet(truth_file)[["id", "gender", "lost"]]
+    m = table.merge(t.rename(columns={"gender": "true_gender"}), on="id")
+    lost = m[m["lost"]]
+    if len(lost):
+        from models.classification_metrics import binary_metrics
+
+        summary["demo_truth_lost"] = binary_metrics(lost["true_gender"].to_numpy(),
+                                             lost["gender_prob"].to_numpy())
+
+
+def _plot(ev: Any, out: Path) -> None:
+    fig = reliability_figure(
+        {name: ev.reliability(name) for name in ("logistic, demographics only", ev.chosen)},
+        "predicted P(gender = 1), out of fold", "observed share with gender = 1",
+        "Reliability of the restored gender", lim=1.0, figsize=(5, 4.5))
+    save_figure(fig, out / "calibration.png")
+
+
+if __name__ == "__main__":
+    from analysis.pipeline import run as run_pipeline
+
+    run_pipeline(load_config(Path("shopbayes.toml")), only="gender")

@@ -1,0 +1,301 @@
+"""Step ``uplift``: campaign 1 (personal discount email, days 5..16).
+
+Trust checks first (sample-ratio mismatch, covariate balance, selection on the outcome,
+ids dropped), then the closed-form Beta-Binomial / log-normal answer, then the
+hierarchical PyMC model with city (and cluster, when the segmentation step has run)
+effects, its diagnostics, and the profit decision. Outputs in ``results_dir/uplift/``.
+
+Run alone: ``python -m analysis.steps.uplift`` or ``shopbayes run uplift``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import arviz as az
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.background import background
+from analysis.config import Config
+from analysis.errors import DataError
+from analysis.io import atomic_path, save_figure, write_json, write_parquet
+from analysis.pipeline import optional_result, step_dir
+from analysis.steps.campaign1_data import PERIODS, store_frame
+from analysis.steps.clean import purchases_path, read_campaign_ids, read_clients
+from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
+from analysis.store.engine import connect
+from analysis.store.loaders import POSITIVE_FILE
+from analysis.store.tables import open_table
+from models import campaign_design as DESIGN
+from models import next_test as NT
+from models import observational as OBS
+from models import uplift as U
+
+BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre_revenue",
+                      "pre_bought"]
+
+
+def _clusters(cfg: Config) -> pd.DataFrame | None:
+    """Cluster assignments when the segments step succeeded (a failed run keeps the
+    earlier files, which must not be mixed with today's data)."""
+    return optional_result(cfg, "segments", "assignments.parquet")
+
+
+def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any]
+                 ) -> dict[str, Any]:
+    """Balance, selection on the outcome and the sample-ratio test (``srm``, the design
+    verdict's) of the campaign's treated and control clients, as warnings."""
+    cov = df.assign(pre_revenue=df["pre_revenue"].astype(float),
+                    pre_bought=df["pre_bought"].astype(float),
+                    gender=pd.to_numeric(df["gender"], errors="coerce"))
+    top = df["city"].value_counts().index[:5]
+    for c in top:
+        cov[f"city_{c}"] = (df["city"] == c).astype(float)
+    smd = U.standardized_mean_differences(cov, BALANCE_COVARIATES + [f"city_{c}" for c in top])
+    conv = df.groupby("treated")["converted"].mean()
+    rates = {"treated": float(conv.get(True, np.nan)), "control": float(conv.get(False, np.nan))}
+    warnings = U.selection_on_outcome(rates)
+    if srm["mismatch"]:
+        warnings.append(f"sample-ratio mismatch: {srm['n_treated']} treated vs "
+                        f"{srm['n_control']} control (p = {srm['p_value']:.2g})")
+    bad = smd[smd.imbalanced]
+    if len(bad):
+        warnings.append("covariates imbalanced (|SMD| > 0.1): " + ", ".join(bad.covariate))
+    return {"srm": srm, "smd": smd, "warnings": warnings, "ids": report,
+            "conversion_rates": rates}
+
+
+def group_metrics(df: pd.DataFrame) -> pd.DataFrame:
+    g = df.groupby("treated")
+    out = pd.DataFrame({
+        "clients": g.size(),
+        "conversion": g["converted"].mean(),
+        "orders_per_client": g["window_orders"].mean(),
+        "items_per_client": g["window_items"].mean(),
+        "arpu": g["revenue"].mean(),
+        "aov": g["aov"].mean(),
+        "discount_share": g["window_sale_items"].sum() / g["window_items"].sum().clip(lower=1),
+        "pre_arpu": g["pre_revenue"].mean(),
+        "post_arpu": g["post_revenue"].mean(),
+        "post_conversion": g["post_orders"].apply(lambda s: (s > 0).mean()),
+    })
+    out.index = out.index.map({True: "treated", False: "control"})
+    return out.reset_index(names="group")
+
+
+def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The comparison population: clients in the countries and age bands where treated
+    clients are (no untreated client elsewhere can stand in for a treated one)."""
+    t = df[df["treated"]]
+    keep = df["country"].isin(t["country"].unique()) & df["age_band"].isin(
+        t["age_band"].unique())
+    return df[keep].reset_index(drop=True), {"kept": int(keep.sum()),
+                                             "outside_support": int((~keep).sum())}
+
+
+def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
+    """The control file among buyers: per-buyer revenue, items and average purchase with
+    Lee bounds (valid only if the controls were drawn at random among buyers)."""
+    t, c = campaign[campaign["treated"]], campaign[~campaign["treated"]]
+    tb, cb = t[t["converted"]], c[c["converted"]]
+    out: dict[str, Any] = {}
+    if tb.empty or cb.empty:
+        return {"reason": f"no buyers to compare (treated buyers {len(tb)}, control buyers "
+                          f"{len(cb)})"}
+    for name, col in (("revenue_per_buyer", "revenue"), ("items_per_buyer", "items")):
+        out[name] = DESIGN.lee_bounds(tb[col].to_numpy(), cb[col].to_numpy(), len(t), len(c))
+        out[name]["treated"] = float(tb[col].mean())
+        out[name]["control"] = float(cb[col].mean())
+    out["average_purchase"] = {"treated": float(tb["revenue"].sum() / tb["items"].sum()),
+                               "control": float(cb["revenue"].sum() / cb["items"].sum())}
+    return out
+
+
+def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
+    """Stop with the file at fault when a campaign group cannot be analysed: no treated
+    client in the client table, or no treated client with any purchase in two months (the
+    id file and the purchases then describe different clients)."""
+    t = store[store["group"] == "treated"]
+    path = data_dir / POSITIVE_FILE
+    if t.empty:
+        raise DataError(path, "none of its ids is a client of personal_data: there is no "
+                        "treated group to analyse")
+    bought = t[["pre_items", "window_items", "post_items"]].sum(axis=1) > 0
+    if not bought.any():
+        raise DataError(path, f"none of its {len(t):,} clients has a purchase on any day "
+                        "(0..58): the id file and the purchases table do not describe the "
+                        "same clients")
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    clients = read_clients(cfg)
+    con = connect(cfg.engine)
+    purchases = open_table(con, purchases_path(cfg), PERIOD_COLUMNS, "purchases")
+    per_client = period_metrics(purchases, PERIODS)
+    ids = read_campaign_ids(cfg)
+    clusters = _clusters(cfg)
+    lo, hi = PERIODS["pre"]
+    if not per_client["pre_items"].any():
+        raise DataError(Path(cfg.data_dir) / "shop_database.db:purchases",
+                        f"no purchase on days {lo}..{hi}, the days before the email: what the "
+                        "store chose the treated on cannot be seen or adjusted for, so no "
+                        "comparison of campaign 1 would be valid", column="dt")
+    store, report = store_frame(clients, None, ids["treated"], ids["control"], clusters,
+                                per_client=per_client)
+    _check_groups(store, Path(cfg.data_dir))
+    out = step_dir(cfg, "uplift")
+    verdict = DESIGN.diagnose_design(store, report)
+    campaign = store[store["group"] != "untreated"].reset_index(drop=True)
+    trust = trust_checks(campaign, report, verdict.srm) if (~campaign.treated).any() else None
+    b = cfg.business
+    n_t, n_c = int(campaign.treated.sum()), int((~campaign.treated).sum())
+    closed: dict[str, Any] = {}
+    if n_c:
+        conv_t, conv_c = (int(campaign[campaign.treated].converted.sum()),
+                          int(campaign[~campaign.treated].converted.sum()))
+        bb = U.beta_binomial_ab(conv_t, n_t, conv_c, n_c, seed=cfg.seed)
+        arpu = U.arpu_ab(campaign, seed=cfg.seed)
+        closed = {"conversion": {k: v for k, v in bb.items() if not k.startswith("_")},
+                  "arpu": {k: v for k, v in arpu.items() if not k.startswith("_")},
+                  "profit_per_client": U.describe(U.profit_per_treated(
+                      arpu["_draws"]["treated"], arpu["_draws"]["control"], b.margin,
+                      b.discount_depth)),
+                  "valid": verdict.control_valid_for_conversion}
+    whole, support = _support(store)
+    comparison = whole if verdict.primary == "whole store" else campaign
+    # the scikit-learn cross-check runs on the second core while the model compiles
+    with background(OBS.observational_check, whole, cfg.seed) as cross_check:
+        model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
+                                     min_city_clients=cfg.min_city_clients).fit(comparison)
+        obs = cross_check.result()
+    conv = model.convergence_
+    overall = model.effects(b.margin, b.discount_depth).iloc[0]
+    by_city = model.effects(b.margin, b.discount_depth, by="city")
+    by_cluster = model.effects(b.margin, b.discount_depth, by="cluster")
+    curve = model.margin_curve(b.discount_depth)
+    buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
+        else None
+    rr = overall["conversion_ratio_hdi_low"]
+    sensitivity = {"risk_ratio": float(overall["conversion_ratio_mean"]),
+                   "e_value": DESIGN.e_value(overall["conversion_ratio_mean"]),
+                   "e_value_interval": DESIGN.e_value(rr) if rr > 1 else 1.0}
+    w = model.weighted_draws()
+    depth_grid = NT.profit_by_depth(w["arpu1"], w["arpu0"], b.margin, b.discount_depth)
+    best = depth_grid.loc[depth_grid["profit_mean"].idxmax()]
+    t_rows = comparison[comparison.treated]
+    sigma = float(t_rows["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
+    prior_sd = max((best["profit_high"] - best["profit_low"]) / (2 * 1.88), 1e-6)
+    sizes = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
+                         np.array([500, 1000, 2000, 5000, 10000, 20000, 50000]), seed=cfg.seed)
+    prior = model.prior_predictive()
+    ppc = model.posterior_predictive()
+    ppc_groups = pd.concat([model.posterior_predictive_groups(by).assign(by=by)
+                            for by in ("cluster", "city")], ignore_index=True)
+    sentence = U.recommend(overall, by_city, by_cluster, b.margin, b.discount_depth,
+                           comparison=verdict.primary)
+    if verdict.control_problems:
+        # the trust failures are part of the decision, not only of a box in the report
+        sentence = ("The control file was not used (" + "; ".join(verdict.control_problems)
+                    + "). " + sentence)
+    sentence = conv.caveat("the hierarchical model") + sentence
+    if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
+        sentence = ("WARNING: the placebo before the email shows an effect, so the adjusted "
+                    "comparison may still be confounded. ") + sentence
+    _figures(model, curve, out, b)
+    ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
+    save_figure(ax.figure, out / "overlap.png")
+    with atomic_path(out / "posterior.nc") as tmp:
+        az.to_netcdf(model.idata_, tmp)
+    write_parquet(group_metrics(store.assign(treated=store["group"] == "treated")
+                                if n_c == 0 else campaign), out / "group_metrics.parquet")
+    write_parquet(verdict.balance, out / "balance.parquet")
+    write_parquet(by_city, out / "effects_city.parquet")
+    write_parquet(by_cluster, out / "effects_cluster.parquet")
+    write_parquet(curve, out / "margin_curve.parquet")
+    write_parquet(depth_grid, out / "depth_grid.parquet")
+    write_parquet(sizes, out / "follow_up_sizes.parquet")
+    write_parquet(ppc_groups, out / "posterior_predictive_groups.parquet")
+    summary = {
+        "recommendation": sentence,
+        "business": {"margin": b.margin, "discount_depth": b.discount_depth},
+        "design": {**{k: v for k, v in verdict.as_dict().items() if k != "balance"},
+                   "sentence": verdict.sentence(), "support": support},
+        "trust": None if trust is None else {k: v for k, v in trust.items() if k != "smd"},
+        "closed_form": closed,
+        "buyers_comparison": buyers,
+        "observational": obs,
+        "sensitivity": sensitivity,
+        "next_test": {"best_depth": float(best["depth"]),
+                      "best_profit_mean": float(best["profit_mean"]),
+                      "profit_sd_per_client": sigma,
+                      "assumption": "extra list-price revenue proportional to the depth"},
+        "hierarchical": {
+            "comparison": verdict.primary,
+            "comparison_clients": int(len(comparison)),
+            "overall": overall.to_dict(),
+            "total_incremental_profit": float(overall["profit_per_client_mean"] * n_t),
+            "parameters": model.summary().reset_index(names="parameter").to_dict("records"),
+            "pooled_cities": [str(c) for c in model.pooled_cities_],
+            "cells": len(model.cells_), "clusters_used": clusters is not None,
+            "outside_support": model.outside_support_, "timings_seconds": model.timings_,
+            "resampled_with": model.resampled_with_,
+            "priors": {k: list(v) for k, v in model.model_config.items()},
+            "prior_predictive": {k: v for k, v in prior.items() if not k.startswith("_")},
+            "posterior_predictive": ppc,
+            "posterior_predictive_groups": {
+                by: {"groups": int((ppc_groups["by"] == by).sum()),
+                     "inside_94": int(ppc_groups.loc[ppc_groups["by"] == by, "inside"].sum())}
+                for by in ("cluster", "city")},
+        },
+        "convergence": conv.as_dict(),
+    }
+    write_json(summary, out / "summary.json")
+    status = "converged" if conv.ok else "FAILED CONVERGENCE: " + "; ".join(conv.problems)
+    return {"message": f"{verdict.primary} comparison: uplift "
+                       f"{100 * overall['conversion_uplift_mean']:+.1f} points, "
+                       f"P(uplift>0)={overall['conversion_uplift_p_positive']:.2f}, "
+                       f"P(profit>0)={overall['profit_per_client_p_positive']:.2f}"
+                       + ("" if verdict.control_valid_for_conversion
+                          else "; control file not used: " + "; ".join(verdict.control_problems))
+                       + f"; {status}",
+            "convergence_ok": conv.ok}
+
+
+def _figures(model: U.HierarchicalUplift, curve: pd.DataFrame, out: Path, b: Any) -> None:
+    for by in ("city", "cluster"):
+        ax = model.plot_forest(by, b.margin, b.discount_depth)
+        save_figure(ax.figure, out / f"forest_{by}.png")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    w = model.weighted_draws()
+    axes[0].hist(100 * w["conversion"], bins=60, density=True, color="C0", alpha=0.7)
+    axes[0].axvline(0, color="k", lw=1)
+    axes[0].set_xlabel("conversion uplift on the treated, percentage points")
+    axes[0].set_title("Posterior of the effect on the treated")
+    profit = model.profit_draws(b.margin, b.discount_depth)
+    axes[1].hist(profit, bins=60, color="C2", alpha=0.7)
+    axes[1].axvline(0, color="k", lw=1)
+    axes[1].set_xlabel("incremental profit per treated client")
+    axes[1].set_title(f"Profit (margin {b.margin:.0%}, discount {b.discount_depth:.0%})")
+    save_figure(fig, out / "uplift_posterior.png")
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(100 * curve["margin"], curve["p_profit_positive"], "-o", ms=3)
+    ax.axhline(0.5, color="grey", lw=0.8, ls=":")
+    ax.axvline(100 * b.margin, color="C1", ls="--", lw=1, label="configured margin")
+    ax.set_xlabel("gross margin, %")
+    ax.set_ylabel("P(incremental profit > 0)")
+    ax.set_title("Does campaign 1 pay off? It depends on the margin")
+    ax.legend()
+    save_figure(fig, out / "margin_curve.png")
+    ax = model.plot_posterior_predictive("cluster")
+    save_figure(ax.figure, out / "ppc.png")
+
+
+if __name__ == "__main__":
+    # the same as `shopbayes run uplift [--data DIR] [--results DIR] [--force]`
+    from analysis.cli import main
+
+    sys.exit(main(["run", "uplift", *sys.argv[1:]]))

@@ -1,0 +1,133 @@
+import json
+
+import pandas as pd
+import pytest
+
+from analysis import pipeline
+from analysis.config import SamplerConfig, load_config
+from analysis.steps.campaign1_data import campaign_frame
+from analysis.store.id_files import read_id_file
+from analysis.store.loaders import load_folder
+from tests.conftest import SKILLBOX, needs_shared
+
+
+@pytest.fixture(autouse=True)
+def clean_and_uplift_only(monkeypatch):
+    monkeypatch.setattr(pipeline, "STEPS", tuple(pipeline.get_step(n) for n in ("clean", "uplift")))
+
+
+def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150)})
+    res = pipeline.run(cfg)
+    assert [r["status"] for r in res] == ["ok", "ok"]
+    out = tmp_path / "res" / "uplift"
+    for f in ("summary.json", "posterior.nc", "forest_city.png", "margin_curve.png",
+              "effects_city.parquet", "balance.parquet", "uplift_posterior.png", "ppc.png",
+              "posterior_predictive_groups.parquet"):
+        assert (out / f).exists(), f
+    s = json.loads((out / "summary.json").read_text())
+    assert s["trust"]["srm"]["n_treated"] == s["trust"]["srm"]["n_control"]
+    assert "Recommendation:" in s["recommendation"]
+    ppc = s["hierarchical"]["posterior_predictive_groups"]
+    assert 0 <= ppc["city"]["inside_94"] <= ppc["city"]["groups"]
+    cities = pd.read_parquet(out / "effects_city.parquet")["level"].nunique()
+    assert ppc["city"]["groups"] == 2 * cities  # each city, treated and control
+    if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
+        assert s["recommendation"].startswith("WARNING") and "FAILED" in res[1]["message"]
+
+
+def test_clusters_of_a_failed_segments_run_are_not_used(tmp_path):
+    from analysis.io import write_json, write_parquet
+    from analysis.steps.uplift import _clusters
+
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    seg = tmp_path / "res" / "segments"
+    write_parquet(pd.DataFrame({"id": [1, 2], "cluster": [0, 1]}), seg / "assignments.parquet")
+    write_json({"step": "segments", "status": "ok"}, seg / "manifest.json")
+    assert _clusters(cfg)["cluster"].tolist() == [0, 1]
+    # a later run failed: its earlier files are still there, but stale
+    write_json({"step": "segments", "status": "failed"}, seg / "manifest.json")
+    assert _clusters(cfg) is None
+
+
+def test_uplift_is_skipped_with_a_reason_without_purchases(tmp_path, small_demo):
+    import shutil
+
+    from tests.conftest import read_table
+
+    read_table(small_demo / "shop_database.db", "personal_data").to_csv(
+        tmp_path / "personal_data.csv", index=False)
+    for f in ("ids_first_company_positive.txt", "ids_first_company_negative.txt"):
+        shutil.copy(small_demo / f, tmp_path)
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[0]["status"] == "ok" and res[1]["status"] == "skipped"
+    assert "no purchases table" in res[1]["message"]
+
+
+def test_no_pre_period_days_stop_the_step_naming_the_table_and_column(demo_copy, tmp_path):
+    import sqlite3
+
+    con = sqlite3.connect(demo_copy / "shop_database.db")
+    con.execute("DELETE FROM purchases WHERE dt < 5")
+    con.commit()
+    con.close()
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[0]["status"] == "ok" and res[1]["status"] == "failed"
+    assert "shop_database.db:purchases" in res[1]["message"] and "'dt'" in res[1]["message"]
+    assert "days 0..4" in res[1]["message"]
+
+
+def test_treated_ids_absent_from_purchases_stop_the_step_naming_the_file(demo_copy, tmp_path):
+    from tests.conftest import read_table
+
+    buyers = set(read_table(demo_copy / "shop_database.db", "purchases")["id"])
+    clients = read_table(demo_copy / "shop_database.db", "personal_data")["id"]
+    never = [i for i in clients if i not in buyers][:50]
+    assert never
+    (demo_copy / "ids_first_company_positive.txt").write_text(
+        "id\n" + "\n".join(map(str, never)) + "\n")
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg)
+    assert res[1]["status"] == "failed"
+    assert "ids_first_company_positive.txt" in res[1]["message"]
+    assert f"none of its {len(never)} clients has a purchase" in res[1]["message"]
+
+
+@needs_shared("skillbox", "ids_first_company_positive.txt")
+def test_real_groups_are_built_from_exactly_5000_and_5000_ids():
+    raw = load_folder(SKILLBOX)
+    clients = pd.concat([raw.clients, raw.lost.assign(gender=pd.NA)], ignore_index=True)
+    clients["personal_coef"] = float("nan")
+    pos = read_id_file(SKILLBOX / "ids_first_company_positive.txt")
+    neg = read_id_file(SKILLBOX / "ids_first_company_negative.txt")
+    empty = pd.DataFrame({"id": pd.Series(dtype="int64"), "dt": [], "revenue": [],
+                          "base_sale": []})
+    df, report = campaign_frame(clients, empty, list(pos.ids), list(neg.ids))
+    assert report["dropped_unknown_treated"] == report["dropped_unknown_control"] == 0
+    assert df.treated.sum() == 5000 and (~df.treated).sum() == 5000
+
+
+@pytest.mark.parametrize(("kept", "problem"), [
+    (0.2, "sample-ratio mismatch (" ),
+    (0.0, "control file empty: none of its "),
+])
+def test_trust_failures_reach_the_cli_line_and_the_recommendation(demo_copy, tmp_path, kept,
+                                                                  problem):
+    """Most (or all) control ids unknown to the client tables: the step runs on the whole
+    store, and the CLI line and the recommendation say why the control file is not used."""
+    neg = demo_copy / "ids_first_company_negative.txt"
+    ids = read_id_file(neg).ids
+    n_keep = int(kept * len(ids))
+    unknown = [10**9 + i for i in range(len(ids) - n_keep)]  # ids of no client
+    neg.write_text("\n".join(str(i) for i in [*ids[:n_keep], *unknown]) + "\n")
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=100, tune=100)})
+    res = pipeline.run(cfg)
+    assert [r["status"] for r in res] == ["ok", "ok"], res
+    assert f"control file not used: {problem}" in res[1]["message"]
+    s = json.loads((tmp_path / "res" / "uplift" / "summary.json").read_text())
+    assert s["hierarchical"]["comparison"] == "whole store"
+    assert f"The control file was not used ({problem}" in s["recommendation"]
