@@ -13,8 +13,8 @@ from pathlib import Path
 from analysis.errors import DataError
 from analysis.store import loaders
 from analysis.store.id_files import IdFile, campaign_groups, read_id_file
-from analysis.store.sources import parquet_path, read_parquet_table
 from analysis.store.rules import conflicting_duplicates
+from analysis.store.sources import parquet_path, read_parquet_table
 from analysis.store.text_files import read_as_usual
 
 
