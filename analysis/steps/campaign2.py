@@ -42,7 +42,7 @@ def run(cfg: Config) -> dict[str, Any]:
     except StepSkipped:
         exclude = set()
     # the panel is a GROUP BY in the engine: only cities x days come back
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     source = purchases_path(cfg)
     purchases = open_table(con, source, PANEL_PURCHASE_COLUMNS)
     clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet", PANEL_CLIENT_COLUMNS)

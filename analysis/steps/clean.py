@@ -35,7 +35,7 @@ from analysis.store.text_files import read_as_usual
 def run(cfg: Config) -> dict[str, Any]:
     out = step_dir(cfg, "clean")
     out.mkdir(parents=True, exist_ok=True)
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     with tempfile.TemporaryDirectory(prefix=".staged-", dir=out) as staging:
         staged = stage_folder(cfg.data_dir, Path(staging), con)
         quality = clean_store(con, staged, out)
@@ -55,6 +55,7 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json(quality, out / "quality.json")
     notes = [f"{k.removesuffix('_text')} read as {v}" for k, v in quality["sources"].items()
              if k.endswith("_text") and not read_as_usual(v)]
+    notes += [v for k, v in quality["sources"].items() if k.endswith("_note")]
     dup = quality.get("duplicates_across_client_tables") or {}
     if dup.get("conflicting"):
         notes.append(f"{dup['conflicting']} ids in both client tables with different values "

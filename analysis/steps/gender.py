@@ -170,7 +170,7 @@ def check_classes(cfg: Config, y: np.ndarray, folds: int = FOLDS) -> None:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     X_all = feature_table(cfg, con)
     keep_coef = bool(X_all.personal_coef.notnull().any().to_pyarrow().as_py())
     sample, sample_info = fit_sample(cfg, X_all)

@@ -118,7 +118,7 @@ def score_clients(model: PropensityModel, clients: pd.DataFrame, hist: pd.DataFr
 def run(cfg: Config) -> dict[str, Any]:
     pc = cfg.propensity
     clients = read_clients(cfg)
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     purchases = open_table(con, purchases_path(cfg), PROPENSITY_COLUMNS, "purchases")
     ids = read_campaign_ids(cfg)
     frame = client_frame(cfg, clients, ids["treated"])

@@ -111,7 +111,7 @@ def assign(model: GaussianMixtureSegmenter, behaviour: pd.DataFrame, ids: pd.Ser
 
 def run(cfg: Config) -> dict[str, Any]:
     s = cfg.segments
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     # per-client features are a GROUP BY in the engine: the purchases stay there
     purchases = open_table(con, purchases_path(cfg), BEHAVIOUR_COLUMNS, "purchases")
     behaviour = behaviour_table(purchases, exclude_days=CAMPAIGN1_WINDOW)

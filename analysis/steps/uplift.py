@@ -133,7 +133,7 @@ def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
 
 def run(cfg: Config) -> dict[str, Any]:
     clients = read_clients(cfg)
-    con = connect(cfg.engine)
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     purchases = open_table(con, purchases_path(cfg), PERIOD_COLUMNS, "purchases")
     per_client = period_metrics(purchases, PERIODS)
     ids = read_campaign_ids(cfg)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 #: engines :func:`connect` knows
@@ -20,7 +22,8 @@ class EngineUnavailable(RuntimeError):
     which and how to fix it)."""
 
 
-def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
+def connect(engine: str = "duckdb", threads: int | None = None,
+            memory_limit: str | None = None) -> Any:
     """An Ibis backend for ``engine``.
 
     Parameters
@@ -31,6 +34,9 @@ def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
         the process).
     threads
         Worker threads (default: every core for DuckDB, 2 for Spark).
+    memory_limit
+        DuckDB's memory limit (``"2GB"``); beyond it DuckDB spills to a folder under the
+        system's temporary directory. Default: DuckDB's (80% of the machine's memory).
 
     Returns
     -------
@@ -51,6 +57,10 @@ def connect(engine: str = "duckdb", threads: int | None = None) -> Any:
         con = ibis.duckdb.connect()
         if threads:
             con.raw_sql(f"SET threads = {int(threads)}")
+        if memory_limit:
+            spill = Path(tempfile.gettempdir()) / "shopbayes-duckdb"
+            con.raw_sql(f"SET memory_limit = '{memory_limit}'")
+            con.raw_sql(f"SET temp_directory = '{spill}'")
         return con
     if engine == "spark":
         return _spark_backend(int(threads or 2))

@@ -110,7 +110,7 @@ class CleanData:
 #: columns both client tables hold, compared for ids that are in both
 SHARED_CLIENT_COLUMNS = ("age", "education", "country", "city")
 #: how an id in both client tables is resolved (stated wherever conflicts are reported)
-DUPLICATE_RULE = "the row of the table with gender (the database's personal_data) is kept"
+DUPLICATE_RULE = "the row of the table with gender (personal_data) is kept"
 
 
 def conflicting_duplicates(known: pd.DataFrame, lost: pd.DataFrame) -> dict[str, object]:

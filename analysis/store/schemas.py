@@ -168,6 +168,15 @@ def coerce_columns(df: pd.DataFrame, table: str, source: str
                                         _positions(bad), int(bad.sum())))
                 num = num.where(~bad)
             if kind == "int":
+                # beyond int64 (an export's 1e20) is no integer this store can hold
+                huge = num.notna() & (num.abs() >= 2.0**63)
+                if huge.any():
+                    examples = [repr(v) for v in raw[huge].head(3)]
+                    problems.append(Problem(source, "value(s) beyond the integer range such "
+                                            f"as {', '.join(examples)}", col,
+                                            "int64 range", _positions(huge),
+                                            int(huge.sum())))
+                    num = num.where(~huge)
                 frac = num.notna() & (num != num.round())
                 if frac.any():
                     problems.append(Problem(source, "fractional value in an integer column",

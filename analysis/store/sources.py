@@ -30,16 +30,16 @@ from typing import Any
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from analysis.errors import SHOWN_ROWS, DataError, Problem
 from analysis.store import loaders
 from analysis.store.id_files import IdFile, read_id_file
 from analysis.store.schemas import COLUMNS, validate
+from analysis.store.tables import parquet_batches, parquet_files
 
 #: rows read, checked and written at a time
-CHUNK_ROWS = 500_000
+CHUNK_ROWS = 200_000
 #: the Arrow type each schema kind is staged as
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 #: tables whose ``id`` is unique (checked across chunks)
@@ -73,39 +73,60 @@ class StagedStore:
     negative: IdFile | None = None
 
 
+def _type_ok(t: pa.DataType, kind: str) -> bool:
+    """Whether a Parquet column of type ``t`` can hold the schema's ``kind``."""
+    if pa.types.is_dictionary(t):  # pandas' category columns: judged by their values
+        t = t.value_type
+    if pa.types.is_null(t):  # a part whose column is all missing
+        return True
+    if kind == "int":
+        # whole numbers stored as floats (pandas writes an integer column with gaps so)
+        # or as decimals without fractions (warehouse exports) are accepted; a fraction
+        # among them is a row error of the schema
+        return (pa.types.is_integer(t) or pa.types.is_floating(t)
+                or (pa.types.is_decimal(t) and t.scale == 0))
+    if kind == "float":
+        return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
+    return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
 def _parquet_problems(path: Path, table: str) -> list[Problem]:
-    """Missing columns and columns whose Parquet type is not the schema's kind."""
-    try:
-        schema = ds.dataset(path, format="parquet").schema
-    except (pa.ArrowInvalid, OSError) as exc:
-        return [Problem(str(path), f"not a readable Parquet table: {exc}")]
-    problems = []
+    """Missing columns and columns whose Parquet type is not the schema's kind, checked
+    in every part file of a folder table (each problem names its part)."""
+    files = parquet_files(path)
+    if path.is_dir() and not files:
+        return [Problem(str(path), "the folder holds no Parquet part files")]
+    problems: list[Problem] = []
     spec = COLUMNS[table]
-    missing = [c for c in spec if c not in schema.names]
-    if missing:
-        problems.append(Problem(str(path), f"missing column(s) {missing}; found "
-                                f"{schema.names}", rule="required columns"))
-    for col, kind in spec.items():
-        if col not in schema.names:
+    for f in files:
+        try:
+            schema = pq.read_schema(f)
+        except (pa.ArrowInvalid, OSError) as exc:
+            problems.append(Problem(str(f), "not a readable Parquet file "
+                                    f"({str(exc).splitlines()[0]})"))
             continue
-        t = schema.field(col).type
-        ok = (pa.types.is_null(t)
-              # whole numbers stored as floats (pandas writes an integer column with gaps
-              # so) are accepted; a fraction among them is a row error of the schema
-              or (kind == "int" and (pa.types.is_integer(t) or pa.types.is_floating(t)))
-              or (kind == "float" and (pa.types.is_floating(t) or pa.types.is_integer(t)
-                                       or pa.types.is_decimal(t)))
-              or (kind == "str" and (pa.types.is_string(t) or pa.types.is_large_string(t))))
-        if not ok:
-            need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
-            problems.append(Problem(str(path), f"Parquet type {t} where {need} are needed",
-                                    col, rule=f"type {need}"))
+        missing = [c for c in spec if c not in schema.names]
+        if missing:
+            hint = ""
+            if any("=" in part for part in f.relative_to(path).parts[:-1]
+                   if path.is_dir()):
+                hint = (" (columns in folder names such as dt=3/ are not read: write them "
+                        "into the files)")
+            problems.append(Problem(str(f), f"missing column(s) {missing}; found "
+                                    f"{schema.names}{hint}", rule="required columns"))
+        for col, kind in spec.items():
+            if col in schema.names and not _type_ok(schema.field(col).type, kind):
+                need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
+                problems.append(Problem(str(f), f"Parquet type {schema.field(col).type} "
+                                        f"where {need} are needed", col,
+                                        rule=f"type {need}"))
     return problems
 
 
 def read_parquet_table(path: Path, table: str) -> pd.DataFrame:
     """Read and validate a whole Parquet table (``check-data``; the clean step reads it in
-    chunks), with the type checks of the chunked reader.
+    chunks), with the type checks of the chunked reader; each part of a folder table is
+    validated on its own (problems name the part file and its rows).
 
     Raises
     ------
@@ -115,20 +136,31 @@ def read_parquet_table(path: Path, table: str) -> pd.DataFrame:
     problems = _parquet_problems(path, table)
     if problems:
         raise DataError.from_problems(path, problems)
-    frame = ds.dataset(path, format="parquet").to_table(columns=list(COLUMNS[table]))
-    return validate(frame.to_pandas(), table, str(path))
+    frames = []
+    for f in parquet_files(path):
+        frame = pq.read_table(f, columns=list(COLUMNS[table])).to_pandas()
+        try:
+            frames.append(validate(frame, table, str(f)))
+        except DataError as exc:
+            problems += exc.problems
+    if problems:
+        raise DataError.from_problems(path, problems)
+    return pd.concat(frames, ignore_index=True) if frames else validate(
+        pd.DataFrame(columns=list(COLUMNS[table])), table, str(path))
 
 
-def _parquet_chunks(path: Path, table: str) -> Iterator[pd.DataFrame]:
-    dataset = ds.dataset(path, format="parquet")
-    for batch in dataset.to_batches(columns=list(COLUMNS[table]), batch_size=CHUNK_ROWS):
-        yield batch.to_pandas()
+def _parquet_chunks(path: Path, table: str) -> Iterator[tuple[str, pd.DataFrame]]:
+    """``(part file, chunk)`` pairs of a Parquet table; rows count within each part."""
+    for f in parquet_files(path):
+        for chunk in parquet_batches(f, CHUNK_ROWS, list(COLUMNS[table])):
+            yield str(f) if path.is_dir() else str(path), chunk
 
 
-def _sqlite_chunks(db: Path, table: str) -> Iterator[pd.DataFrame]:
+def _sqlite_chunks(db: Path, table: str) -> Iterator[tuple[str, pd.DataFrame]]:
     con = loaders.connect_readonly(db)
     try:
-        yield from pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=CHUNK_ROWS)
+        for chunk in pd.read_sql_query(f'SELECT * FROM "{table}"', con, chunksize=CHUNK_ROWS):
+            yield f"{db}:{table}", chunk
     except Exception as exc:  # sqlite3.DatabaseError, pandas' DatabaseError
         raise DataError(f"{db}:{table}", f"table could not be read: {exc}") from exc
     finally:
@@ -150,31 +182,33 @@ def _merge(problems: list[Problem]) -> list[Problem]:
     return list(merged.values())
 
 
-def stage_table(chunks: Iterator[pd.DataFrame], table: str, source: str, out: Path
+def stage_table(chunks: Iterator[tuple[str, pd.DataFrame]], table: str, out: Path
                 ) -> tuple[int, list[Problem]]:
     """Validate ``chunks`` of ``table`` and write them to ``out`` as Parquet.
 
     Parameters
     ----------
     chunks
-        The table's rows in order, as frames of at most :data:`CHUNK_ROWS` rows.
+        ``(source, frame)`` pairs in order: the file (``file:table``, or the part file of
+        a folder table) named in problems, and at most :data:`CHUNK_ROWS` of its rows.
+        Row numbers count from the first row of each source.
     table
-        Schema name (:data:`analysis.store.schemas.SCHEMAS`).
-    source
-        The file (``file:table``) named in problems.
+        Schema name (:data:`analysis.schemas.SCHEMAS`).
     out
         The staged Parquet file (written only when every chunk is valid).
 
     Returns
     -------
     (rows, problems)
-        Rows read and every problem found (row numbers from the table's first row).
+        Rows read and every problem found.
     """
     schema = arrow_schema(table)
-    offset, problems = 0, []
+    rows, offset, current, problems = 0, 0, None, []
     writer: pq.ParquetWriter | None = None
     try:
-        for chunk in chunks:
+        for source, chunk in chunks:
+            if source != current:
+                current, offset = source, 0
             try:
                 typed = validate(chunk, table, source)
             except DataError as exc:
@@ -187,12 +221,13 @@ def stage_table(chunks: Iterator[pd.DataFrame], table: str, source: str, out: Pa
                 writer.write_table(pa.Table.from_pandas(typed[schema.names], schema=schema,
                                                         preserve_index=False))
             offset += len(chunk)
+            rows += len(chunk)
     finally:
         if writer is not None:
             writer.close()
     if not problems and writer is None:  # an empty table
         pq.write_table(schema.empty_table(), out)
-    return offset, _merge(problems)
+    return rows, _merge(problems)
 
 
 def duplicate_ids(con: Any, path: Path, source: str) -> list[Problem]:
@@ -248,6 +283,9 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         pq_path = parquet_path(folder, t)
         if pq_path.exists():
             origins[t] = ("parquet", pq_path)
+            if t in present:  # said in the clean step's line and quality.json
+                store.sources[f"{t}_note"] = (f"{pq_path.name} used; the table {t} of "
+                                              f"{loaders.DB_FILE} is not")
         elif t in present:
             origins[t] = ("sqlite", db)
     if "personal_data" not in origins and (folder / loaders.CLIENTS_CSV).exists():
@@ -271,7 +309,7 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
             if found:
                 problems += found
                 continue
-            chunks: Iterator[pd.DataFrame] = _parquet_chunks(path, t)
+            chunks: Iterator[tuple[str, pd.DataFrame]] = _parquet_chunks(path, t)
         elif kind == "sqlite":
             chunks = _sqlite_chunks(path, t)
         else:
@@ -282,12 +320,14 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
                 continue
             if frame.attrs.get("text"):
                 store.sources[f"{t}_text"] = frame.attrs["text"]
-            chunks = iter([frame])
+            chunks = iter([(source, frame)])
         try:
-            n, found = stage_table(chunks, t, source, out)
+            n, found = stage_table(chunks, t, out)
         except DataError as exc:
             problems += exc.problems
             continue
+        if not found and n == 0 and t != "personal_data_lost":
+            found = [Problem(source, "the table has no rows")]
         problems += found
         if not found and t in UNIQUE_ID:
             found = duplicate_ids(con, out, source)

@@ -64,11 +64,32 @@ def open_table(con: Any, path: Path, columns: dict[str, str], name: str | None =
     return table
 
 
-def parquet_batches(path: Path, rows: int) -> Iterator[pd.DataFrame]:
-    """Read a Parquet file (or a folder of part files) ``rows`` rows at a time, in order,
-    as pandas frames; memory holds one batch."""
-    import pyarrow.dataset as ds
+def parquet_files(path: Path) -> list[Path]:
+    """The data files of a Parquet table: the file itself, or the part files of a folder
+    (in name order; hidden and ``_``-prefixed files such as ``_SUCCESS`` left out)."""
+    path = Path(path)
+    if path.is_file():
+        return [path]
+    return sorted(p for p in path.rglob("*") if p.is_file()
+                  and not p.name.startswith((".", "_")))
 
-    for batch in ds.dataset(str(path), format="parquet").to_batches(batch_size=rows):
-        if batch.num_rows:
-            yield batch.to_pandas()
+
+def parquet_batches(path: Path, rows: int, columns: list[str] | None = None
+                    ) -> Iterator[pd.DataFrame]:
+    """Read a Parquet table (a file or a folder of part files) ``rows`` rows at a time,
+    in order, as pandas frames.
+
+    Files are read one row group after another without read-ahead, so memory holds about
+    one batch (plus one row group) whatever the table's size.
+    """
+    import pyarrow.parquet as pq
+
+    for f in parquet_files(path):
+        reader = pq.ParquetFile(f)
+        try:
+            for batch in reader.iter_batches(batch_size=rows, columns=columns,
+                                             use_threads=False):
+                if batch.num_rows:
+                    yield batch.to_pandas()
+        finally:
+            reader.close()

@@ -127,3 +127,111 @@ def test_check_data_reads_a_parquet_folder_with_the_same_rules(small_demo, tmp_p
     fatal = "\n".join(p.message for p in problems if p.severity == "fatal")
     assert "column 'cost': Parquet type string where integers are needed" in fatal
     assert "missing table 'personal_data_coeffs' (nor personal_data_coeffs.parquet)" in fatal
+
+
+def test_a_table_stored_as_a_folder_of_part_files_is_read_whole(small_demo, tmp_path,
+                                                                 monkeypatch):
+    monkeypatch.setattr(sources, "CHUNK_ROWS", 1500)
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    p = pd.read_parquet(folder / "purchases.parquet")
+    (folder / "purchases.parquet").unlink()
+    parts = folder / "purchases.parquet"
+    parts.mkdir()
+    for i, part in enumerate((p.iloc[:5000], p.iloc[5000:12000], p.iloc[12000:])):
+        part.to_parquet(parts / f"part-{i:05d}.parquet")
+    (parts / "_SUCCESS").write_bytes(b"")
+    con = connect("duckdb")
+    staged = stage_folder(folder, tmp_path / "s", con)
+    assert staged.rows["purchases"] == len(p)
+    got = pd.read_parquet(staged.paths["purchases"])
+    pd.testing.assert_frame_equal(got[["id", "dt", "cost"]].astype("int64"),
+                                  p[["id", "dt", "cost"]].astype("int64"))
+    # a bad row in the second part is named by its part file and its row there
+    bad = p.iloc[5000:12000].copy()
+    bad.iloc[10, bad.columns.get_loc("dt")] = 77
+    bad.to_parquet(parts / "part-00001.parquet")
+    with pytest.raises(DataError, match=r"part-00001\.parquet, column 'dt'.*"
+                                        r"\[data row: 11\]"):
+        stage_folder(folder, tmp_path / "s2", con)
+
+
+def test_duckdb_memory_limit_is_applied():
+    con = connect("duckdb", memory_limit="1GB")
+    limit = con.raw_sql("SELECT current_setting('memory_limit')").fetchone()[0]
+    assert limit.replace(" ", "").upper() in ("1GB", "953.6MIB", "1.0GB", "1000.0MB",
+                                              "953.6MB"), limit
+
+
+def _parts(folder: Path, name: str, frames) -> Path:
+    """Replace table ``name`` of ``folder`` by a folder of part files (tables or frames)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (folder / f"{name}.parquet").unlink()
+    parts = folder / f"{name}.parquet"
+    parts.mkdir()
+    for i, f in enumerate(frames):
+        if isinstance(f, bytes):
+            (parts / f"part-{i}.parquet").write_bytes(f)
+        else:
+            pq.write_table(f if isinstance(f, pa.Table) else pa.Table.from_pandas(
+                f, preserve_index=False), parts / f"part-{i}.parquet")
+    return parts
+
+
+def test_exports_as_they_come_from_warehouses(small_demo, tmp_path):
+    """Bad parts are named with the problem; odd but valid types are read."""
+    import pyarrow as pa
+
+    con = connect("duckdb")
+
+    def fails(folder, *expected):
+        with pytest.raises(DataError) as err:
+            stage_folder(folder, tmp_path / f"s-{folder.name}", con)
+        for e in expected:
+            assert e in str(err.value), str(err.value)
+
+    base = _as_parquet(small_demo, tmp_path / "base")
+    p = pd.read_parquet(base / "purchases.parquet")
+    # an empty part file, ids as text in the second part, a part without dt
+    f = _as_parquet(small_demo, tmp_path / "a")
+    _parts(f, "purchases", [p.iloc[:100], p.iloc[100:200].assign(id=p["id"].astype(str)),
+                            p.iloc[200:300].drop(columns="dt"), b""])
+    fails(f, "part-1.parquet, column 'id': Parquet type string where integers are needed",
+          "part-2.parquet: missing column(s) ['dt']",
+          "part-3.parquet: not a readable Parquet file")
+    # dt in folder names (hive partitions) gets a hint; an empty folder says so
+    f = _as_parquet(small_demo, tmp_path / "b")
+    (f / "purchases.parquet").unlink()
+    (f / "purchases.parquet" / "dt=3").mkdir(parents=True)
+    p[p["dt"] == 3].drop(columns="dt").to_parquet(f / "purchases.parquet" / "dt=3" / "x.parquet")
+    (f / "personal_data_coeffs.parquet").unlink()
+    (f / "personal_data_coeffs.parquet").mkdir()
+    fails(f, "columns in folder names such as dt=3/ are not read",
+          "personal_data_coeffs.parquet: the folder holds no Parquet part files")
+    # a cost beyond int64, and a client table without rows
+    f = _as_parquet(small_demo, tmp_path / "c")
+    p.assign(cost=p["cost"].astype(float).where(p.index != 7, 1e20)).to_parquet(
+        f / "purchases.parquet")
+    pd.read_parquet(f / "personal_data.parquet").iloc[:0].to_parquet(f / "personal_data.parquet")
+    fails(f, "column 'cost': value(s) beyond the integer range such as 1e+20 (rule: int64 "
+             "range) [data row: 8]", "personal_data.parquet: the table has no rows")
+    # valid: an all-null first part, category text, whole-number decimals, extra columns
+    f = _as_parquet(small_demo, tmp_path / "d")
+    first = pa.Table.from_pandas(p.iloc[:50].assign(colour=None), preserve_index=False)
+    second = pa.Table.from_pandas(p.iloc[50:].assign(colour=p["colour"].iloc[50:].astype(
+        "category"), extra="x"), preserve_index=False)
+    second = second.set_column(second.schema.get_field_index("cost"), "cost",
+                               second["cost"].cast(pa.decimal128(20, 0)))
+    _parts(f, "purchases", [first, second])
+    staged = stage_folder(f, tmp_path / "s-d", con)
+    assert staged.rows["purchases"] == len(p)
+
+
+def test_a_parquet_table_beside_the_database_is_said_to_win(demo_copy, tmp_path):
+    pd.read_sql_query("SELECT * FROM personal_data_coeffs", sqlite3.connect(
+        demo_copy / "shop_database.db")).to_parquet(demo_copy / "personal_data_coeffs.parquet")
+    staged = stage_folder(demo_copy, tmp_path / "s", connect("duckdb"))
+    assert staged.sources["personal_data_coeffs_note"] == (
+        "personal_data_coeffs.parquet used; the table personal_data_coeffs of "
+        "shop_database.db is not")

@@ -175,7 +175,7 @@ def test_same_id_with_different_values_across_client_tables(demo_copy):
     assert warn == [f"1 of the 1 ids also in the client table have different values (age: 1, "
                     f"city: 1; e.g. id {first['id']}: age {first['age']} vs "
                     f"{first['age'] + 1}, city {first['city']} vs 99999); rule: the row of "
-                    "the table with gender (the database's personal_data) is kept"]
+                    "the table with gender (personal_data) is kept"]
     quality = clean(load_folder(demo_copy)).quality
     assert quality["duplicates_across_client_tables"]["conflicting"] == 1
     assert quality["lost_ids_also_in_known_table"] == 1
