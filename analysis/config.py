@@ -141,7 +141,7 @@ class Config:
     #: query engine of the data layer (analysis.store): "duckdb" (embedded) or "spark"
     engine: str = "duckdb"
     #: DuckDB's memory limit: a larger store spills to disk instead of growing the process
-    engine_memory: str = "2GB"
+    engine_memory: str = "1GB"
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     #: per-step changes to ``sampler`` (measured at real scale: campaign 2 passes every
     #: check with 1,500 draws per chain; propensity needs 2,000 (1,500 left r_hat of

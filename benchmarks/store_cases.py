@@ -112,14 +112,20 @@ def clean_in_memory(data: str) -> dict[str, float | int]:
 
 def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool = False
                ) -> dict[str, float | int | bool]:
-    """Every engine aggregate the steps use, on the clean step's tables in ``results``:
-    the campaign-2 panel, segment behaviour, campaign-1 period metrics, propensity
-    category table and cells, gender features. Seconds of each, and (``compare_with_duckdb``)
+    """Every engine aggregate the steps use, on the clean step's tables in ``results``,
+    the way the steps use them: the small ones come back to Python (the campaign-2 panel,
+    the propensity category table and cells), the per-client ones are written by the
+    engine to Parquet for the steps to stream (segment behaviour, campaign-1 period
+    metrics, gender features). Seconds of each, rows, and (``compare_with_duckdb``)
     whether each equals DuckDB's result exactly."""
+    import tempfile
+
     import pandas as pd
 
+    from analysis.config import Config
     from analysis.steps.campaign1_data import PERIODS
     from analysis.store import aggregates as A
+    from analysis.store.cleaning import write_parquet
     from analysis.store.engine import connect
     from analysis.store.tables import open_table
 
@@ -127,22 +133,29 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     ids = json.loads((folder / "campaign_ids.json").read_text())
     exclude = set(ids["treated"]) | set(ids["control"])
     out: dict[str, float | int | bool] = {}
+    tmp = Path(tempfile.mkdtemp(prefix="bench-aggregates-"))
 
-    def run_all(con) -> dict[str, pd.DataFrame]:
+    def run_all(con, tag: str) -> dict[str, pd.DataFrame | Path]:
         p = open_table(con, folder / "purchases.parquet", {"id": "integer"}, "purchases")
         c = open_table(con, folder / "clients.parquet", A.PANEL_CLIENT_COLUMNS, "clients")
         col = open_table(con, folder / "colours.parquet", {"id": "integer"}, "colours")
         cities = c.select("id", city=c.city.cast("string"),
                           split=A.held_out(c.id, 0.2, 2024).ifelse("holdout", "train"))
+
+        def to_file(name, expr):
+            path = tmp / f"{tag}-{name}.parquet"
+            write_parquet(con, expr.order_by("id"), path)
+            return path
+
         jobs = {
             "panel": lambda: A.city_day_panel(p, c, exclude),
-            "behaviour": lambda: A.client_behaviour(p),
-            "period_metrics": lambda: A.period_metrics(p, PERIODS),
+            "behaviour": lambda: to_file("behaviour", A.behaviour_table(p)),
+            "period_metrics": lambda: to_file("period", A.period_metrics_table(p, PERIODS)),
             "category_table": lambda: A.category_table(p),
             "cells": lambda: A.category_cells(
                 p, cities, (5, 16), sorted(A.category_table(p).index), ["city", "split"]
             ).sort_values(["city", "split", "category", "history"], ignore_index=True),
-            "gender_features": lambda: A.gender_features(p, col),
+            "gender_features": lambda: to_file("gender", A.gender_feature_table(p, col)),
         }
         got = {}
         for name, job in jobs.items():
@@ -152,20 +165,27 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
         return got
 
     t = time.perf_counter()
-    con = connect(engine)
+    con = connect(engine, memory_limit=Config().engine_memory)
     out["connect_seconds"] = time.perf_counter() - t
     t = time.perf_counter()
-    got = run_all(con)
+    got = run_all(con, engine)
     out["inner_seconds"] = time.perf_counter() - t
-    out["clients_with_purchases"] = len(got["period_metrics"])
     out["cells"] = len(got["cells"])
+    out["panel_rows"] = len(got["panel"])
     if compare_with_duckdb:
         from analysis.store.engine import stop_spark
 
         stop_spark()
-        reference = run_all(connect("duckdb"))
+        reference = run_all(connect("duckdb", memory_limit=Config().engine_memory), "duckdb")
         for name, frame in got.items():
-            ref = reference[name]
-            out[f"{name}_equals_duckdb"] = bool(frame.reset_index(drop=True).equals(
-                ref.reset_index(drop=True)) if name != "behaviour" else frame.equals(ref))
+            a, b = frame, reference[name]
+            if isinstance(a, Path):
+                a = pd.read_parquet(a).sort_values("id", ignore_index=True)
+                b = pd.read_parquet(b).sort_values("id", ignore_index=True)
+                a = a[b.columns].astype(b.dtypes.to_dict())
+            out[f"{name}_equals_duckdb"] = bool(a.reset_index(drop=True).equals(
+                b.reset_index(drop=True)))
+    import shutil
+
+    shutil.rmtree(tmp, ignore_errors=True)
     return out

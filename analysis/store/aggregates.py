@@ -183,6 +183,12 @@ def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.Da
         ``id`` and ``<period>_orders``, ``_items``, ``_revenue``, ``_sale_items`` (int64)
         for every client with a purchase on any day, sorted by id.
     """
+    out = period_metrics_table(purchases, periods).order_by("id").to_pandas()
+    return out.astype("int64").reset_index(drop=True)
+
+
+def period_metrics_table(purchases: Any, periods: dict[str, tuple[int, int]]) -> Any:
+    """:func:`period_metrics` as an Ibis expression (one row per client with purchases)."""
     p = purchases
     aggs: dict[str, Any] = {}
     for name, (lo, hi) in periods.items():
@@ -191,8 +197,7 @@ def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.Da
         aggs[f"{name}_items"] = p.count(where=inside)
         aggs[f"{name}_revenue"] = p.revenue.sum(where=inside).fill_null(0)
         aggs[f"{name}_sale_items"] = p.base_sale.sum(where=inside).fill_null(0)
-    out = p.group_by("id").aggregate(**aggs).order_by("id").to_pandas()
-    return out.astype("int64").reset_index(drop=True)
+    return p.group_by("id").aggregate(**aggs)
 
 
 #: the purchases' columns the propensity aggregates read
@@ -205,9 +210,40 @@ def category_table(purchases: Any) -> pd.DataFrame:
     (the aggregation of :func:`models.propensity.category_features`, sorted by category)."""
     p = purchases.filter(purchases.revenue > 0)
     out = p.group_by("category").aggregate(
-        median_price=p.revenue.median().cast("float64"),
         sale_share=p.base_sale.mean().cast("float64"), items=p.count()).order_by("category")
-    return out.to_pandas().astype({"items": "int64"}).set_index("category")
+    out = out.to_pandas().astype({"items": "int64"}).set_index("category")
+    out.insert(0, "median_price", group_medians(p, "category", "revenue")
+               .reindex(out.index))
+    return out
+
+
+def group_medians(table: Any, group: str, value: str) -> pd.Series:
+    """Exact median of ``value`` per ``group`` from the engine's frequency table.
+
+    The engine counts rows per (group, value) (a GROUP BY that spills to disk, unlike a
+    median aggregate, which holds every value in memory); the few thousand distinct
+    prices per category come back and the median is read off the cumulative counts: the
+    middle value, or the mean of the two middle values (as pandas' ``median``).
+
+    Returns
+    -------
+    pandas.Series
+        float64 median per group (index ``group``); groups whose values are all missing
+        are absent.
+    """
+    import numpy as np
+
+    t = table.filter(table[value].notnull())
+    freq = t.group_by([group, value]).aggregate(n=t.count()).to_pandas()
+    freq = freq.sort_values([group, value], ignore_index=True)
+    out = {}
+    for key, f in freq.groupby(group, sort=True):
+        v, c = f[value].to_numpy(dtype=float), f["n"].to_numpy().cumsum()
+        total = c[-1]
+        lo = v[np.searchsorted(c, (total - 1) // 2 + 1)]  # 1-based positions
+        hi = v[np.searchsorted(c, total // 2 + 1)]
+        out[key] = (lo + hi) / 2
+    return pd.Series(out, dtype="float64", name=value).rename_axis(group)
 
 
 def category_cells(purchases: Any, clients: Any, window: tuple[int, int],

@@ -27,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.io import atomic_path
+from analysis.store.aggregates import group_medians
 from analysis.store.rules import (
     EXTREME_FACTOR,
     conflicting_duplicates,
@@ -126,8 +127,10 @@ def clean_purchases(con: Any, staged: StagedStore, clients: Any, out: Path,
     lookup = ibis.memtable(product_lookup(p.select("product").distinct().to_pandas()
                                           ["product"]))
     p = p.inner_join(lookup, "product")
-    median = (p.filter(p.cost > 0).group_by("category")
-              .aggregate(median_cost=lambda t: t.cost.median()))
+    med = group_medians(p.filter(p.cost > 0), "category", "cost")
+    median = ibis.memtable(pd.DataFrame({"category": med.index.astype(str),
+                                         "median_cost": med.to_numpy(dtype=float)}),
+                           schema={"category": "string", "median_cost": "float64"})
     p = p.left_join(median, "category").drop("category_right")
     flag = (ibis.cases((p.cost < 0, "negative"), (p.cost == 0, "zero"),
                        (p.median_cost.notnull() & (p.cost > EXTREME_FACTOR * p.median_cost),

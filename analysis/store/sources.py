@@ -39,7 +39,7 @@ from analysis.store.schemas import COLUMNS, validate
 from analysis.store.tables import parquet_batches, parquet_files
 
 #: rows read, checked and written at a time
-CHUNK_ROWS = 200_000
+CHUNK_ROWS = 100_000
 #: the Arrow type each schema kind is staged as
 ARROW_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
 #: tables whose ``id`` is unique (checked across chunks)
