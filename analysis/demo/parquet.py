@@ -176,9 +176,12 @@ def write_demo_parquet(out: str | Path, spec: DemoSpec | None = None,
             _dirty_ids(np.concatenate(treated), "positive", rng, ","), encoding="utf-8")
         (tmp / "ids_first_company_negative.txt").write_text(
             _dirty_ids(np.concatenate(control), "negative", rng, ";"), encoding="utf-8")
+        first = chunk_truths[0]
         truth = {
             "spec": asdict(spec), "format": "parquet", "chunk_clients": chunk_clients,
             "chunks": len(sizes),
+            # what every chunk shares, where the steps' demo checks look for it
+            **{k: first[k] for k in ("segments", "n_segments", "gender_coding")},
             "city_effects": {"rate_factor": {str(k): v for k, v in effects[0].items()},
                              "tau_city": {str(k): v for k, v in effects[1].items()}},
             "campaign1": {"design": spec.design, "att": _pooled_att(chunk_truths)},

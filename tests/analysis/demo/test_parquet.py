@@ -42,6 +42,8 @@ def test_the_chunked_store_follows_the_store_rules(chunked):
     assert set(known["id"]).isdisjoint(lost["id"])
     truth = json.loads((chunked / "truth.json").read_text())
     assert truth["chunks"] == 3 and truth["campaign1"]["att"]["clients"] > 0
+    # the keys the steps' demo checks read, as in the in-memory store's truth
+    assert truth["n_segments"] == 4 and len(truth["segments"]) == 4
     # the store design: every control bought in the window (days 5..16)
     control = set(read_id_file(chunked / "ids_first_company_negative.txt").ids)
     treated = set(read_id_file(chunked / "ids_first_company_positive.txt").ids)
