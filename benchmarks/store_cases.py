@@ -125,9 +125,8 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     from analysis.config import Config
     from analysis.steps.campaign1_data import PERIODS
     from analysis.store import aggregates as A
-    from analysis.store.cleaning import write_parquet
     from analysis.store.engine import connect
-    from analysis.store.tables import open_table
+    from analysis.store.tables import open_table, write_parquet
 
     folder = Path(results) / "clean"
     ids = json.loads((folder / "campaign_ids.json").read_text())

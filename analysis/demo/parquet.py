@@ -23,8 +23,6 @@ treated and the store-design controls come from the same rule as in the in-memor
 from __future__ import annotations
 
 import gzip
-import json
-import os
 import shutil
 import tempfile
 from dataclasses import asdict, replace
@@ -37,10 +35,11 @@ import pyarrow.parquet as pq
 
 from analysis.demo.store import (
     DemoSpec,
-    _dirty_ids,
     _marginals,
     generate,
     id_space,
+    publish,
+    write_id_files,
 )
 
 #: clients per chunk (peak memory grows with it: about 2 GiB at 200,000)
@@ -171,11 +170,8 @@ def write_demo_parquet(out: str | Path, spec: DemoSpec | None = None,
             w.close()
         if truth_writer is not None:
             truth_writer.close()
-        rng = np.random.default_rng([spec.seed, 1])
-        (tmp / "ids_first_company_positive.txt").write_text(
-            _dirty_ids(np.concatenate(treated), "positive", rng, ","), encoding="utf-8")
-        (tmp / "ids_first_company_negative.txt").write_text(
-            _dirty_ids(np.concatenate(control), "negative", rng, ";"), encoding="utf-8")
+        write_id_files(tmp, np.concatenate(treated), np.concatenate(control),
+                       np.random.default_rng([spec.seed, 1]))
         first = chunk_truths[0]
         truth = {
             "spec": asdict(spec), "format": "parquet", "chunk_clients": chunk_clients,
@@ -187,13 +183,7 @@ def write_demo_parquet(out: str | Path, spec: DemoSpec | None = None,
             "campaign1": {"design": spec.design, "att": _pooled_att(chunk_truths)},
             "chunk_truth": chunk_truths,
         }
-        (tmp / "truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1),
-                                        encoding="utf-8")
-        written = {}
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-            written[f.name] = out / f.name
-        return written
+        return publish(tmp, out, truth)
     finally:
         for w in writers.values():
             w.close()

@@ -600,6 +600,27 @@ def _write_db(path: Path, tables: dict[str, pd.DataFrame]) -> None:
         con.close()
 
 
+def write_id_files(folder: Path, treated: np.ndarray, control: np.ndarray,
+                   rng: np.random.Generator) -> None:
+    """Campaign 1's two id files, as dirty as the real ones (:func:`_dirty_ids`)."""
+    (folder / "ids_first_company_positive.txt").write_text(
+        _dirty_ids(treated, "positive", rng, ","), encoding="utf-8")
+    (folder / "ids_first_company_negative.txt").write_text(
+        _dirty_ids(control, "negative", rng, ";"), encoding="utf-8")
+
+
+def publish(tmp: Path, out: Path, truth: dict) -> dict[str, Path]:
+    """Write ``truth.json`` and move every file of ``tmp`` into ``out`` (file by file);
+    returns file name -> path."""
+    (tmp / "truth.json").write_text(json.dumps(truth, ensure_ascii=False, indent=1),
+                                    encoding="utf-8")
+    written = {}
+    for f in sorted(tmp.iterdir()):
+        os.replace(f, out / f.name)
+        written[f.name] = out / f.name
+    return written
+
+
 def write_demo(out: str | Path, spec: DemoSpec | None = None) -> dict[str, Path]:
     """Generate a data set and write it into ``out`` atomically (file by file).
 
@@ -622,17 +643,8 @@ def write_demo(out: str | Path, spec: DemoSpec | None = None) -> dict[str, Path]
         with open(tmp / "personal_data.csv.gz", "wb") as raw, \
                 gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
             gz.write(lost.to_csv(index=False).encode("utf-8"))
-        (tmp / "ids_first_company_positive.txt").write_text(
-            _dirty_ids(d["treated_ids"], "positive", rng, ","), encoding="utf-8")
-        (tmp / "ids_first_company_negative.txt").write_text(
-            _dirty_ids(d["control_ids"], "negative", rng, ";"), encoding="utf-8")
-        (tmp / "truth.json").write_text(json.dumps(d["truth"], ensure_ascii=False, indent=1),
-                                        encoding="utf-8")
+        write_id_files(tmp, d["treated_ids"], d["control_ids"], rng)
         d["clients_truth"].to_parquet(tmp / "truth_clients.parquet", index=False)
-        written = {}
-        for f in sorted(tmp.iterdir()):
-            os.replace(f, out / f.name)
-            written[f.name] = out / f.name
-        return written
+        return publish(tmp, out, d["truth"])
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import ibis
 import pandas as pd
 
 from analysis.config import Config
 from analysis.io import read_json, write_json
 from analysis.pipeline import StepSkipped, step_dir
+from analysis.store.aggregates import id_table
 from analysis.store.cleaning import clean_store
 from analysis.store.engine import connect
 from analysis.store.id_files import campaign_groups
@@ -43,10 +43,9 @@ def run(cfg: Config) -> dict[str, Any]:
             for name in ("purchases", "colours", "products"):
                 (out / f"{name}.parquet").unlink(missing_ok=True)
         if staged.positive is not None and staged.negative is not None:
-            campaign = sorted(set(staged.positive.ids) | set(staged.negative.ids))
             clients = con.read_parquet(str(out / "clients.parquet"))
-            known = clients.semi_join(ibis.memtable({"id": campaign},
-                                                    schema={"id": "int64"}), "id")
+            known = clients.semi_join(id_table([*staged.positive.ids,
+                                                *staged.negative.ids]), "id")
             groups = campaign_groups(staged.positive, staged.negative,
                                      set(known.select("id").to_pandas()["id"].tolist()))
             quality["campaign1_ids"] = groups.report()
@@ -68,13 +67,10 @@ def run(cfg: Config) -> dict[str, Any]:
             "engine": cfg.engine, "message": "; ".join(notes)}
 
 
-#: pandas dtypes of the cleaned tables as the steps read them (nullable integers, as the
-#: schema validation types them), whichever engine wrote the files
+#: pandas dtypes of the cleaned clients as the steps read them (nullable integers, as the
+#: schema validation types them), whichever engine wrote the file
 CLIENT_DTYPES = {"id": "Int64", "gender": "Int64", "age": "Int64", "country": "Int64",
                  "city": "Int64", "gender_known": "bool", "personal_coef": "Float64"}
-PURCHASE_DTYPES = {"id": "Int64", "cost": "Int64", "product_sex": "Int64",
-                   "base_sale": "Int64", "dt": "Int64", "revenue": "int64",
-                   "n_colours": "int64"}
 
 
 def read_clients(cfg: Config) -> pd.DataFrame:
@@ -90,12 +86,6 @@ def purchases_path(cfg: Config) -> Path:
         raise StepSkipped("the data folder has no purchases table (the real purchases were "
                           "never published); this step needs it")
     return path
-
-
-def read_purchases(cfg: Config) -> pd.DataFrame:
-    """Cleaned purchases; raises :class:`StepSkipped` when the data has none."""
-    p = pd.read_parquet(purchases_path(cfg))
-    return p.astype({c: t for c, t in PURCHASE_DTYPES.items() if c in p.columns})
 
 
 def read_campaign_ids(cfg: Config) -> dict[str, Any]:

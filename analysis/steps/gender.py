@@ -29,7 +29,6 @@ balance check uses known gender only; no step forces an uncertain label.
 
 from __future__ import annotations
 
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -49,9 +48,8 @@ from analysis.store.aggregates import (
     gender_feature_table,
     held_out,
 )
-from analysis.store.cleaning import write_parquet as write_parquet_from
 from analysis.store.engine import connect
-from analysis.store.tables import open_table, parquet_batches
+from analysis.store.tables import engine_batches, materialised, open_table
 from models.cv_checks import too_few_members
 from models.gender import (
     GenderImputer,
@@ -171,7 +169,14 @@ def check_classes(cfg: Config, y: np.ndarray, folds: int = FOLDS) -> None:
 
 def run(cfg: Config) -> dict[str, Any]:
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
-    X_all = feature_table(cfg, con)
+    out = step_dir(cfg, "gender")
+    out.mkdir(parents=True, exist_ok=True)
+    # the per-client features are computed once; the sample and the batches read them
+    with materialised(con, feature_table(cfg, con), out) as (X_all, _):
+        return _run(cfg, con, X_all, out)
+
+
+def _run(cfg: Config, con: Any, X_all: Any, out: Path) -> dict[str, Any]:
     keep_coef = bool(X_all.personal_coef.notnull().any().to_pyarrow().as_py())
     sample, sample_info = fit_sample(cfg, X_all)
     rows = sample.order_by("id").to_pandas()
@@ -185,8 +190,6 @@ def run(cfg: Config) -> dict[str, Any]:
     cv_seconds = time.perf_counter() - t0
     base = ev.base_rate()
     threshold = confidence_threshold(y, ev.oof[ev.chosen], TARGET_ACCURACY)
-    out = step_dir(cfg, "gender")
-    out.mkdir(parents=True, exist_ok=True)
     model = None
     if base.better:
         model = GenderImputer(calibrate=ev.chosen.endswith("calibration"),
@@ -195,16 +198,13 @@ def run(cfg: Config) -> dict[str, Any]:
     del X_known
     # the lost clients, scored batch by batch as the engine streams them
     lost_ids, p_parts, batches = [], [], 0
-    with tempfile.TemporaryDirectory(prefix=".lost-", dir=out) as tmp:
-        # the engine writes the lost clients' features; Python reads them a batch at a time
-        path = Path(tmp) / "lost.parquet"
-        write_parquet_from(con, X_all.filter(X_all.gender.isnull()).order_by("id"), path)
-        for batch in parquet_batches(path, cfg.gender.score_batch):
-            X_lost = to_features(batch, keep_coef)
-            lost_ids.append(X_lost.index.to_numpy(dtype="int64"))
-            p_parts.append(model.predict_proba(X_lost)[:, 1] if model is not None
-                           else np.full(len(X_lost), np.nan))
-            batches += 1
+    lost = X_all.filter(X_all.gender.isnull()).order_by("id")
+    for batch in engine_batches(con, lost, cfg.gender.score_batch, out):
+        X_lost = to_features(batch, keep_coef)
+        lost_ids.append(X_lost.index.to_numpy(dtype="int64"))
+        p_parts.append(model.predict_proba(X_lost)[:, 1] if model is not None
+                       else np.full(len(X_lost), np.nan))
+        batches += 1
     lost_ids_arr = np.concatenate(lost_ids) if lost_ids else np.empty(0, dtype="int64")
     p_lost = np.concatenate(p_parts) if p_parts else np.empty(0)
     table = pd.read_parquet(step_dir(cfg, "clean") / "clients.parquet",

@@ -19,7 +19,6 @@ Run alone: ``python -m analysis.steps.segments`` or ``shopbayes run segments``.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -42,9 +41,8 @@ from analysis.store.aggregates import (
     finish_behaviour,
     held_out,
 )
-from analysis.store.cleaning import write_parquet as write_parquet_from
 from analysis.store.engine import connect
-from analysis.store.tables import open_table, parquet_batches
+from analysis.store.tables import materialised, open_table, parquet_batches
 from models.segments import (
     NO_HISTORY,
     GaussianMixtureSegmenter,
@@ -110,13 +108,23 @@ def assign(model: GaussianMixtureSegmenter, behaviour: pd.DataFrame, ids: pd.Ser
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    s = cfg.segments
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     # per-client features are a GROUP BY in the engine: the purchases stay there
     purchases = open_table(con, purchases_path(cfg), BEHAVIOUR_COLUMNS, "purchases")
     behaviour = behaviour_table(purchases, exclude_days=CAMPAIGN1_WINDOW)
     columns = [c for c in behaviour.columns if c != "id"]
-    rows = client_rows(cfg, con, behaviour)
+    out = step_dir(cfg, "segments")
+    out.mkdir(parents=True, exist_ok=True)
+    # every client's row is computed once; the count, the fit sample and the batches
+    # read it
+    with materialised(con, client_rows(cfg, con, behaviour).order_by("id"), out) as (
+            rows, path):
+        return _run(cfg, rows, path, columns, out)
+
+
+def _run(cfg: Config, rows: Any, path: Path, columns: list[str], out: Path
+         ) -> dict[str, Any]:
+    s = cfg.segments
     eligible = rows.filter(rows["items"] >= s.min_items)
     n_eligible = int(eligible.count().to_pyarrow().as_py())
     if n_eligible < 10 * s.k_min:
@@ -133,15 +141,10 @@ def run(cfg: Config) -> dict[str, Any]:
     model.fit(fit_set)
     search_seconds = time.perf_counter() - t0
     stab = stability(model, fit_set, seeds=tuple(s.stability_seeds))
-    out = step_dir(cfg, "segments")
-    out.mkdir(parents=True, exist_ok=True)
-    # every client assigned batch by batch as the engine streams them; the profiles add
-    # up each batch's sufficient statistics
+    # every client assigned batch by batch as the engine wrote them (by id); the profiles
+    # add up each batch's sufficient statistics
     sums, counts, batches = [], pd.DataFrame(), 0
-    with tempfile.TemporaryDirectory(prefix=".rows-", dir=out) as tmp, \
-            atomic_path(out / "assignments.parquet") as dest:
-        path = Path(tmp) / "rows.parquet"
-        write_parquet_from(con, rows.order_by("id"), path)
+    with atomic_path(out / "assignments.parquet") as dest:
         writer = None
         try:
             for batch in parquet_batches(path, s.assign_batch):

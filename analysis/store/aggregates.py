@@ -21,6 +21,20 @@ PANEL_PURCHASE_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number"}
 PANEL_CLIENT_COLUMNS = {"id": "integer", "city": "integer"}
 
 
+def id_table(ids: Iterable[int]) -> Any:
+    """A one-column Ibis table ``id`` (int64) of the distinct ``ids``, to semi- or
+    anti-join against: a small table, not an IN list of thousands of literals."""
+    import ibis
+
+    return ibis.memtable({"id": sorted({int(i) for i in ids})}, schema={"id": "int64"})
+
+
+def without_ids(table: Any, ids: Iterable[int]) -> Any:
+    """``table`` without the rows whose ``id`` is in ``ids`` (unchanged when none)."""
+    ids = list(ids)
+    return table.anti_join(id_table(ids), "id") if ids else table
+
+
 def city_day_panel(purchases: Any, clients: Any, exclude_ids: Iterable[int] = (),
                    days: int = N_DAYS, source: str = "purchases") -> pd.DataFrame:
     """City x day panel of orders, buyers and revenue, every city and day (zeros kept).
@@ -56,10 +70,7 @@ def city_day_panel(purchases: Any, clients: Any, exclude_ids: Iterable[int] = ()
     """
     import ibis
 
-    p = purchases
-    exclude = sorted({int(i) for i in exclude_ids})
-    if exclude:  # an anti-join against a small table, not an IN list of 10,000 literals
-        p = p.anti_join(ibis.memtable({"id": exclude}, schema={"id": "int64"}), "id")
+    p = without_ids(purchases, exclude_ids)
     outside = p.filter((p.dt < 0) | (p.dt >= days))
     n_bad = int(outside.count().to_pyarrow().as_py())
     if n_bad:
@@ -298,13 +309,9 @@ def window_value(purchases: Any, window: tuple[int, int], exclude_ids: Iterable[
                  ) -> pd.Series:
     """Mean window revenue of a buyer of each category (buyers = client x category pairs
     with a purchase in ``window``; ``exclude_ids`` left out), indexed by category."""
-    import ibis
-
     lo, hi = window
-    p = purchases.filter((purchases.dt >= lo) & (purchases.dt <= hi))
-    exclude = sorted({int(i) for i in exclude_ids})
-    if exclude:
-        p = p.anti_join(ibis.memtable({"id": exclude}, schema={"id": "int64"}), "id")
+    p = without_ids(purchases.filter((purchases.dt >= lo) & (purchases.dt <= hi)),
+                    exclude_ids)
     per = p.group_by(["id", "category"]).aggregate(revenue=p.revenue.sum())
     out = per.group_by("category").aggregate(value=per.revenue.mean().cast("float64"))
     return out.to_pandas().set_index("category")["value"].sort_index()
@@ -313,10 +320,7 @@ def window_value(purchases: Any, window: tuple[int, int], exclude_ids: Iterable[
 def client_categories_before(purchases: Any, ids: Iterable[int], before_day: int
                              ) -> pd.DataFrame:
     """Distinct ``id``, ``category`` pairs bought before ``before_day`` by ``ids``."""
-    import ibis
-
-    keep = ibis.memtable({"id": sorted({int(i) for i in ids})}, schema={"id": "int64"})
-    p = purchases.semi_join(keep, "id")
+    p = purchases.semi_join(id_table(ids), "id")
     out = p.filter(p.dt < before_day).select("id", "category").distinct()
     return out.to_pandas().sort_values(["id", "category"], ignore_index=True)
 

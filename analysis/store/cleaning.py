@@ -19,14 +19,11 @@ straight to Parquet:
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from analysis.io import atomic_path
 from analysis.store.aggregates import group_medians
 from analysis.store.rules import (
     EXTREME_FACTOR,
@@ -35,30 +32,13 @@ from analysis.store.rules import (
     product_key,
 )
 from analysis.store.sources import StagedStore
+from analysis.store.tables import write_parquet
 
 #: column order of the cleaned tables (as the in-memory reference writes them)
 CLIENT_COLUMNS = ("id", "gender", "age", "education", "country", "city", "gender_known",
                   "personal_coef")
 PURCHASE_COLUMNS = ("id", "product", "cost", "product_sex", "base_sale", "dt",
                     "product_key", "category", "cost_flag", "revenue", "n_colours")
-
-
-def write_parquet(con: Any, expr: Any, path: Path) -> None:
-    """Run ``expr`` in the engine and write its result to ``path`` without passing it
-    through Python: one file atomically (DuckDB), or a folder of part files (Spark)
-    renamed into place when complete."""
-    if con.name == "duckdb":
-        with atomic_path(path) as tmp:
-            con.to_parquet(expr, str(tmp))
-        return
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    con.to_parquet(expr, str(tmp))
-    if path.is_dir():
-        shutil.rmtree(path)
-    elif path.exists():
-        path.unlink()
-    os.replace(tmp, path)
 
 
 def clean_clients(con: Any, staged: StagedStore, out: Path, quality: dict[str, Any]) -> Any:
@@ -110,6 +90,12 @@ def product_lookup(names: pd.Series) -> pd.DataFrame:
                          "category": product_category(names).to_numpy()})
 
 
+def _colour_norm(colour: Any) -> Any:
+    """Colours lower-cased with ``ё`` as ``е`` (the rule of
+    :func:`analysis.store.rules.split_colours`)."""
+    return colour.lower().replace("ё", "е")
+
+
 def clean_purchases(con: Any, staged: StagedStore, clients: Any, out: Path,
                     quality: dict[str, Any]) -> None:
     """Write ``purchases.parquet`` (columns :data:`PURCHASE_COLUMNS`), ``colours.parquet``
@@ -123,10 +109,10 @@ def clean_purchases(con: Any, staged: StagedStore, clients: Any, out: Path,
     quality["purchase_rows_unknown_client"] = int(unknown.count().to_pyarrow().as_py())
     quality["purchase_unknown_client_examples"] = (
         unknown.select("id").limit(5).to_pandas()["id"].tolist())
-    p = raw.semi_join(ids, "id")
-    lookup = ibis.memtable(product_lookup(p.select("product").distinct().to_pandas()
+    known = raw.semi_join(ids, "id")
+    lookup = ibis.memtable(product_lookup(known.select("product").distinct().to_pandas()
                                           ["product"]))
-    p = p.inner_join(lookup, "product")
+    p = known.inner_join(lookup, "product")
     med = group_medians(p.filter(p.cost > 0), "category", "cost")
     median = ibis.memtable(pd.DataFrame({"category": med.index.astype(str),
                                          "median_cost": med.to_numpy(dtype=float)}),
@@ -135,18 +121,19 @@ def clean_purchases(con: Any, staged: StagedStore, clients: Any, out: Path,
     flag = (ibis.cases((p.cost < 0, "negative"), (p.cost == 0, "zero"),
                        (p.median_cost.notnull() & (p.cost > EXTREME_FACTOR * p.median_cost),
                         "extreme"), else_="ok"))
-    norm = p.colour.lower().replace("ё", "е")
     # colours of a row: its "/"-separated parts that hold more than blanks; counted by
     # turning each such part into one "x" (no array lambdas: DuckDB 2 and Ibis 12 disagree
     # on their syntax)
-    n_colours = norm.re_replace(r"[^/]*[^/\s][^/]*", "x").re_replace(r"[^x]", "").length()
-    p = p.mutate(cost_flag=flag, colour_norm=norm, n_colours=n_colours.fill_null(0)
-                 .cast("int64"))
+    n_colours = (_colour_norm(p.colour).re_replace(r"[^/]*[^/\s][^/]*", "x")
+                 .re_replace(r"[^x]", "").length())
+    p = p.mutate(cost_flag=flag, n_colours=n_colours.fill_null(0).cast("int64"))
     p = p.mutate(revenue=(p.cost_flag == "ok").ifelse(p.cost, 0).cast("int64"))
     write_parquet(con, p.select(*PURCHASE_COLUMNS), out / "purchases.parquet")
+    # the rest reads the written table or the known clients' raw rows, without redoing
+    # the joins and flags
     cleaned = con.read_parquet(str(out / "purchases.parquet"), table_name="purchases")
-    colours = p.filter(p.colour_norm.notnull()).select("id", part=p.colour_norm.split("/")
-                                                       .unnest())
+    norm = known.filter(known.colour.notnull()).select("id", norm=_colour_norm(known.colour))
+    colours = norm.select("id", part=norm.norm.split("/").unnest())
     colours = colours.select("id", colour=colours.part.strip())
     write_parquet(con, colours.filter(colours.colour != ""), out / "colours.parquet")
     counts = cleaned.group_by(["product_key", "product"]).aggregate(n=lambda t: t.count())
@@ -162,16 +149,21 @@ def clean_purchases(con: Any, staged: StagedStore, clients: Any, out: Path,
                                  category=catalogue.category,
                                  rows=catalogue.rows.cast("int64")).order_by("product_key")
     write_parquet(con, catalogue, out / "products.parquet")
-    stats = p.aggregate(
-        product_names=p["product"].nunique(), product_keys=p.product_key.nunique(),
-        categories=p.category.nunique(),
-        colour_missing_rows=p.colour.isnull().sum(),
-        colour_set_rows=(p.n_colours > 1).sum(),
-        product_sex_missing_rows=p.product_sex.isnull().sum(),
-        cost_negative_rows=(p.cost_flag == "negative").sum(),
-        cost_zero_rows=(p.cost_flag == "zero").sum(),
-        cost_extreme_rows=(p.cost_flag == "extreme").sum(),
-    ).to_pandas().iloc[0]
+    c = cleaned
+    stats = c.aggregate(
+        product_names=c["product"].nunique(), product_keys=c.product_key.nunique(),
+        categories=c.category.nunique(),
+        colour_set_rows=(c.n_colours > 1).sum(),
+        product_sex_missing_rows=c.product_sex.isnull().sum(),
+        cost_negative_rows=(c.cost_flag == "negative").sum(),
+        cost_zero_rows=(c.cost_flag == "zero").sum(),
+        cost_extreme_rows=(c.cost_flag == "extreme").sum(),
+    ).to_pandas().iloc[0].to_dict()
+    missing = known.colour.isnull().sum().to_pyarrow().as_py()
+    order = ("product_names", "product_keys", "categories", "colour_missing_rows",
+             "colour_set_rows", "product_sex_missing_rows", "cost_negative_rows",
+             "cost_zero_rows", "cost_extreme_rows")  # as the report lists them
+    stats = {k: missing if k == "colour_missing_rows" else stats[k] for k in order}
     quality.update({k: int(v) if pd.notna(v) else 0 for k, v in stats.items()})
     quality["cost_rule"] = (f"negative, zero, or > {EXTREME_FACTOR:g} x category median: "
                             "cost excluded from revenue, item kept")

@@ -3,10 +3,17 @@
 A table that is missing, or a column that is absent or of another type than the
 aggregates need, is a :class:`~analysis.errors.DataError` naming the file and column,
 raised before the engine plans a query (whose own error would name neither).
+
+The engine's results go to Parquet the same way: :func:`write_parquet` (atomically),
+:func:`materialised` (an aggregate computed once for several queries),
+:func:`engine_batches` / :func:`parquet_batches` (into Python a batch at a time).
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +21,7 @@ from typing import Any
 import pandas as pd
 
 from analysis.errors import DataError, Problem
+from analysis.io import atomic_path
 
 #: the kinds of column the aggregates rely on, checked against the Parquet schema
 KINDS = {"integer": "is_integer", "number": "is_numeric", "string": "is_string",
@@ -93,3 +101,48 @@ def parquet_batches(path: Path, rows: int, columns: list[str] | None = None
                     yield batch.to_pandas()
         finally:
             reader.close()
+
+
+def write_parquet(con: Any, expr: Any, path: Path) -> None:
+    """Run ``expr`` in the engine and write its result to ``path`` without passing it
+    through Python: one file atomically (DuckDB), or a folder of part files (Spark)
+    renamed into place when complete."""
+    if con.name == "duckdb":
+        with atomic_path(path) as tmp:
+            con.to_parquet(expr, str(tmp))
+        return
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    con.to_parquet(expr, str(tmp))
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+    os.replace(tmp, path)
+
+
+def engine_batches(con: Any, expr: Any, rows: int, workdir: Path) -> Iterator[pd.DataFrame]:
+    """Stream the result of ``expr`` into Python ``rows`` rows at a time, in its order.
+
+    The engine writes the result to a temporary Parquet file under ``workdir``
+    (:func:`materialised`; removed when the batches are consumed or the generator is
+    closed), which is then read with :func:`parquet_batches`: memory holds one batch,
+    whatever the result's size (Ibis 12's ``to_pyarrow_batches`` fails on DuckDB 2).
+    """
+    with materialised(con, expr, workdir) as (_, path):
+        yield from parquet_batches(path, rows)
+
+
+@contextlib.contextmanager
+def materialised(con: Any, expr: Any, workdir: Path) -> Iterator[tuple[Any, Path]]:
+    """Compute ``expr`` once: the engine writes it to a temporary Parquet file under
+    ``workdir`` (removed on exit), and the block gets ``(table, path)``: the file opened
+    in the engine, for the several queries a step runs on one aggregate (counts, samples,
+    batches), and its path, for :func:`parquet_batches`. An Ibis expression used several
+    times is otherwise recomputed by each query (a GROUP BY over every purchase)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix=".materialised-", dir=workdir) as tmp:
+        path = Path(tmp) / "result.parquet"
+        write_parquet(con, expr, path)
+        yield con.read_parquet(str(path)), path
