@@ -14,7 +14,7 @@ from analysis.errors import DataError
 from analysis.store import loaders
 from analysis.store.id_files import IdFile, campaign_groups, read_id_file
 from analysis.store.rules import conflicting_duplicates
-from analysis.store.sources import parquet_path, read_parquet_table
+from analysis.store.sources import read_parquet_table, table_origins
 from analysis.store.text_files import read_as_usual
 
 
@@ -57,8 +57,6 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
     db = folder / loaders.DB_FILE
     tables: dict[str, object] = {}
     present: list[str] = []
-    parquet = {t: parquet_path(folder, t) for t in loaders.DB_TABLES
-               if parquet_path(folder, t).exists()}
     if db.exists():
         try:
             con = loaders.connect_readonly(db)
@@ -67,25 +65,20 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
         except DataError as exc:
             problems.append(Problem("fatal", str(db), str(exc)))
             failed.add("database")
+    origins = table_origins(folder, present)  # the clean step's rule
+    any_parquet = any(kind == "parquet" for kind, _ in origins.values())
+    readers = {"parquet": read_parquet_table, "sqlite": lambda path, t: loaders.read_db_table(
+        path, t), "csv": lambda path, t: loaders.read_client_csv(path)}
     for t in loaders.DB_TABLES:
-        if t in parquet:  # a Parquet table is used instead of the database's
-            tables[t] = attempt(t, parquet[t], lambda t=t: read_parquet_table(parquet[t], t))
-            continue
-        if "database" in failed or not (db.exists() or parquet):
-            continue
-        if t not in present:
-            if t != "personal_data" or not (folder / loaders.CLIENTS_CSV).exists():
-                where = db if db.exists() else folder
-                found = f"found {present}" if db.exists() else "no database"
-                problems.append(Problem("fatal", str(where), f"missing table '{t}' "
-                                        f"(nor {t}.parquet); {found}"))
-                failed.add(t)
-            continue
-        tables[t] = attempt(t, db, lambda t=t: loaders.read_db_table(db, t))
-    csv = folder / loaders.CLIENTS_CSV
-    if "personal_data" not in tables and "personal_data" not in failed and csv.exists():
-        tables["personal_data"] = attempt("personal_data", csv,
-                                          lambda: loaders.read_client_csv(csv))
+        if t in origins:
+            kind, path = origins[t]
+            tables[t] = attempt(t, path, lambda t=t, k=kind, p=path: readers[k](p, t))
+        elif "database" not in failed and (db.exists() or any_parquet):
+            where = db if db.exists() else folder
+            found = f"found {present}" if db.exists() else "no database"
+            problems.append(Problem("fatal", str(where), f"missing table '{t}' "
+                                    f"(nor {t}.parquet); {found}"))
+            failed.add(t)
     if "personal_data" not in tables and "personal_data" not in failed:
         problems.append(Problem("fatal", str(folder),
                                 f"no client table: none of {loaders.DB_FILE}, "
@@ -125,7 +118,7 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
         unknown = ~purchases["id"].isin(known)
         if unknown.any():
             ex = purchases.loc[unknown, "id"].head(5).tolist()
-            problems.append(Problem("warning", str(parquet.get("purchases", db)),
+            problems.append(Problem("warning", str(origins["purchases"][1]),
                                     f"{int(unknown.sum())} purchase rows of unknown client ids "
                                     f"(e.g. {ex}); they are dropped when cleaning"))
     if ids.get("positive") and ids.get("negative"):

@@ -243,6 +243,25 @@ def duplicate_ids(con: Any, path: Path, source: str) -> list[Problem]:
                     f"({n:,} ids occur more than once)", "id", "field_uniqueness")]
 
 
+def table_origins(folder: Path, present: list[str]) -> dict[str, tuple[str, Path]]:
+    """Where each of the store's tables is read from: ``{table: (kind, path)}`` with kind
+    ``parquet`` (``<table>.parquet``, used instead of the database's table), ``sqlite``
+    (``present`` lists the database's tables) or ``csv`` (``personal_data.csv`` when
+    neither holds the client table; ``personal_data.csv.gz``, the lost clients). Tables
+    found nowhere are absent. The one rule for the clean step and ``check-data``."""
+    origins: dict[str, tuple[str, Path]] = {}
+    for t in loaders.DB_TABLES:
+        if parquet_path(folder, t).exists():
+            origins[t] = ("parquet", parquet_path(folder, t))
+        elif t in present:
+            origins[t] = ("sqlite", folder / loaders.DB_FILE)
+    if "personal_data" not in origins and (folder / loaders.CLIENTS_CSV).exists():
+        origins["personal_data"] = ("csv", folder / loaders.CLIENTS_CSV)
+    if (folder / loaders.LOST_FILE).exists():
+        origins["personal_data_lost"] = ("csv", folder / loaders.LOST_FILE)
+    return origins
+
+
 def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
     """Find, validate and stage every table of a data folder (see the module docstring).
 
@@ -278,18 +297,11 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         con_db = loaders.connect_readonly(db)
         present = loaders.db_tables(con_db)
         con_db.close()
-    origins: dict[str, tuple[str, Path]] = {}
-    for t in loaders.DB_TABLES:
-        pq_path = parquet_path(folder, t)
-        if pq_path.exists():
-            origins[t] = ("parquet", pq_path)
-            if t in present:  # said in the clean step's line and quality.json
-                store.sources[f"{t}_note"] = (f"{pq_path.name} used; the table {t} of "
-                                              f"{loaders.DB_FILE} is not")
-        elif t in present:
-            origins[t] = ("sqlite", db)
-    if "personal_data" not in origins and (folder / loaders.CLIENTS_CSV).exists():
-        origins["personal_data"] = ("csv", folder / loaders.CLIENTS_CSV)
+    origins = table_origins(folder, present)
+    for t, (kind, path) in origins.items():
+        if kind == "parquet" and t in present:  # said in the clean line and quality.json
+            store.sources[f"{t}_note"] = (f"{path.name} used; the table {t} of "
+                                          f"{loaders.DB_FILE} is not")
     missing = [t for t in loaders.DB_TABLES if t not in origins]
     if "personal_data" in missing:
         problems.append(Problem(str(folder), "no client table: none of "
@@ -299,8 +311,6 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         where = f"{db} (found {present})" if db.exists() else str(folder)
         problems.append(Problem(where, f"missing table(s) {missing}: neither in the database "
                                 "nor as " + ", ".join(f"{t}.parquet" for t in missing)))
-    if (folder / loaders.LOST_FILE).exists():
-        origins["personal_data_lost"] = ("csv", folder / loaders.LOST_FILE)
     for t, (kind, path) in origins.items():
         source = f"{path}:{t}" if kind == "sqlite" else str(path)
         out = staging / f"{t}.parquet"
