@@ -96,6 +96,9 @@ class PropensityConfig:
     #: cities with fewer clients are pooled as "other" (each client brings one cell per
     #: category, so a city of 1,000 clients is 29,000 client x category rows)
     min_city_clients: int = 1000
+    #: at most this many cities besides the target city keep a level (most clients first):
+    #: the real-scale demo has 20 above ``min_city_clients``, a 1,000,000-client store 75
+    max_cities: int = 25
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,14 @@ class Config:
     seed: int = 20241123
     demo_clients: int = 104_989
     min_city_clients: int = 30
+    #: campaign 1's model gives at most this many cities (most treated clients) a level of
+    #: their own, the rest are pooled: the real-scale demo has 36, a 1,000,000-client store
+    #: 77, which tripled the model's cells and its sampling time
+    max_cities: int = 40
+    #: campaign 1's design checks, balance tables and scikit-learn cross-check read every
+    #: treated and control client and at most about this many untreated ones (a hash
+    #: sample, weighted; the model reads every client as cells): all of them at real scale
+    uplift_store_sample: int = 200_000
     #: query engine of the data layer (analysis.store): "duckdb" (embedded) or "spark"
     engine: str = "duckdb"
     #: DuckDB's memory limit: a larger store spills to disk instead of growing the process

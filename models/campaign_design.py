@@ -106,7 +106,8 @@ class DesignVerdict:
         return " ".join(self.reasons)
 
 
-def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None) -> DesignVerdict:
+def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None,
+                    group_sizes: dict[str, int] | None = None) -> DesignVerdict:
     """Read campaign 1's design from a store frame.
 
     Parameters
@@ -123,6 +124,10 @@ def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None) -> Desi
         (chi-square against the files' ratio, p < 0.001; Kohavi et al. 2020, *Trustworthy
         Online Controlled Experiments*, ch. 21) and an empty control file are explained
         and make the control file invalid.
+    group_sizes
+        Clients per group in the whole store, when ``df`` holds every treated and control
+        client but a sample of the untreated: the counts reported are these, the rates,
+        means and SMDs the sample's (unbiased for a uniform sample).
 
     Returns
     -------
@@ -141,6 +146,8 @@ def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None) -> Desi
     conv = {g: float(part["converted"].mean()) if len(part) else float("nan")
             for g, part in groups.items()}
     n = {g: len(part) for g, part in groups.items()}
+    if group_sizes is not None:
+        n = {g: int(group_sizes.get(g, n[g])) for g in n}
     untreated_buyers = groups["untreated"][groups["untreated"]["converted"]]
     rows = []
     for cov in PRE_COVARIATES + DEMOGRAPHICS:

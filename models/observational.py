@@ -10,6 +10,13 @@ with ``e`` the propensity and ``m0`` the outcome regression fitted on the untrea
 consistent when either model is right (Sant'Anna & Zhao 2020, J. Econometrics 219:101,
 eq. 3.1 for one period). The standard error treats ``e`` and ``m0`` as known (the
 variance of the difference of the two weighted means); the 94% interval is normal.
+
+A large store is checked on a sample of its untreated clients: every function takes
+``sample_weight`` (clients each row stands for: ``1 / f`` for the untreated drawn with
+probability ``f``, 1 for the others), which enters the fits (a weighted likelihood is the
+whole store's), the ATT weights and the variance (the linearised variance of a weighted
+ratio estimator; Lohr 2019, *Sampling: Design and Analysis*, sec. 9.1). With every weight
+1 the estimates are those of the whole store.
 """
 
 from __future__ import annotations
@@ -56,22 +63,43 @@ def propensity_model(C: float = 1.0) -> Pipeline:
     return make_pipeline(_design(), LogisticRegression(C=C, max_iter=2000))
 
 
-def treatment_propensity(df: pd.DataFrame, seed: int = 0) -> np.ndarray:
-    """P(treated | X) for every row of ``df`` (``treated`` bool column)."""
+def _weights(df: pd.DataFrame, sample_weight: np.ndarray | None) -> np.ndarray:
+    if sample_weight is None:
+        return np.ones(len(df))
+    w = np.asarray(sample_weight, float)
+    if w.shape != (len(df),) or not np.all(np.isfinite(w)) or (w <= 0).any():
+        raise ValueError(f"sample_weight must hold {len(df)} positive finite weights")
+    return w
+
+
+def _fit_weights(step: str, s: np.ndarray) -> dict[str, np.ndarray]:
+    """``fit`` keyword for a pipeline's last ``step``: none when every weight is 1 (the
+    unweighted fit, bit for bit)."""
+    return {} if np.all(s == 1.0) else {f"{step}__sample_weight": s}
+
+
+def treatment_propensity(df: pd.DataFrame, seed: int = 0,
+                         sample_weight: np.ndarray | None = None) -> np.ndarray:
+    """P(treated | X) for every row of ``df`` (``treated`` bool column); ``sample_weight``
+    (n_rows,): clients each row stands for."""
     X = covariates(df)
-    model = propensity_model().fit(X, df["treated"].astype(int))
+    model = propensity_model().fit(X, df["treated"].astype(int),
+                                   **_fit_weights("logisticregression",
+                                                  _weights(df, sample_weight)))
     return model.predict_proba(X)[:, 1]
 
 
-def overlap_summary(e: np.ndarray, treated: np.ndarray) -> dict[str, Any]:
+def overlap_summary(e: np.ndarray, treated: np.ndarray,
+                    sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """How well the untreated cover the treated on the propensity scale.
 
     ``treated_above_95``: share of treated with e > 0.95 (almost no comparable untreated);
-    ``ess_untreated``: Kish effective sample size of the ATT-weighted untreated;
-    quantiles of e in each group.
+    ``ess_untreated``: Kish effective sample size of the ATT-weighted untreated rows
+    (``sample_weight`` included); quantiles of e in each group (of the rows).
     """
     t = np.asarray(treated, bool)
-    w = e[~t] / (1 - e[~t])
+    s = np.ones(len(t)) if sample_weight is None else np.asarray(sample_weight, float)
+    w = e[~t] / (1 - e[~t]) * s[~t]
     ess = float(w.sum() ** 2 / (w ** 2).sum()) if len(w) else 0.0
     q = [0.01, 0.25, 0.5, 0.75, 0.99]
     return {"treated_above_95": float((e[t] > 0.95).mean()),
@@ -85,7 +113,8 @@ def overlap_summary(e: np.ndarray, treated: np.ndarray) -> dict[str, Any]:
 
 
 def doubly_robust_att(df: pd.DataFrame, outcome: str, e: np.ndarray,
-                      binary: bool = False) -> dict[str, float]:
+                      binary: bool = False, sample_weight: np.ndarray | None = None
+                      ) -> dict[str, float]:
     """Doubly robust ATT of ``outcome`` (see module docstring).
 
     Parameters
@@ -98,6 +127,8 @@ def doubly_robust_att(df: pd.DataFrame, outcome: str, e: np.ndarray,
         Propensity of each row (from :func:`treatment_propensity`).
     binary
         Fit the outcome regression as a logistic model.
+    sample_weight
+        Clients each row stands for (n_rows,); all 1 by default.
 
     Returns
     -------
@@ -107,13 +138,16 @@ def doubly_robust_att(df: pd.DataFrame, outcome: str, e: np.ndarray,
     t = df["treated"].to_numpy(bool)
     y = df[outcome].astype(float).to_numpy()
     X = covariates(df)
+    s = _weights(df, sample_weight)
     if binary:
         m0 = make_pipeline(_design(), LogisticRegression(max_iter=2000)).fit(
-            X[~t], y[~t].astype(int)).predict_proba(X)[:, 1]
+            X[~t], y[~t].astype(int), **_fit_weights("logisticregression", s[~t])
+        ).predict_proba(X)[:, 1]
     else:
-        m0 = make_pipeline(_design(), Ridge(alpha=1.0)).fit(X[~t], y[~t]).predict(X)
+        m0 = make_pipeline(_design(), Ridge(alpha=1.0)).fit(
+            X[~t], y[~t], **_fit_weights("ridge", s[~t])).predict(X)
     r = y - m0
-    w = e[~t] / (1 - e[~t])
+    w = e[~t] / (1 - e[~t]) * s[~t]
     mu1 = r[t].mean()
     mu0 = float((w * r[~t]).sum() / w.sum())
     var = r[t].var(ddof=1) / t.sum() + float((w ** 2 * (r[~t] - mu0) ** 2).sum()) / w.sum() ** 2
@@ -122,7 +156,8 @@ def doubly_robust_att(df: pd.DataFrame, outcome: str, e: np.ndarray,
             "treated_mean": float(y[t].mean()), "p_positive": float(stats.norm.cdf(est / se))}
 
 
-def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
+def observational_check(df: pd.DataFrame, seed: int,
+                        sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """The design-based cross-check of campaign 1: propensity of being treated, overlap,
     doubly robust ATTs, and the placebo (the same adjusted comparison on days 3..4, before
     the email, adjusted for days 0..2).
@@ -136,6 +171,8 @@ def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
         ``placebo_orders``.
     seed
         Kept for a stable signature (the fits are deterministic).
+    sample_weight
+        Clients each row stands for (n_rows,), when ``df`` holds a sample of the untreated.
 
     Returns
     -------
@@ -145,10 +182,12 @@ def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
         its interval holds 0, or ``reason`` when a group all bought or none did) and
         ``_e``, the propensity of each row (n_rows,).
     """
-    e = treatment_propensity(df, seed)
+    s = _weights(df, sample_weight)
+    e = treatment_propensity(df, seed, s)
     t = df["treated"].to_numpy(bool)
-    out: dict[str, Any] = {"overlap": overlap_summary(e, t), "_e": e}
-    out["att"] = {name: doubly_robust_att(df, col, e, binary=(name == "conversion"))
+    out: dict[str, Any] = {"overlap": overlap_summary(e, t, s), "_e": e}
+    out["att"] = {name: doubly_robust_att(df, col, e, binary=(name == "conversion"),
+                                          sample_weight=s)
                   for name, col in (("conversion", "converted"), ("revenue_per_client", "revenue"),
                                     ("items_per_client", "items"))}
     placebo = df.assign(pre_orders=df["placebo_pre_orders"],
@@ -161,8 +200,8 @@ def observational_check(df: pd.DataFrame, seed: int) -> dict[str, Any]:
         out["placebo"].update(conversion=None, passes=None,
                               reason="no contrast on days 3..4 (a group all bought or none did)")
         return out
-    e_pl = treatment_propensity(placebo, seed)
-    pl = doubly_robust_att(placebo, "placebo_bought", e_pl, binary=True)
+    e_pl = treatment_propensity(placebo, seed, s)
+    pl = doubly_robust_att(placebo, "placebo_bought", e_pl, binary=True, sample_weight=s)
     out["placebo"].update(conversion=pl, passes=bool(pl["hdi_low"] <= 0 <= pl["hdi_high"]))
     return out
 

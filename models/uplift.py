@@ -22,9 +22,10 @@ Models
   level and standardized); spend per buyer, gamma with mean ``exp(m + ... + treated *
   (kappa + kappa_pre[l] + kappa_cluster[k]))``, and items per buyer (mean ``exp(i + ... +
   treated * (nu + nu_pre[l] + nu_cluster[k]))``), both through their sufficient
-  statistics. City, cluster and age effects are zero-sum (city non-centred: small cities
-  shrink to the overall effect), so ``tau`` is the uplift (log-odds) of the average city
-  and cluster; pre-period levels enter as contrasts with the first level. Adjusting for
+  statistics. City, cluster and age effects are zero-sum (city non-centred with a
+  learnt scale: small cities shrink to the overall effect; cluster effects at a fixed
+  prior scale, as a handful of clusters cannot teach one), so ``tau`` is the uplift
+  (log-odds) of the average city and cluster; pre-period levels enter as contrasts with the first level. Adjusting for
   pre-period behaviour this way is CUPED's idea (Deng et al. 2013) in a regression on
   cells.
 
@@ -169,14 +170,35 @@ CELL_KEYS = ("city", "cluster", "age_band", "pre_level", "treated")
 PRE_LEVELS = tuple(f"{a}|{b}" for a in ("0", "1", "2", "3") for b in ("0", "1"))
 
 
+def cities_to_pool(counts: pd.Series, min_clients: int, keep: Collection[Any] = (),
+                   max_cities: int | None = None) -> list:
+    """The cities (index of ``counts``: clients per city) that lose their own level:
+    fewer than ``min_clients`` clients, or beyond the ``max_cities`` with the most clients
+    (ties: the smaller label); never those in ``keep``. Sorted."""
+    small = counts[(counts < min_clients) & ~counts.index.isin(keep)].index.tolist()
+    if max_cities is not None:
+        big = counts[(counts >= min_clients) & ~counts.index.isin(keep)]
+        order = sorted(big.index, key=lambda c: (-int(big[c]), str(c)))
+        small += order[max_cities:]
+    return sorted(small, key=str)
+
+
 def pool_small_cities(df: pd.DataFrame, min_clients: int, keep: Collection[Any] = (),
-                      counted: pd.Series | None = None) -> tuple[pd.DataFrame, list]:
+                      counted: pd.Series | None = None, max_cities: int | None = None
+                      ) -> tuple[pd.DataFrame, list]:
     """Cities with fewer than ``min_clients`` clients (of the rows where ``counted`` is
     true, all rows by default) become ``other`` (pooled), except the cities in ``keep``;
-    city labels become strings."""
+    city labels become strings.
+
+    ``max_cities``: at most that many cities keep a level of their own besides ``keep``,
+    those with the most counted clients (ties: the smaller label), so that a model's size
+    stays flat as a store grows (a 1,000,000-client store has twice the cities above
+    ``min_clients`` of a 100,000-client one). Returns the frame and the pooled cities
+    (:func:`cities_to_pool`).
+    """
     rows = df if counted is None else df[counted.to_numpy(bool)]
     counts = rows["city"].value_counts().reindex(df["city"].unique(), fill_value=0)
-    small = sorted(counts[(counts < min_clients) & ~counts.index.isin(keep)].index.tolist())
+    small = cities_to_pool(counts, min_clients, keep, max_cities)
     out = df.copy()
     out["city"] = out["city"].astype(str).where(~df["city"].isin(small), "other")
     return out, small
@@ -205,12 +227,21 @@ def pre_period_keys(df: pd.DataFrame) -> pd.DataFrame:
                         index=df.index)
 
 
-def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame:
-    """Exact sufficient statistics per cell: clients ``n``, buyers ``y`` (``spenders``: with
-    revenue > 0), the sums of spend ``r1`` (money) and of log spend ``s1`` of buyers (the
-    gamma likelihood's), the sum of items ``i1`` and of their squares ``i2``, and the mean
-    log pre-period spend ``log_pre``. ``keys``: :func:`pre_period_keys` of ``df`` when
-    already computed (row-aligned)."""
+#: the exact sufficient statistics of a cell (summed over its clients)
+CELL_SUMS = ("n", "y", "spenders", "s1", "r1", "i1", "i2", "lp1", "lp2")
+
+
+def client_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Client rows (the data contract) to cells of exact sufficient statistics.
+
+    One row per (city, cluster, age band, pre-period level, treated) with :data:`CELL_SUMS`:
+    clients ``n``, buyers ``y`` (``spenders``: with revenue > 0), the sums of spend ``r1``
+    (money) and of log spend ``s1`` of buyers (the gamma likelihood's), the sum of items
+    ``i1`` and of their squares ``i2``, and the sums of the log pre-period spend ``lp1`` and
+    of its square ``lp2``. Cities are not pooled (see :func:`merge_cells`), so cells of
+    parts of a store add up: what :func:`analysis.store.aggregates.uplift_cells` computes in
+    the query engine. ``keys``: :func:`pre_period_keys` of ``df`` when already computed.
+    """
     d = df.copy()
     for k in ("cluster", "age_band"):
         if k not in d:
@@ -218,6 +249,7 @@ def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame
     keys = pre_period_keys(d) if keys is None else keys
     for col in keys.columns:
         d[col] = keys[col].to_numpy()
+    d["city"] = d["city"].astype(str)
     buy = d["converted"] & (d["revenue"] > 0)
     d["log_spend"] = np.where(buy, np.log(d["revenue"].where(buy, 1.0)), 0.0)
     d["spend_b"] = np.where(buy, d["revenue"].astype(float), 0.0)
@@ -225,12 +257,26 @@ def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame
     items = d["items"].astype(float) if "items" in d else d["converted"].astype(float)
     d["items_b"] = np.where(buy, items, 0.0)
     d["items_b2"] = d["items_b"] ** 2
+    d["log_pre2"] = d["log_pre"] ** 2
     cells = d.groupby(list(CELL_KEYS), observed=True).agg(
         n=("converted", "size"), y=("converted", "sum"), spenders=("spenders", "sum"),
         s1=("log_spend", "sum"), r1=("spend_b", "sum"), i1=("items_b", "sum"),
-        i2=("items_b2", "sum"), log_pre=("log_pre", "mean")).reset_index()
-    cells["y"] = cells["y"].astype(int)
-    return cells
+        i2=("items_b2", "sum"), lp1=("log_pre", "sum"), lp2=("log_pre2", "sum")
+    ).reset_index()
+    return cells.astype({"n": "int64", "y": "int64", "spenders": "int64"})
+
+
+def merge_cells(cells: pd.DataFrame) -> pd.DataFrame:
+    """Cells with the same keys summed (after cities were pooled), with ``log_pre``, the
+    mean log pre-period spend of each cell."""
+    out = cells.groupby(list(CELL_KEYS), observed=True, as_index=False)[list(CELL_SUMS)].sum()
+    out["log_pre"] = out["lp1"] / out["n"]
+    return out
+
+
+def to_cells(df: pd.DataFrame, keys: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Client rows to merged cells (:func:`client_cells`, then :func:`merge_cells`)."""
+    return merge_cells(client_cells(df, keys))
 
 
 # --------------------------------------------------------------------------- hierarchical model
@@ -258,7 +304,10 @@ DEFAULT_PRIORS: dict[str, Any] = {
     "cluster_effect": ("ZeroSumNormal", 1.0),
     "tau": ("Normal", 0.0, 0.5),
     "sigma_tau_city": ("HalfNormal", 0.3),
-    "sigma_tau_cluster": ("HalfNormal", 0.3),
+    # fixed scale, as for the base cluster effects: a scale learnt from four clusters made
+    # a funnel where one of two chains stayed (sigma 0.03 against 0.44, r_hat 2.13 at
+    # 1,000,000 clients)
+    "tau_cluster": ("ZeroSumNormal", 0.5),
     "spend_intercept": ("Normal", 8.0, 2.0),  # log of mean spend per buyer, money
     "spend_shape": ("LogNormal", 0.0, 1.0),  # gamma shape = 1 / CV^2 of spend per buyer
     "kappa": ("Normal", 0.0, 0.3),
@@ -320,6 +369,9 @@ class HierarchicalUplift:
         MCMC settings (:class:`~models.sampling.SamplerSettings` or dict).
     min_city_clients
         Cities with fewer treated clients are pooled into ``other``.
+    max_cities
+        At most this many cities (those with the most treated clients) keep a level of
+        their own; ``None``: no cap (see :func:`pool_small_cities`).
 
     Examples
     --------
@@ -330,6 +382,7 @@ class HierarchicalUplift:
     model_config: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_PRIORS))
     sampler_config: Any = None
     min_city_clients: int = 30
+    max_cities: int | None = None
     seed: int = 0
 
     def _index(self, cells: pd.DataFrame) -> dict[str, Any]:
@@ -397,10 +450,8 @@ class HierarchicalUplift:
                     treated.groupby("city")["n"].sum().reindex(lv["city"]))
             tau_cell = tau + tau_city[ci]
             if len(lv["cluster"]) > 1:
-                s_tk = pm.HalfNormal("sigma_tau_cluster", pri["sigma_tau_cluster"][1])
-                per_cluster = treated.groupby("cluster")["n"].sum().reindex(lv["cluster"])
-                tau_cell = tau_cell + _zero_sum_effect("tau_cluster", s_tk, "cluster",
-                                                       per_cluster)[ki]
+                tau_cell = tau_cell + pm.ZeroSumNormal(
+                    "tau_cluster", sigma=pri["tau_cluster"][1], dims="cluster")[ki]
             else:
                 pm.Deterministic("tau_cluster", pm.math.zeros(1), dims="cluster")
             pm.Binomial("buyers", n=cells["n"].to_numpy(), logit_p=eta + trt * tau_cell,
@@ -477,31 +528,58 @@ class HierarchicalUplift:
                      pm.math.sum(-k * pm.math.log(sigma) - ss / (2 * sigma**2)))
 
     def fit(self, clients: pd.DataFrame) -> HierarchicalUplift:
-        """Aggregate clients to cells and sample the posterior."""
+        """Aggregate client rows (the data contract) to cells and sample the posterior."""
         _check_contract(clients)
         #: without an ``items`` column every buyer counts one item: no items block
-        self.has_items_ = "items" in clients
+        return self.fit_cells(client_cells(clients), has_items="items" in clients)
+
+    def fit_cells(self, cells: pd.DataFrame, has_items: bool = True) -> HierarchicalUplift:
+        """Sample the posterior from cells of exact sufficient statistics.
+
+        Parameters
+        ----------
+        cells
+            :func:`client_cells` of the comparison's clients, cities not pooled (cells may
+            repeat keys: they are summed), e.g. from
+            :func:`analysis.store.aggregates.uplift_cells` in a query engine, so that no
+            client row is ever in memory.
+        has_items
+            Whether the cells' item sums are real (else every buyer counts one item and
+            the items block is left out).
+
+        Raises
+        ------
+        ValueError
+            A column of :data:`CELL_KEYS` or :data:`CELL_SUMS` is missing, a campaign group
+            is empty, or a sum is negative.
+        """
+        _check_cells(cells)
+        self.has_items_ = has_items
         # a city's uplift effect is learnt from its treated clients: cities with fewer are
         # pooled (with the whole store as comparison, most cities have none)
-        pooled, self.pooled_cities_ = pool_small_cities(clients, self.min_city_clients,
-                                                        counted=clients["treated"])
-        keys = pre_period_keys(clients)
+        treated = cells["treated"].astype(bool).to_numpy()
+        per_city = cells.loc[treated].groupby("city")["n"].sum().reindex(
+            cells["city"].unique(), fill_value=0)
+        self.pooled_cities_ = cities_to_pool(per_city, self.min_city_clients,
+                                             max_cities=self.max_cities)
+        cells = cells.assign(city=cells["city"].where(~cells["city"].isin(
+            self.pooled_cities_), "other"))
         # the effect on the treated needs comparison clients like them: those at pre-period
         # levels no treated client has (at real scale, 68,000 clients who had not bought
         # in days 0..2) only pull the additive model towards them (common support for the
         # ATT; Imbens & Rubin 2015, ch. 14)
-        support = keys["pre_level"].isin(set(keys.loc[clients["treated"].to_numpy(bool),
-                                                       "pre_level"]))
-        self.outside_support_ = int((~support).sum())
-        pooled = pooled.loc[support.to_numpy()]
-        keys = keys.loc[support.to_numpy()]
-        self.cells_ = to_cells(pooled, keys)
-        level_mean = keys.groupby("pre_level")["log_pre"].transform("mean")
-        self.log_pre_mean_ = keys.groupby("pre_level")["log_pre"].mean().to_dict()
+        support = cells["pre_level"].isin(set(cells.loc[treated, "pre_level"]))
+        self.outside_support_ = int(cells.loc[~support.to_numpy(), "n"].sum())
+        self.cells_ = merge_cells(cells.loc[support.to_numpy()])
+        by_level = self.cells_.groupby("pre_level")[["n", "lp1", "lp2"]].sum()
+        self.log_pre_mean_ = (by_level["lp1"] / by_level["n"]).to_dict()
         # the SD within levels, so that the centred covariate has unit SD and its N(0, 1)
         # priors mean what they say (the overall SD, between levels included, left a
-        # scale the adaptation sometimes took 3 times longer to find at real scale)
-        within = float((keys["log_pre"] - level_mean).std())
+        # scale the adaptation sometimes took 3 times longer to find at real scale):
+        # sum of squares within levels from the cells' sums
+        n_all = float(by_level["n"].sum())
+        ss = float((by_level["lp2"] - by_level["lp1"] ** 2 / by_level["n"]).sum())
+        within = np.sqrt(max(ss, 0.0) / (n_all - 1)) if n_all > 1 else np.nan
         self.log_pre_sd_ = within if np.isfinite(within) and within > 0 else 1.0
         self.model_ = self.build_model(self.cells_)
         t0 = time.perf_counter()
@@ -527,7 +605,7 @@ class HierarchicalUplift:
         if "items_intercept" in post:
             names += ["items_intercept", "items_pre", "items_x", "nu", "items_sigma"]
         extra = ["sigma_city", "sigma_tau_city", "tau_city", "city_effect", "pre_effect",
-                 "cluster_effect", "sigma_tau_cluster", "tau_cluster",
+                 "cluster_effect", "tau_cluster",
                  "kappa_cluster", "spend_cluster", "age_effect", "items_cluster", "nu_cluster",
                  "kappa_pre", "nu_pre", "spend_city", "items_city"]
         return names + [n for n in extra if n in post and post[n].std() > 0]
@@ -765,6 +843,20 @@ class HierarchicalUplift:
         ax.set_title(f"Campaign 1 uplift by {by}")
         ax.legend(loc="lower right")
         return ax
+
+
+def _check_cells(cells: pd.DataFrame) -> None:
+    missing = [c for c in (*CELL_KEYS, *CELL_SUMS) if c not in cells]
+    if missing:
+        raise ValueError(f"uplift cells lack column(s) {missing}")
+    treated = cells["treated"].astype(bool)
+    n_t, n_c = int(cells.loc[treated, "n"].sum()), int(cells.loc[~treated, "n"].sum())
+    if n_t == 0 or n_c == 0:
+        raise ValueError(f"a campaign group is empty (treated {n_t}, control {n_c})")
+    bad = [c for c in ("n", "y", "spenders", "r1", "i1", "i2", "lp1", "lp2")
+           if (cells[c] < 0).any()]
+    if bad:
+        raise ValueError(f"negative sums in uplift cells: {bad}")
 
 
 def _check_contract(df: pd.DataFrame) -> None:

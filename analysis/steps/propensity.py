@@ -55,7 +55,7 @@ def client_frame(cfg: Config, clients: pd.DataFrame, treated: list[int]) -> pd.D
     """One row per client: pooled city, cluster, gender level, contacted, split."""
     pc = cfg.propensity
     df, _ = pool_small_cities(clients[["id", "city", "country"]], pc.min_city_clients,
-                              keep=[pc.target_city])
+                              keep=[pc.target_city], max_cities=pc.max_cities)
     df["id"] = df["id"].astype("int64")
     gender = clients.set_index("id")["gender"]
     g = optional_result(cfg, "gender", "clients.parquet", ["id", "gender_label"])

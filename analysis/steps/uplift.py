@@ -23,13 +23,19 @@ from analysis.background import background
 from analysis.config import Config
 from analysis.errors import DataError
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
-from analysis.pipeline import optional_result, step_dir
-from analysis.steps.campaign1_data import PERIODS, store_frame
-from analysis.steps.clean import purchases_path, read_campaign_ids, read_clients
-from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
+from analysis.pipeline import step_dir, succeeded
+from analysis.steps.campaign1_data import GROUPS, PERIODS, store_frame
+from analysis.steps.clean import CLIENT_DTYPES, purchases_path, read_campaign_ids
+from analysis.store.aggregates import (
+    CAMPAIGN_CLIENT_COLUMNS,
+    PERIOD_COLUMNS,
+    campaign_store_table,
+    store_sample,
+    uplift_cells,
+)
 from analysis.store.engine import connect
 from analysis.store.loaders import POSITIVE_FILE
-from analysis.store.tables import open_table
+from analysis.store.tables import materialised, open_table
 from models import campaign_design as DESIGN
 from models import next_test as NT
 from models import observational as OBS
@@ -37,12 +43,6 @@ from models import uplift as U
 
 BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre_revenue",
                       "pre_bought"]
-
-
-def _clusters(cfg: Config) -> pd.DataFrame | None:
-    """Cluster assignments when the segments step succeeded (a failed run keeps the
-    earlier files, which must not be mixed with today's data)."""
-    return optional_result(cfg, "segments", "assignments.parquet")
 
 
 def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any]
@@ -131,24 +131,67 @@ def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
                         "same clients")
 
 
+def _clusters_table(cfg: Config, con: Any) -> Any | None:
+    """The segments step's assignments in the engine when that step succeeded (a failed
+    run keeps the earlier files, which must not be mixed with today's data)."""
+    path = step_dir(cfg, "segments") / "assignments.parquet"
+    if not succeeded(cfg, "segments") or not path.exists():
+        return None
+    return open_table(con, path, {"id": "integer", "cluster": "integer"}, "assignments")
+
+
+def _sample_frames(sample: pd.DataFrame, clusters: bool
+                   ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
+    """The engine's sample rows split into :func:`store_frame`'s inputs."""
+    client_cols = list(CAMPAIGN_CLIENT_COLUMNS)
+    metrics = [c for c in sample.columns
+               if c not in CAMPAIGN_CLIENT_COLUMNS and c not in ("group", "cluster")]
+    clients = sample[client_cols].astype({c: CLIENT_DTYPES[c] for c in client_cols
+                                          if c in CLIENT_DTYPES})
+    return (clients, sample[["id", *metrics]],
+            sample[["id", "cluster"]] if clusters else None)
+
+
 def run(cfg: Config) -> dict[str, Any]:
-    clients = read_clients(cfg)
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     purchases = open_table(con, purchases_path(cfg), PERIOD_COLUMNS, "purchases")
-    per_client = period_metrics(purchases, PERIODS)
+    clients_t = open_table(con, step_dir(cfg, "clean") / "clients.parquet",
+                           CAMPAIGN_CLIENT_COLUMNS, "clients")
     ids = read_campaign_ids(cfg)
-    clusters = _clusters(cfg)
+    clusters_t = _clusters_table(cfg, con)
+    out = step_dir(cfg, "uplift")
+    out.mkdir(parents=True, exist_ok=True)
+    expr = campaign_store_table(purchases, clients_t, PERIODS, ids["treated"], ids["control"],
+                                clusters_t)
+    with materialised(con, expr, out) as (table, _):
+        return _run(cfg, table, ids, clusters_t is not None, out)
+
+
+def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out: Path
+         ) -> dict[str, Any]:
     lo, hi = PERIODS["pre"]
-    if not per_client["pre_items"].any():
+    if not int(table.pre_items.max().to_pandas() or 0):
         raise DataError(Path(cfg.data_dir) / "shop_database.db:purchases",
                         f"no purchase on days {lo}..{hi}, the days before the email: what the "
                         "store chose the treated on cannot be seen or adjusted for, so no "
                         "comparison of campaign 1 would be valid", column="dt")
-    store, report = store_frame(clients, None, ids["treated"], ids["control"], clusters,
+    counts = table.group_by("group").aggregate(n=table.count()).to_pandas()
+    group_sizes = {g: int(counts.loc[counts["group"] == g, "n"].sum()) for g in GROUPS}
+    # every treated and control client, and the untreated clients of a hash sample: what
+    # the design checks, the balance tables and the scikit-learn cross-check read (the
+    # whole store when it has at most ``uplift_store_sample`` untreated clients)
+    untreated = group_sizes["untreated"]
+    share = min(1.0, cfg.uplift_store_sample / untreated) if untreated else 1.0
+    sample = store_sample(table, share, cfg.seed).order_by("id").to_pandas()
+    clients, per_client, cluster_rows = _sample_frames(sample, clusters)
+    store, report = store_frame(clients, None, ids["treated"], ids["control"], cluster_rows,
                                 per_client=per_client)
+    sampled = int((store["group"] == "untreated").sum())
+    weight_untreated = untreated / sampled if sampled else 1.0
+    store_sampling = {"untreated_clients": untreated, "untreated_sampled": sampled,
+                      "share": share, "weight_untreated": weight_untreated}
     _check_groups(store, Path(cfg.data_dir))
-    out = step_dir(cfg, "uplift")
-    verdict = DESIGN.diagnose_design(store, report)
+    verdict = DESIGN.diagnose_design(store, report, group_sizes=group_sizes)
     campaign = store[store["group"] != "untreated"].reset_index(drop=True)
     trust = trust_checks(campaign, report, verdict.srm) if (~campaign.treated).any() else None
     b = cfg.business
@@ -165,12 +208,25 @@ def run(cfg: Config) -> dict[str, Any]:
                       arpu["_draws"]["treated"], arpu["_draws"]["control"], b.margin,
                       b.discount_depth)),
                   "valid": verdict.control_valid_for_conversion}
-    whole, support = _support(store)
-    comparison = whole if verdict.primary == "whole store" else campaign
+    whole, _ = _support(store)
+    treated = store[store["treated"]]
+    # every client of the store in the treated clients' countries and age bands, as cells
+    # the engine sums: no client row in memory
+    cells = uplift_cells(table, treated["country"].unique(), treated["age_band"].unique())
+    support = {"kept": int(cells["n"].sum()),
+               "outside_support": int(sum(group_sizes.values()) - cells["n"].sum())}
+    model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
+                                 min_city_clients=cfg.min_city_clients,
+                                 max_cities=cfg.max_cities)
+    weights = np.where(whole["group"] == "untreated", weight_untreated, 1.0)
     # the scikit-learn cross-check runs on the second core while the model compiles
-    with background(OBS.observational_check, whole, cfg.seed) as cross_check:
-        model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
-                                     min_city_clients=cfg.min_city_clients).fit(comparison)
+    with background(OBS.observational_check, whole, cfg.seed, weights) as cross_check:
+        if verdict.primary == "whole store":
+            model.fit_cells(cells)
+            comparison_clients = support["kept"]
+        else:
+            model.fit(campaign)
+            comparison_clients = len(campaign)
         obs = cross_check.result()
     conv = model.convergence_
     overall = model.effects(b.margin, b.discount_depth).iloc[0]
@@ -186,10 +242,10 @@ def run(cfg: Config) -> dict[str, Any]:
     w = model.weighted_draws()
     depth_grid = NT.profit_by_depth(w["arpu1"], w["arpu0"], b.margin, b.discount_depth)
     best = depth_grid.loc[depth_grid["profit_mean"].idxmax()]
-    t_rows = comparison[comparison.treated]
+    t_rows = campaign[campaign.treated]
     sigma = float(t_rows["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
     prior_sd = max((best["profit_high"] - best["profit_low"]) / (2 * 1.88), 1e-6)
-    sizes = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
+    follow_up = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
                          np.array([500, 1000, 2000, 5000, 10000, 20000, 50000]), seed=cfg.seed)
     prior = model.prior_predictive()
     ppc = model.posterior_predictive()
@@ -207,23 +263,30 @@ def run(cfg: Config) -> dict[str, Any]:
                     "comparison may still be confounded. ") + sentence
     _figures(model, curve, out, b)
     ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
+    if share < 1:
+        ax.set_title(ax.get_title() + f"\n(untreated: a {share:.1%} sample of the store)",
+                     fontsize="medium")
     save_figure(ax.figure, out / "overlap.png")
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)
-    write_parquet(group_metrics(store.assign(treated=store["group"] == "treated")
-                                if n_c == 0 else campaign), out / "group_metrics.parquet")
+    metrics = group_metrics(store.assign(treated=store["group"] == "treated")
+                            if n_c == 0 else campaign)
+    if n_c == 0:  # the untreated row's count is the store's, its means the sample's
+        metrics.loc[metrics["group"] == "control", "clients"] = group_sizes["untreated"]
+    write_parquet(metrics, out / "group_metrics.parquet")
     write_parquet(verdict.balance, out / "balance.parquet")
     write_parquet(by_city, out / "effects_city.parquet")
     write_parquet(by_cluster, out / "effects_cluster.parquet")
     write_parquet(curve, out / "margin_curve.parquet")
     write_parquet(depth_grid, out / "depth_grid.parquet")
-    write_parquet(sizes, out / "follow_up_sizes.parquet")
+    write_parquet(follow_up, out / "follow_up_sizes.parquet")
     write_parquet(ppc_groups, out / "posterior_predictive_groups.parquet")
     summary = {
         "recommendation": sentence,
         "business": {"margin": b.margin, "discount_depth": b.discount_depth},
         "design": {**{k: v for k, v in verdict.as_dict().items() if k != "balance"},
-                   "sentence": verdict.sentence(), "support": support},
+                   "sentence": verdict.sentence(), "support": support,
+                   "store_sample": store_sampling},
         "trust": None if trust is None else {k: v for k, v in trust.items() if k != "smd"},
         "closed_form": closed,
         "buyers_comparison": buyers,
@@ -235,11 +298,15 @@ def run(cfg: Config) -> dict[str, Any]:
                       "assumption": "extra list-price revenue proportional to the depth"},
         "hierarchical": {
             "comparison": verdict.primary,
-            "comparison_clients": int(len(comparison)),
+            "comparison_clients": comparison_clients,
             "overall": overall.to_dict(),
             "total_incremental_profit": float(overall["profit_per_client_mean"] * n_t),
             "parameters": model.summary().reset_index(names="parameter").to_dict("records"),
             "pooled_cities": [str(c) for c in model.pooled_cities_],
+            "city_levels": {"own": int(sum(c != "other" for c in model.cells_["city"].unique())),
+                            "pooled": len(model.pooled_cities_),
+                            "min_treated_clients": cfg.min_city_clients,
+                            "max_cities": cfg.max_cities},
             "cells": len(model.cells_), "clusters_used": clusters is not None,
             "outside_support": model.outside_support_, "timings_seconds": model.timings_,
             "resampled_with": model.resampled_with_,

@@ -449,3 +449,123 @@ def gender_features(purchases: Any, colours: Any | None = None, top_categories: 
     feats.index = feats.index.astype("int64")
     feats.index.name = "id"
     return feats
+
+
+#: the cleaned clients' columns the campaign-1 store table reads
+CAMPAIGN_CLIENT_COLUMNS = {"id": "integer", "gender": "integer", "age": "integer",
+                           "education": "string", "city": "integer", "country": "integer",
+                           "personal_coef": "number"}
+
+
+def campaign_store_table(purchases: Any, clients: Any, periods: dict[str, tuple[int, int]],
+                         treated: Iterable[int], control: Iterable[int],
+                         clusters: Any | None = None) -> Any:
+    """One row per client of the store for campaign 1, as an Ibis expression.
+
+    The clients' columns (:data:`CAMPAIGN_CLIENT_COLUMNS`), the period metrics of
+    :func:`period_metrics_table` (0 for clients without purchases), ``group``
+    (``treated`` / ``control`` / ``untreated``; an id in both files is treated, as in
+    :func:`analysis.steps.campaign1_data.store_frame`) and ``cluster`` (the segments step's
+    number, null when unassigned or without ``clusters``).
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``dt`` (day), ``revenue`` (money), ``base_sale`` (0/1).
+    clients
+        Ibis table of the cleaned clients.
+    periods
+        ``{name: (first_day, last_day)}`` (:data:`analysis.steps.campaign1_data.PERIODS`).
+    treated, control
+        The two id files' ids.
+    clusters
+        Ibis table with ``id`` and ``cluster``, or ``None``.
+    """
+    import ibis
+
+    treated = {int(i) for i in treated}
+    ids = sorted(treated | {int(i) for i in control})
+    groups = ibis.memtable({"id": ids, "group": ["treated" if i in treated else "control"
+                                                 for i in ids]},
+                           schema={"id": "int64", "group": "string"})
+    m = period_metrics_table(purchases, periods)
+    metrics = [c for c in m.columns if c != "id"]
+    t = clients.select(*CAMPAIGN_CLIENT_COLUMNS).mutate(id=clients.id.cast("int64"))
+    joined = t.left_join(m.mutate(id=m.id.cast("int64")), "id")
+    t = joined.select(*CAMPAIGN_CLIENT_COLUMNS,
+                      **{c: joined[c].fill_null(0) for c in metrics})
+    t = t.left_join(groups, "id").select(*CAMPAIGN_CLIENT_COLUMNS, *metrics,
+                                         group=lambda r: r.group.fill_null("untreated"))
+    if clusters is None:
+        return t.mutate(cluster=ibis.null("int64"))
+    k = clusters.select(id=clusters.id.cast("int64"), cluster=clusters.cluster.cast("int64"))
+    return t.left_join(k, "id").drop("id_right")
+
+
+def store_sample(table: Any, share: float, seed: int) -> Any:
+    """The rows of :func:`campaign_store_table` a step may hold in memory: every treated
+    and control client, and the untreated clients :func:`held_out` puts in a ``share`` of
+    the store (``seed``: the split's seed); each untreated row stands for ``1 / share``
+    clients."""
+    return table.filter((table.group != "untreated") | held_out(table.id, share, seed))
+
+
+def uplift_cells(table: Any, countries: Iterable[int] | None = None,
+                 age_bands: Iterable[str] | None = None) -> pd.DataFrame:
+    """Campaign 1's cells of exact sufficient statistics, in the engine.
+
+    The engine version of :func:`models.uplift.client_cells` applied to
+    :func:`analysis.steps.campaign1_data.store_frame`'s rows (same cells and sums): the
+    comparison of the treated with every untreated client of the store (the control file's
+    clients count as untreated), without a client row leaving the engine.
+
+    Parameters
+    ----------
+    table
+        :func:`campaign_store_table`.
+    countries, age_bands
+        Keep only clients of these countries and age bands (the treated clients' common
+        support); all when ``None``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (city, cluster, age_band, pre_level, treated) with the sums of
+        :data:`models.uplift.CELL_SUMS`.
+    """
+    import ibis
+
+    from analysis.steps.campaign1_data import AGE_BANDS, AGE_LABELS
+    from models.segments import NO_HISTORY, NO_HISTORY_LABEL
+    from models.uplift import CELL_KEYS
+
+    t = table
+    age = t.age.cast("float64")
+    band = ibis.cases(*[((age >= lo) & (age < hi), label) for lo, hi, label
+                        in zip(AGE_BANDS[:-1], AGE_BANDS[1:], AGE_LABELS, strict=True)],
+                      else_="nan")
+    early = ibis.least(t.placebo_pre_orders, 3).cast("int64")
+    late = ibis.least(t.pre_orders - t.placebo_pre_orders, 1).cast("int64")
+    cluster = (t.cluster.isnull() | (t.cluster == NO_HISTORY)).ifelse(
+        NO_HISTORY_LABEL, t.cluster.cast("string"))
+    t = t.mutate(age_band=band, pre_level=early.cast("string") + "|" + late.cast("string"),
+                 city=t.city.cast("int64").cast("string"), cluster=cluster,
+                 treated=t.group == "treated")
+    if countries is not None:
+        t = t.filter(t.country.isin([int(c) for c in countries]))
+    if age_bands is not None:
+        t = t.filter(t.age_band.isin([str(b) for b in age_bands]))
+    converted = t.window_orders > 0
+    buy = converted & (t.window_revenue > 0)
+    revenue = t.window_revenue.cast("float64")
+    items = buy.ifelse(t.window_items.cast("float64"), 0.0)
+    log_pre = (ibis.greatest(t.pre_revenue.cast("float64"), 0.0) + 1.0).ln()
+    t = t.mutate(y=converted.cast("int64"), spender=buy.cast("int64"),
+                 log_spend=buy.ifelse(revenue.ln(), 0.0), spend=buy.ifelse(revenue, 0.0),
+                 items_b=items, log_pre=log_pre)
+    cells = t.group_by(list(CELL_KEYS)).aggregate(
+        n=t.count(), y=t.y.sum(), spenders=t.spender.sum(), s1=t.log_spend.sum(),
+        r1=t.spend.sum(), i1=t.items_b.sum(), i2=(t.items_b * t.items_b).sum(),
+        lp1=t.log_pre.sum(), lp2=(t.log_pre * t.log_pre).sum())
+    out = cells.to_pandas().sort_values(list(CELL_KEYS), ignore_index=True)
+    return out.astype({"n": "int64", "y": "int64", "spenders": "int64", "treated": "bool"})

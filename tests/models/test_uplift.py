@@ -55,6 +55,17 @@ def test_city_with_one_client_is_pooled_not_dropped():
     assert cells["n"].sum() == 41 and cells["y"].sum() == 41
 
 
+def test_city_cap_keeps_the_largest_cities_and_the_kept_ones():
+    df = pd.DataFrame({"city": ["a"] * 50 + ["b"] * 40 + ["c"] * 40 + ["d"] * 35 + ["e"] * 5})
+    pooled, small = U.pool_small_cities(df, 30, max_cities=2)
+    # b and c tie at 40: the smaller label keeps its level; e is pooled by the minimum
+    assert small == ["c", "d", "e"]
+    assert sorted(pooled["city"].unique()) == ["a", "b", "other"]
+    _, small = U.pool_small_cities(df, 30, keep=["e"], max_cities=1)
+    assert small == ["b", "c", "d"]
+    assert U.pool_small_cities(df, 30, max_cities=10)[1] == U.pool_small_cities(df, 30)[1]
+
+
 def test_profit_formula_is_zero_without_discount_and_equal_arpu():
     assert U.profit_per_treated(np.array([100.0]), np.array([100.0]), 0.3, 0.0)[0] == (
         pytest.approx(0.0, abs=1e-9))

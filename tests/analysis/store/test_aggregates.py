@@ -245,3 +245,57 @@ def test_the_held_out_split_is_a_fixed_share_of_ids():
     assert not held_out(ids, 0.0).any() and held_out(ids, 1.0).all()
     with pytest.raises(ValueError, match="share must be in"):
         held_out(ids, 1.5)
+
+
+def test_campaign1_cells_and_store_sample_equal_the_pandas_ones(cleaned, small_demo,
+                                                                 spark_or_none, tmp_path):
+    import numpy as np
+
+    from analysis.steps.campaign1_data import PERIODS, store_frame
+    from analysis.steps.clean import CLIENT_DTYPES
+    from analysis.steps.uplift import _sample_frames, _support
+    from analysis.store.aggregates import (
+        CAMPAIGN_CLIENT_COLUMNS,
+        PERIOD_COLUMNS,
+        campaign_store_table,
+        held_out,
+        store_sample,
+        uplift_cells,
+    )
+    from models.uplift import CELL_KEYS, client_cells
+
+    folder, data, _ = cleaned
+    raw = load_folder(small_demo)
+    g = campaign_groups(raw.positive, raw.negative)
+    ids = data.clients["id"].astype("int64")
+    # clusters as the segments step writes them: numbers, -1 without history, some unassigned
+    clusters = pd.DataFrame({"id": ids, "cluster": (ids % 4 - 1).astype("int64")}).iloc[::2]
+    clusters.to_parquet(tmp_path / "assignments.parquet")
+    clients = data.clients.astype(CLIENT_DTYPES)
+    store, _ = store_frame(clients, data.purchases, list(g.treated), list(g.control), clusters)
+    whole, _ = _support(store)
+    expected = client_cells(whole).sort_values(list(CELL_KEYS), ignore_index=True)
+    t = store[store["treated"]]
+    assert expected["cluster"].nunique() == 4 and expected["treated"].any()
+    keep = store["group"].ne("untreated") | held_out(store["id"].to_numpy(), 0.3, 7)
+    for con in _engines(spark_or_none):
+        table = campaign_store_table(
+            open_table(con, folder / "purchases.parquet", PERIOD_COLUMNS),
+            open_table(con, folder / "clients.parquet", CAMPAIGN_CLIENT_COLUMNS),
+            PERIODS, g.treated, g.control,
+            open_table(con, tmp_path / "assignments.parquet", {"id": "integer",
+                                                              "cluster": "integer"}))
+        got = uplift_cells(table, t["country"].unique(), t["age_band"].unique())
+        pd.testing.assert_frame_equal(got[list(expected.columns)], expected, check_dtype=False,
+                                      rtol=1e-9)
+        # the sample: every campaign client and the hashed share of the others
+        sample = store_sample(table, 0.3, 7).order_by("id").to_pandas()
+        assert sample["id"].tolist() == store.loc[keep, "id"].tolist()
+        c, per_client, k = _sample_frames(sample, clusters=True)
+        again, _ = store_frame(c, None, list(g.treated), list(g.control), k,
+                               per_client=per_client)
+        pd.testing.assert_frame_equal(again, store[keep].reset_index(drop=True),
+                                      check_dtype=False)
+    assert 0.2 < (store.loc[keep, "group"] == "untreated").sum() / (
+        store["group"] == "untreated").sum() < 0.4
+    assert not np.isclose(expected["lp1"].sum(), 0)
