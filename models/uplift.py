@@ -25,9 +25,9 @@ Models
   statistics. City, cluster and age effects are zero-sum (city non-centred with a
   learnt scale: small cities shrink to the overall effect; cluster effects at a fixed
   prior scale, as a handful of clusters cannot teach one), so ``tau`` is the uplift
-  (log-odds) of the average city and cluster; pre-period levels enter as contrasts with the first level. Adjusting for
-  pre-period behaviour this way is CUPED's idea (Deng et al. 2013) in a regression on
-  cells.
+  (log-odds) of the average city and cluster; pre-period levels enter as contrasts with
+  the first level. Adjusting for pre-period behaviour this way is CUPED's idea (Deng et
+  al. 2013) in a regression on cells.
 
 Decision
 --------
