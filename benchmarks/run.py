@@ -110,6 +110,13 @@ CASES: dict[str, tuple[str, float]] = {
     "aggregates_spark_1m": (
         "from benchmarks.store_cases import aggregates\n"
         f"extra = aggregates(r'{WORK / 'res1m'}', 'spark', compare_with_duckdb=True)", 600.0),
+    # every step, from a clean results folder, on the 1M / 10M Parquet stores
+    "pipeline_duckdb_1m": (
+        "from benchmarks.store_cases import whole_pipeline\n"
+        f"extra = whole_pipeline(r'{WORK / 'pq1m'}', r'{WORK / 'res1m_full'}')", 1800.0),
+    "pipeline_duckdb_10m": (
+        "from benchmarks.store_cases import whole_pipeline\n"
+        f"extra = whole_pipeline(r'{WORK / 'pq10m'}', r'{WORK / 'res10m_full'}')", 7200.0),
     "uplift_bambi_crosscheck_10k": (
         "from benchmarks.uplift_cases import bambi_crosscheck\nextra = bambi_crosscheck()",
         30.0),
@@ -124,7 +131,7 @@ CASES: dict[str, tuple[str, float]] = {
 #: run only when named: the row-level comparison ran for more than 56 minutes; the
 #: 10-million-client store takes about 10 minutes to write and as long to clean
 OPT_IN = {"uplift_rows_pymc_default_10k", "demo_data_parquet_10m", "clean_duckdb_10m",
-          "aggregates_duckdb_10m"}
+          "aggregates_duckdb_10m", "pipeline_duckdb_1m", "pipeline_duckdb_10m"}
 
 _WRAP = """
 import resource, time, json, sys

@@ -190,3 +190,33 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
 
     shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+def whole_pipeline(data: str, results: str, engine: str = "duckdb") -> dict[str, object]:
+    """Every step of ``shopbayes run`` on the store in ``data`` (results in ``results``,
+    rerun from scratch): per step the status, seconds, peak RSS of the process so far
+    (MiB) and, for the MCMC steps, the model's own timings and whether it converged."""
+    import json
+    import shutil
+
+    from analysis import pipeline
+    from analysis.config import load_config
+
+    shutil.rmtree(results, ignore_errors=True)
+    cfg = load_config(None, data_dir=data, results_dir=results, engine=engine)
+    steps: dict[str, object] = {}
+    for res in pipeline.run(cfg, force=True, echo=lambda s: None):
+        row = {k: res.get(k) for k in ("status", "seconds", "peak_rss_mib")}
+        path = Path(results) / res["step"] / "summary.json"
+        if res["status"] == "ok" and path.exists():
+            s = json.loads(path.read_text())
+            conv = s.get("convergence")
+            if isinstance(conv, dict) and "ok" in conv:
+                row["converged"] = conv["ok"]
+            model = (s.get("hierarchical") or {}).get("timings_seconds") \
+                or s.get("timings_seconds")
+            if model:
+                row["model_seconds"] = model
+        steps[res["step"]] = row
+    return {"steps": steps, "engine": engine,
+            "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}

@@ -502,6 +502,16 @@ def campaign_store_table(purchases: Any, clients: Any, periods: dict[str, tuple[
     return t.left_join(k, "id").drop("id_right")
 
 
+def cluster_label(cluster: Any) -> Any:
+    """The segments step's cluster numbers as the models' labels, in the engine (the
+    Ibis version of :func:`models.segments.cluster_labels`: unassigned or
+    ``NO_HISTORY`` is ``"no history"``)."""
+    from models.segments import NO_HISTORY, NO_HISTORY_LABEL
+
+    return (cluster.isnull() | (cluster == NO_HISTORY)).ifelse(NO_HISTORY_LABEL,
+                                                               cluster.cast("string"))
+
+
 def store_sample(table: Any, share: float, seed: int) -> Any:
     """The rows of :func:`campaign_store_table` a step may hold in memory: every treated
     and control client, and the untreated clients :func:`held_out` puts in a ``share`` of
@@ -536,7 +546,6 @@ def uplift_cells(table: Any, countries: Iterable[int] | None = None,
     import ibis
 
     from analysis.steps.campaign1_data import AGE_BANDS, AGE_LABELS
-    from models.segments import NO_HISTORY, NO_HISTORY_LABEL
     from models.uplift import CELL_KEYS
 
     t = table
@@ -546,8 +555,7 @@ def uplift_cells(table: Any, countries: Iterable[int] | None = None,
                       else_="nan")
     early = ibis.least(t.placebo_pre_orders, 3).cast("int64")
     late = ibis.least(t.pre_orders - t.placebo_pre_orders, 1).cast("int64")
-    cluster = (t.cluster.isnull() | (t.cluster == NO_HISTORY)).ifelse(
-        NO_HISTORY_LABEL, t.cluster.cast("string"))
+    cluster = cluster_label(t.cluster)
     t = t.mutate(age_band=band, pre_level=early.cast("string") + "|" + late.cast("string"),
                  city=t.city.cast("int64").cast("string"), cluster=cluster,
                  treated=t.group == "treated")

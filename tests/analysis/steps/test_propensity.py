@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -16,8 +17,10 @@ def steps_for_propensity(monkeypatch):
 def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(demo_copy,
                                                                             tmp_path):
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    # tiny batches: the target city is scored 7 clients at a time
     cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150),
-                           "sampler_overrides": {}})
+                           "sampler_overrides": {},
+                           "propensity": replace(cfg.propensity, score_batch=7)})
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "propensity"
@@ -30,6 +33,11 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     assert scores[["p_contacted", "p_not_contacted"]].notna().all().all()
     assert (scores["p_contacted_low"] <= scores["p_contacted"]).all()
     assert (scores["p_contacted"] <= scores["p_contacted_high"]).all()
+    # the per-cluster means summed batch by batch are those of all scores at once
+    top = pd.read_parquet(out / "top_categories_by_cluster.parquet")
+    means = scores.groupby(["cluster", "category"])["p_contacted"].mean()
+    got = top.set_index(["cluster", "category"])["p_contacted"]
+    pd.testing.assert_series_equal(got, means.loc[got.index], check_names=False)
     targets = pd.read_csv(out / "targets.csv")
     assert targets["id"].is_unique and len(targets) == len(target)
     assert targets["expected_profit_gain_no_discount"].is_monotonic_decreasing
