@@ -85,8 +85,9 @@ def _same_spec(truth: Path, spec: object) -> bool:
 def _check_data(args: argparse.Namespace) -> int:
     from analysis.store.check_data import check_folder, format_report
 
-    folder = Path(args.dir) if args.dir else load_config(args.config).data_dir
-    problems, sizes = check_folder(folder)
+    cfg = load_config(args.config)
+    folder = Path(args.dir) if args.dir else cfg.data_dir
+    problems, sizes = check_folder(folder, args.database or cfg.database or None)
     print(format_report(folder, problems, sizes))
     return 1 if any(p.severity == "fatal" for p in problems) else 0
 
@@ -105,8 +106,13 @@ def _run(args: argparse.Namespace) -> int:
         results = pipeline.run(cfg, only=step, force=args.force)
         return 1 if any(r["status"] == "failed" for r in results) else 0
     overrides = {"engine": args.engine} if args.engine else {}
+    if args.database:
+        overrides["database"] = args.database
     cfg = load_config(args.config, data_dir=args.data, results_dir=args.results, **overrides)
-    print(f"Data: {cfg.data_dir}   results: {cfg.results_dir}   engine: {cfg.engine}")
+    from analysis.store.database import redact
+
+    where = f"   database: {redact(cfg.database)}" if cfg.database else ""
+    print(f"Data: {cfg.data_dir}{where}   results: {cfg.results_dir}   engine: {cfg.engine}")
     if not cfg.data_dir.exists():
         print(f"error: data folder {cfg.data_dir} not found "
               "(make demo data with `shopbayes demo-data`)", file=sys.stderr)
@@ -194,6 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.set_defaults(func=_demo_data)
     c = sub.add_parser("check-data", help="validate a data folder and list its problems")
     c.add_argument("dir", nargs="?", default=None)
+    c.add_argument("--database", default=None, metavar="URL",
+                   help="check the tables of this Ibis connection URL (as `run --database`)")
     c.set_defaults(func=_check_data)
     r = sub.add_parser("run", help="run every analysis step, or one")
     r.add_argument("step", nargs="?", default=None)
@@ -204,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
     r.add_argument("--engine", choices=ENGINES, default=None,
                    help="query engine for the aggregates (default from config: duckdb)")
+    r.add_argument("--database", default=None, metavar="URL",
+                   help="read the store's tables from this Ibis connection URL (e.g. "
+                        "duckdb:///store.duckdb, postgres://user@host/db) instead of the "
+                        "data folder's files (default from config)")
     r.set_defaults(func=_run)
     rp = sub.add_parser("report", help="render the Quarto report without Quarto")
     rp.add_argument("dir", nargs="?", default="report")

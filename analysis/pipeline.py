@@ -86,7 +86,7 @@ class Step:
 
 
 STEPS: tuple[Step, ...] = (
-    Step("clean", "analysis.steps.clean:run", (), ("min_city_clients",),
+    Step("clean", "analysis.steps.clean:run", (), ("min_city_clients", "database"),
          "load, validate and clean the data folder"),
     Step("gender", "analysis.steps.gender:run", ("clean",), ("seed", "gender"),
          "restore the lost gender (scikit-learn, cross-validated)"),
@@ -177,6 +177,21 @@ def data_digest(folder: Path) -> dict[str, str]:
     return out
 
 
+def _database_fingerprint(cfg: Config) -> dict[str, list[float]] | None:
+    """Rows and column sums of the configured database's tables (``None`` without one, or
+    when it cannot be reached: the clean step then runs and says why)."""
+    if not cfg.database:
+        return None
+    from analysis.errors import DataError
+    from analysis.store.database import fingerprint
+    from analysis.store.loaders import DB_TABLES
+
+    try:
+        return fingerprint(cfg.database, tuple(DB_TABLES))
+    except DataError:
+        return {"unreachable": [time.time()]}
+
+
 def data_folder(cfg: Config, step: Step) -> Path:
     """The data folder a step reads."""
     return cfg.one_click_dir if step.case == "one_click" else cfg.data_dir
@@ -189,6 +204,8 @@ def input_hash(cfg: Config, step: Step) -> str:
         "code": code_digest(),
         "step": step.name,
         "data": data_digest(data_folder(cfg, step)),
+        # a database's tables change without a file changing: their counts and sums
+        "database": _database_fingerprint(cfg) if step.name == "clean" else None,
         "config": {k: conf[k] for k in step.config_keys},
         "upstream": {n: (manifest(cfg, n) or {}).get("input_hash")
                      for n in step.needs + step.uses},

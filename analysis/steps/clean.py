@@ -26,6 +26,7 @@ from analysis.io import read_json, write_json
 from analysis.pipeline import StepSkipped, step_dir
 from analysis.store.aggregates import id_table
 from analysis.store.cleaning import clean_store
+from analysis.store.database import open_database
 from analysis.store.engine import connect
 from analysis.store.id_files import campaign_groups
 from analysis.store.sources import stage_folder
@@ -37,7 +38,8 @@ def run(cfg: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     with tempfile.TemporaryDirectory(prefix=".staged-", dir=out) as staging:
-        staged = stage_folder(cfg.data_dir, Path(staging), con)
+        database = open_database(cfg.database) if cfg.database else None
+        staged = stage_folder(cfg.data_dir, Path(staging), con, database)
         quality = clean_store(con, staged, out)
         if "purchases" not in staged.paths:
             for name in ("purchases", "colours", "products"):

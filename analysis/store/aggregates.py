@@ -150,10 +150,15 @@ def behaviour_table(purchases: Any, exclude_days: tuple[int, int] | None = (5, 1
     categories = sorted(p.select("category").distinct().to_pandas()["category"].tolist())
     counts = {CATEGORY_PREFIX + str(c): (p.category == c).cast("int64").sum()
               for c in categories}
-    return p.group_by("id").aggregate(
-        items=p.count(), orders=p.dt.nunique(), revenue=p.revenue.sum().cast("float64"),
-        recency=(last - p.dt.max()).cast("int64"), sale_items=p.base_sale.sum(),
+    # client-days first, then clients: orders are client-days, so no COUNT DISTINCT (its
+    # per-client hash sets made the 10M-client query 22 times the 1M one)
+    d = p.group_by(["id", "dt"]).aggregate(
+        items=p.count(), revenue=p.revenue.sum(), sale_items=p.base_sale.sum(),
         kids_items=p.kids.sum(), **counts)
+    return d.group_by("id").aggregate(
+        items=d["items"].sum(), orders=d.count(), revenue=d.revenue.sum().cast("float64"),
+        recency=(last - d.dt.max()).cast("int64"), sale_items=d.sale_items.sum(),
+        kids_items=d.kids_items.sum(), **{c: d[c].sum() for c in counts})
 
 
 def finish_behaviour(rows: pd.DataFrame) -> pd.DataFrame:
@@ -201,14 +206,17 @@ def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.Da
 def period_metrics_table(purchases: Any, periods: dict[str, tuple[int, int]]) -> Any:
     """:func:`period_metrics` as an Ibis expression (one row per client with purchases)."""
     p = purchases
+    # client-days first (orders are client-days: no COUNT DISTINCT per period)
+    d = p.group_by(["id", "dt"]).aggregate(items=p.count(), revenue=p.revenue.sum(),
+                                            sale_items=p.base_sale.sum())
     aggs: dict[str, Any] = {}
     for name, (lo, hi) in periods.items():
-        inside = (p.dt >= lo) & (p.dt <= hi)
-        aggs[f"{name}_orders"] = p.dt.nunique(where=inside)
-        aggs[f"{name}_items"] = p.count(where=inside)
-        aggs[f"{name}_revenue"] = p.revenue.sum(where=inside).fill_null(0)
-        aggs[f"{name}_sale_items"] = p.base_sale.sum(where=inside).fill_null(0)
-    return p.group_by("id").aggregate(**aggs)
+        inside = (d.dt >= lo) & (d.dt <= hi)
+        aggs[f"{name}_orders"] = d.count(where=inside)
+        aggs[f"{name}_items"] = d["items"].sum(where=inside).fill_null(0)
+        aggs[f"{name}_revenue"] = d.revenue.sum(where=inside).fill_null(0)
+        aggs[f"{name}_sale_items"] = d.sale_items.sum(where=inside).fill_null(0)
+    return d.group_by("id").aggregate(**aggs)
 
 
 #: the purchases' columns the propensity aggregates read

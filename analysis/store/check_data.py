@@ -25,8 +25,17 @@ class Problem:
     message: str
 
 
-def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
-    """Validate every known file in ``folder``; return problems and table sizes.
+def _read_database_table(db: object, table: str) -> object:
+    from analysis.store.database import read_table
+
+    return read_table(db, table)  # type: ignore[arg-type]
+
+
+def check_folder(folder: str | Path, database: str | None = None
+                 ) -> tuple[list[Problem], dict[str, int]]:
+    """Validate every known file in ``folder`` (and the tables of the ``database``
+    connection URL, used before the folder's as in the clean step); return problems and
+    table sizes.
 
     Every problem of every file is listed (a file's schema problems one per column and
     rule). Nothing is concluded from a table that failed to load: the comparisons across
@@ -65,10 +74,20 @@ def check_folder(folder: str | Path) -> tuple[list[Problem], dict[str, int]]:
         except DataError as exc:
             problems.append(Problem("fatal", str(db), str(exc)))
             failed.add("database")
-    origins = table_origins(folder, present)  # the clean step's rule
+    db_conn = None
+    if database:
+        from analysis.store.database import open_database
+
+        try:
+            db_conn = open_database(database)
+        except DataError as exc:
+            problems.extend(Problem("fatal", p.file, p.line()) for p in exc.problems)
+            failed.add("database")
+    origins = table_origins(folder, present, db_conn)  # the clean step's rule
     any_parquet = any(kind == "parquet" for kind, _ in origins.values())
     readers = {"parquet": read_parquet_table, "sqlite": lambda path, t: loaders.read_db_table(
-        path, t), "csv": lambda path, t: loaders.read_client_csv(path)}
+        path, t), "csv": lambda path, t: loaders.read_client_csv(path),
+        "database": lambda db, t: _read_database_table(db, t)}
     for t in loaders.DB_TABLES:
         if t in origins:
             kind, path = origins[t]

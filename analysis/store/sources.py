@@ -243,15 +243,21 @@ def duplicate_ids(con: Any, path: Path, source: str) -> list[Problem]:
                     f"({n:,} ids occur more than once)", "id", "field_uniqueness")]
 
 
-def table_origins(folder: Path, present: list[str]) -> dict[str, tuple[str, Path]]:
-    """Where each of the store's tables is read from: ``{table: (kind, path)}`` with kind
-    ``parquet`` (``<table>.parquet``, used instead of the database's table), ``sqlite``
-    (``present`` lists the database's tables) or ``csv`` (``personal_data.csv`` when
-    neither holds the client table; ``personal_data.csv.gz``, the lost clients). Tables
-    found nowhere are absent. The one rule for the clean step and ``check-data``."""
-    origins: dict[str, tuple[str, Path]] = {}
+def table_origins(folder: Path, present: list[str], database: Any = None
+                  ) -> dict[str, tuple[str, Any]]:
+    """Where each of the store's tables is read from: ``{table: (kind, where)}`` with kind
+    ``database`` (a table of the configured connection, ``database``: an
+    :class:`analysis.store.database.Database`; used before anything in the folder),
+    ``parquet`` (``<table>.parquet``, used instead of the SQLite file's table), ``sqlite``
+    (``present`` lists the tables of ``shop_database.db``) or ``csv``
+    (``personal_data.csv`` when nothing else holds the client table;
+    ``personal_data.csv.gz``, the lost clients). Tables found nowhere are absent. The one
+    rule for the clean step and ``check-data``."""
+    origins: dict[str, tuple[str, Any]] = {}
     for t in loaders.DB_TABLES:
-        if parquet_path(folder, t).exists():
+        if database is not None and t in database.tables:
+            origins[t] = ("database", database)
+        elif parquet_path(folder, t).exists():
             origins[t] = ("parquet", parquet_path(folder, t))
         elif t in present:
             origins[t] = ("sqlite", folder / loaders.DB_FILE)
@@ -262,7 +268,8 @@ def table_origins(folder: Path, present: list[str]) -> dict[str, tuple[str, Path
     return origins
 
 
-def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
+def stage_folder(folder: str | Path, staging: Path, con: Any, database: Any = None
+                 ) -> StagedStore:
     """Find, validate and stage every table of a data folder (see the module docstring).
 
     Parameters
@@ -273,6 +280,9 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         Folder for the staged Parquet files (created).
     con
         The Ibis backend that checks ids across chunks.
+    database
+        An open :class:`analysis.store.database.Database` whose tables are used instead
+        of the folder's, or ``None``.
 
     Returns
     -------
@@ -297,13 +307,19 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         con_db = loaders.connect_readonly(db)
         present = loaders.db_tables(con_db)
         con_db.close()
-    origins = table_origins(folder, present)
+    origins = table_origins(folder, present, database)
     for t, (kind, path) in origins.items():
         if kind == "parquet" and t in present:  # said in the clean line and quality.json
             store.sources[f"{t}_note"] = (f"{path.name} used; the table {t} of "
                                           f"{loaders.DB_FILE} is not")
+        if kind == "database" and (t in present or parquet_path(folder, t).exists()):
+            store.sources[f"{t}_note"] = (f"{database.table_source(t)} used; the data "
+                                          f"folder's {t} is not")
     missing = [t for t in loaders.DB_TABLES if t not in origins]
-    if "personal_data" in missing:
+    if database is not None and missing:
+        problems.append(Problem(database.source, f"missing table(s) {missing} (found "
+                                f"{database.tables}) and not in the data folder either"))
+    elif "personal_data" in missing:
         problems.append(Problem(str(folder), "no client table: none of "
                                 f"{loaders.DB_FILE}:personal_data, personal_data.parquet, "
                                 f"{loaders.CLIENTS_CSV}"))
@@ -312,14 +328,24 @@ def stage_folder(folder: str | Path, staging: Path, con: Any) -> StagedStore:
         problems.append(Problem(where, f"missing table(s) {missing}: neither in the database "
                                 "nor as " + ", ".join(f"{t}.parquet" for t in missing)))
     for t, (kind, path) in origins.items():
-        source = f"{path}:{t}" if kind == "sqlite" else str(path)
+        source = (f"{path}:{t}" if kind == "sqlite" else database.table_source(t)
+                  if kind == "database" else str(path))
         out = staging / f"{t}.parquet"
-        if kind == "parquet":
+        if kind == "database":
+            from analysis.store.database import schema_problems, table_chunks
+
+            found = schema_problems(database, t)
+            if found:
+                problems += found
+                continue
+            chunks: Iterator[tuple[str, pd.DataFrame]] = table_chunks(database, t,
+                                                                      CHUNK_ROWS)
+        elif kind == "parquet":
             found = _parquet_problems(path, t)
             if found:
                 problems += found
                 continue
-            chunks: Iterator[tuple[str, pd.DataFrame]] = _parquet_chunks(path, t)
+            chunks = _parquet_chunks(path, t)
         elif kind == "sqlite":
             chunks = _sqlite_chunks(path, t)
         else:
