@@ -150,15 +150,12 @@ def behaviour_table(purchases: Any, exclude_days: tuple[int, int] | None = (5, 1
     categories = sorted(p.select("category").distinct().to_pandas()["category"].tolist())
     counts = {CATEGORY_PREFIX + str(c): (p.category == c).cast("int64").sum()
               for c in categories}
-    # client-days first, then clients: orders are client-days, so no COUNT DISTINCT (its
-    # per-client hash sets made the 10M-client query 22 times the 1M one)
-    d = p.group_by(["id", "dt"]).aggregate(
-        items=p.count(), revenue=p.revenue.sum(), sale_items=p.base_sale.sum(),
+    # one GROUP BY with a COUNT DISTINCT: measured against client-days first (30 category
+    # columns carried through two GROUP BYs), it took 83 s against 187 s at 10M clients
+    return p.group_by("id").aggregate(
+        items=p.count(), orders=p.dt.nunique(), revenue=p.revenue.sum().cast("float64"),
+        recency=(last - p.dt.max()).cast("int64"), sale_items=p.base_sale.sum(),
         kids_items=p.kids.sum(), **counts)
-    return d.group_by("id").aggregate(
-        items=d["items"].sum(), orders=d.count(), revenue=d.revenue.sum().cast("float64"),
-        recency=(last - d.dt.max()).cast("int64"), sale_items=d.sale_items.sum(),
-        kids_items=d.kids_items.sum(), **{c: d[c].sum() for c in counts})
 
 
 def finish_behaviour(rows: pd.DataFrame) -> pd.DataFrame:
@@ -206,7 +203,8 @@ def period_metrics(purchases: Any, periods: dict[str, tuple[int, int]]) -> pd.Da
 def period_metrics_table(purchases: Any, periods: dict[str, tuple[int, int]]) -> Any:
     """:func:`period_metrics` as an Ibis expression (one row per client with purchases)."""
     p = purchases
-    # client-days first (orders are client-days: no COUNT DISTINCT per period)
+    # client-days first (orders are client-days: no COUNT DISTINCT per period): 61 s
+    # against 80 s at 10M clients
     d = p.group_by(["id", "dt"]).aggregate(items=p.count(), revenue=p.revenue.sum(),
                                             sale_items=p.base_sale.sum())
     aggs: dict[str, Any] = {}

@@ -83,7 +83,8 @@ def _type_ok(t: pa.DataType, kind: str) -> bool:
         # whole numbers stored as floats (pandas writes an integer column with gaps so)
         # or as decimals without fractions (warehouse exports) are accepted; a fraction
         # among them is a row error of the schema
-        return (pa.types.is_integer(t) or pa.types.is_floating(t)
+        # or as booleans (a 0/1 flag such as base_sale exported as true/false)
+        return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                 or (pa.types.is_decimal(t) and t.scale == 0))
     if kind == "float":
         return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
@@ -232,15 +233,26 @@ def stage_table(chunks: Iterator[tuple[str, pd.DataFrame]], table: str, out: Pat
 
 def duplicate_ids(con: Any, path: Path, source: str) -> list[Problem]:
     """Ids that occur more than once in a staged table (checked in the engine, across the
-    chunks that :func:`stage_table` validated one at a time)."""
+    chunks that :func:`stage_table` validated one at a time), with the rows they are on
+    (0-based, in the order the table was read; a folder table's parts in name order) when
+    the engine is DuckDB, which numbers the rows of a Parquet file."""
     t = con.read_parquet(str(path))
     dup = t.group_by("id").aggregate(n=t.count()).filter(lambda d: d.n > 1)
     n = int(dup.count().to_pyarrow().as_py())
     if not n:
         return []
     examples = dup.order_by("id").limit(3).to_pandas()["id"].tolist()
+    rows: tuple[int, ...] = ()
+    n_rows = 0
+    if con.name == "duckdb":
+        numbered = con.read_parquet(str(path), file_row_number=True)
+        hit = numbered.semi_join(dup.select("id"), "id")
+        n_rows = int(hit.count().to_pyarrow().as_py())
+        rows = tuple(int(r) for r in hit.order_by("file_row_number").limit(SHOWN_ROWS)
+                     .to_pandas()["file_row_number"])
     return [Problem(source, f"duplicated value(s) such as {', '.join(map(str, examples))} "
-                    f"({n:,} ids occur more than once)", "id", "field_uniqueness")]
+                    f"({n:,} ids occur more than once)", "id", "field_uniqueness",
+                    rows=rows, n_rows=n_rows)]
 
 
 def table_origins(folder: Path, present: list[str], database: Any = None

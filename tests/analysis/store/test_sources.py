@@ -89,7 +89,8 @@ def test_ids_duplicated_across_chunks_are_found(small_demo, tmp_path, monkeypatc
     c.to_parquet(folder / "personal_data_coeffs.parquet")
     with pytest.raises(DataError, match=rf"personal_data_coeffs\.parquet, column 'id': "
                                         rf"duplicated value\(s\) such as {c.loc[3, 'id']} "
-                                        r"\(1 ids occur more than once\)"):
+                                        r"\(1 ids occur more than once\).*"
+                                        r"\[2 data rows: 4, 1901\]"):
         stage_folder(folder, tmp_path / "s", connect("duckdb"))
 
 
@@ -235,3 +236,14 @@ def test_a_parquet_table_beside_the_database_is_said_to_win(demo_copy, tmp_path)
     assert staged.sources["personal_data_coeffs_note"] == (
         "personal_data_coeffs.parquet used; the table personal_data_coeffs of "
         "shop_database.db is not")
+
+
+def test_a_boolean_flag_column_is_read_as_0_and_1(small_demo, tmp_path):
+    """Warehouses export base_sale as a boolean: true/false are the 1/0 the schema wants."""
+    folder = _as_parquet(small_demo, tmp_path / "pq")
+    p = pd.read_parquet(folder / "purchases.parquet")
+    expected = p["base_sale"].astype("int64")
+    p.assign(base_sale=p["base_sale"].astype(bool)).to_parquet(folder / "purchases.parquet")
+    store = stage_folder(folder, tmp_path / "s", connect("duckdb"))
+    got = pd.read_parquet(store.paths["purchases"])["base_sale"]
+    assert got.tolist() == expected.tolist() and got.sum() > 0
