@@ -119,10 +119,10 @@ def run(cfg: Config) -> dict[str, Any]:
     # read it
     with materialised(con, client_rows(cfg, con, behaviour).order_by("id"), out) as (
             rows, path):
-        return _run(cfg, rows, path, columns, out)
+        return _run(cfg, con, rows, path, columns, out)
 
 
-def _run(cfg: Config, rows: Any, path: Path, columns: list[str], out: Path
+def _run(cfg: Config, con: Any, rows: Any, path: Path, columns: list[str], out: Path
          ) -> dict[str, Any]:
     s = cfg.segments
     eligible = rows.filter(rows["items"] >= s.min_items)
@@ -189,8 +189,7 @@ def _run(cfg: Config, rows: Any, path: Path, columns: list[str], out: Path
         "gender_prob_source": "gender step" if succeeded(cfg, "gender")
         else "known gender only",
     }
-    _truth_check(cfg, pd.read_parquet(out / "assignments.parquet",
-                                      columns=["id", "cluster", "history"]), summary)
+    _truth_check(cfg, con, out / "assignments.parquet", summary)
     write_parquet(model.summary(), out / "selection.parquet")
     write_parquet(profiles, out / "profiles.parquet")
     write_parquet(categories, out / "categories.parquet")
@@ -210,20 +209,37 @@ def load_segmenter(cfg: Config) -> GaussianMixtureSegmenter:
     return model_store.load_model(step_dir(cfg, "segments"), step="segments")
 
 
-def _truth_check(cfg: Config, table: pd.DataFrame, summary: dict[str, Any]) -> None:
-    """On demo data: chosen k against the planted number and ARI against planted segments."""
+def _truth_check(cfg: Config, con: Any, assignments: Path, summary: dict[str, Any]) -> None:
+    """On demo data: chosen k against the planted number and ARI against planted segments.
+
+    The engine counts clients per (history, cluster, planted segment); the ARI
+    (scikit-learn's) reads labels rebuilt from those counts, so no client table is held
+    but two integer arrays.
+    """
     truth_file = cfg.data_dir / "truth_clients.parquet"
     if not truth_file.exists():
         return
     truth = read_json(cfg.data_dir / "truth.json")
-    t = pd.read_parquet(truth_file, columns=["id", "segment"])
-    m = table.merge(t, on="id")
-    fit, anyp = m[m["history"] == "fit"], m[m["history"] != "none"]
+    a = open_table(con, assignments, {"id": "integer", "cluster": "integer",
+                                      "history": "string"}, "truth_assignments")
+    t = open_table(con, truth_file, {"id": "integer", "segment": "integer"}, "truth_clients")
+    m = a.select(id=a.id.cast("int64"), cluster=a.cluster.cast("int64"), history=a.history)
+    m = m.join(t.select(id=t.id.cast("int64"), segment=t.segment.cast("int64")), "id")
+    counts = m.group_by(["history", "cluster", "segment"]).aggregate(n=m.count()).to_pandas()
+
+    def ari(part: pd.DataFrame) -> float:
+        n = part["n"].to_numpy()
+        return float(adjusted_rand_score(np.repeat(part["segment"].to_numpy(), n),
+                                         np.repeat(part["cluster"].to_numpy(), n)))
+
+    fit = counts[counts["history"] == "fit"]
+    planted = truth.get("n_segments") or int(counts["segment"].nunique())
     summary["demo_truth"] = {
-        "planted_k": truth["n_segments"], "chosen_k": summary["n_clusters"],
-        "ari_fit": float(adjusted_rand_score(fit["segment"], fit["cluster"])),
-        "ari_all_with_purchases": float(adjusted_rand_score(anyp["segment"], anyp["cluster"])),
-        "confusion": pd.crosstab(fit["cluster"], fit["segment"]).to_dict(),
+        "planted_k": planted, "chosen_k": summary["n_clusters"],
+        "ari_fit": ari(fit),
+        "ari_all_with_purchases": ari(counts[counts["history"] != "none"]),
+        "confusion": fit.pivot_table(index="cluster", columns="segment", values="n",
+                                     aggfunc="sum", fill_value=0).to_dict(),
     }
 
 
