@@ -264,7 +264,8 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     _figures(model, curve, out, b)
     ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
     if share < 1:
-        ax.set_title(ax.get_title() + f"\n(untreated: a {share:.1%} sample of the store)",
+        ax.set_title(ax.get_title() + f"\n(untreated: the control file and a {share:.1%} "
+                     "sample of the other clients)",
                      fontsize="medium")
     save_figure(ax.figure, out / "overlap.png")
     with atomic_path(out / "posterior.nc") as tmp:
