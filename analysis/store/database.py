@@ -101,23 +101,12 @@ def open_database(url: str) -> Database:
 
 
 def schema_problems(db: Database, table: str) -> list[Problem]:
-    """Missing columns and columns whose database type cannot hold the schema's kind."""
-    from analysis.store.sources import _type_ok
+    """Missing columns and columns whose database type cannot hold the schema's kind
+    (:func:`analysis.store.sources.schema_problems` on the table's Arrow schema)."""
+    from analysis.store import sources
 
-    source = db.table_source(table)
-    schema = db.con.table(table).schema().to_pyarrow()
-    spec = COLUMNS[table]
-    problems = []
-    missing = [c for c in spec if c not in schema.names]
-    if missing:
-        problems.append(Problem(source, f"missing column(s) {missing}; found {schema.names}",
-                                rule="required columns"))
-    for col, kind in spec.items():
-        if col in schema.names and not _type_ok(schema.field(col).type, kind):
-            need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
-            problems.append(Problem(source, f"database type {schema.field(col).type} where "
-                                    f"{need} are needed", col, rule=f"type {need}"))
-    return problems
+    return sources.schema_problems(db.con.table(table).schema().to_pyarrow(), table,
+                                   db.table_source(table), "database")
 
 
 def table_chunks(db: Database, table: str, rows: int) -> Iterator[tuple[str, pd.DataFrame]]:
@@ -162,8 +151,10 @@ def read_table(db: Database, table: str, rows: int = 100_000) -> pd.DataFrame:
             problems += [replace(p, rows=tuple(r + offset for r in p.rows))
                          for p in exc.problems]
         offset += len(chunk)
-    if problems:
-        raise DataError.from_problems(db.table_source(table), problems)
+    if problems:  # one problem per column and rule over all chunks, as the clean step
+        from analysis.store.sources import _merge
+
+        raise DataError.from_problems(db.table_source(table), _merge(problems))
     return pd.concat(frames, ignore_index=True) if frames else validate(
         pd.DataFrame(columns=list(COLUMNS[table])), table, db.table_source(table))
 

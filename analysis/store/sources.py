@@ -80,15 +80,35 @@ def _type_ok(t: pa.DataType, kind: str) -> bool:
     if pa.types.is_null(t):  # a part whose column is all missing
         return True
     if kind == "int":
-        # whole numbers stored as floats (pandas writes an integer column with gaps so)
-        # or as decimals without fractions (warehouse exports) are accepted; a fraction
-        # among them is a row error of the schema
-        # or as booleans (a 0/1 flag such as base_sale exported as true/false)
+        # whole numbers stored as floats (pandas writes an integer column with gaps so),
+        # as decimals without fractions (warehouse exports) or as booleans (a 0/1 flag
+        # such as base_sale exported as true/false) are accepted; a fraction among them
+        # is a row error of the schema
         return (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_boolean(t)
                 or (pa.types.is_decimal(t) and t.scale == 0))
     if kind == "float":
         return pa.types.is_floating(t) or pa.types.is_integer(t) or pa.types.is_decimal(t)
     return pa.types.is_string(t) or pa.types.is_large_string(t)
+
+
+def schema_problems(schema: pa.Schema, table: str, source: str, stored: str,
+                    hint: str = "") -> list[Problem]:
+    """Columns of ``table`` missing from ``schema`` (the Arrow schema of a file or a
+    database table, ``source`` named in problems) or of a type that cannot hold the
+    schema's kind (``stored``: ``Parquet`` or ``database``, as the messages say it);
+    ``hint`` follows the missing-columns message."""
+    spec = COLUMNS[table]
+    problems = []
+    missing = [c for c in spec if c not in schema.names]
+    if missing:
+        problems.append(Problem(source, f"missing column(s) {missing}; found "
+                                f"{schema.names}{hint}", rule="required columns"))
+    for col, kind in spec.items():
+        if col in schema.names and not _type_ok(schema.field(col).type, kind):
+            need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
+            problems.append(Problem(source, f"{stored} type {schema.field(col).type} "
+                                    f"where {need} are needed", col, rule=f"type {need}"))
+    return problems
 
 
 def _parquet_problems(path: Path, table: str) -> list[Problem]:
@@ -98,7 +118,6 @@ def _parquet_problems(path: Path, table: str) -> list[Problem]:
     if path.is_dir() and not files:
         return [Problem(str(path), "the folder holds no Parquet part files")]
     problems: list[Problem] = []
-    spec = COLUMNS[table]
     for f in files:
         try:
             schema = pq.read_schema(f)
@@ -106,21 +125,11 @@ def _parquet_problems(path: Path, table: str) -> list[Problem]:
             problems.append(Problem(str(f), "not a readable Parquet file "
                                     f"({str(exc).splitlines()[0]})"))
             continue
-        missing = [c for c in spec if c not in schema.names]
-        if missing:
-            hint = ""
-            if any("=" in part for part in f.relative_to(path).parts[:-1]
-                   if path.is_dir()):
-                hint = (" (columns in folder names such as dt=3/ are not read: write them "
-                        "into the files)")
-            problems.append(Problem(str(f), f"missing column(s) {missing}; found "
-                                    f"{schema.names}{hint}", rule="required columns"))
-        for col, kind in spec.items():
-            if col in schema.names and not _type_ok(schema.field(col).type, kind):
-                need = {"int": "integers", "float": "numbers", "str": "text"}[kind]
-                problems.append(Problem(str(f), f"Parquet type {schema.field(col).type} "
-                                        f"where {need} are needed", col,
-                                        rule=f"type {need}"))
+        hint = ""
+        if path.is_dir() and any("=" in part for part in f.relative_to(path).parts[:-1]):
+            hint = (" (columns in folder names such as dt=3/ are not read: write them "
+                    "into the files)")
+        problems += schema_problems(schema, table, str(f), "Parquet", hint)
     return problems
 
 

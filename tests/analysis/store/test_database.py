@@ -137,3 +137,22 @@ def test_the_clean_step_reads_the_connection_and_reruns_when_its_data_change(
     con.close()
     assert fingerprint(url, tuple(DB_TABLES)) != fp
     assert pipeline.input_hash(cfg, step) != first
+
+
+def test_check_data_reads_a_connection_with_one_problem_per_column(small_demo, store_tables,
+                                                                   tmp_path):
+    from analysis.store.check_data import check_folder
+    from analysis.store.database import read_table
+
+    purchases = store_tables["purchases"].copy()
+    purchases.loc[[4, 5000], "dt"] = -3
+    path = _duckdb_file(tmp_path / "c.duckdb", {**store_tables, "purchases": purchases})
+    db = open_database(f"duckdb:///{path}")
+    with pytest.raises(DataError) as err:
+        read_table(db, "purchases", rows=1000)  # the bad rows in two chunks
+    lines = [x for x in str(err.value).splitlines() if "column 'dt'" in x]
+    assert len(lines) == 1 and "data rows: 5, 5001" in lines[0]
+    problems, sizes = check_folder(_folder_without_tables(small_demo, tmp_path),
+                                   f"duckdb:///{path}")
+    assert sizes["personal_data"] == len(store_tables["personal_data"])
+    assert any("c.duckdb:purchases" in p.file and p.severity == "fatal" for p in problems)
