@@ -21,8 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
 from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
 
@@ -139,14 +137,18 @@ def succeeded(cfg: Config, name: str) -> bool:
     return (manifest(cfg, name) or {}).get("status") == "ok"
 
 
-def optional_result(cfg: Config, name: str, file: str,
-                    columns: list[str] | None = None) -> pd.DataFrame | None:
-    """A parquet result of an optional upstream step (``Step.uses``), or ``None`` when that
-    step has no successful result."""
+def optional_table(cfg: Config, con: Any, name: str, file: str,
+                   columns: dict[str, str]) -> Any | None:
+    """A Parquet result of an optional upstream step (``Step.uses``) opened in the engine
+    ``con`` (:func:`analysis.store.tables.open_table`, ``columns`` checked), or ``None``
+    when that step has no successful result (a failed run keeps the earlier files, which
+    must not be mixed with today's data)."""
+    from analysis.store.tables import open_table
+
     path = step_dir(cfg, name) / file
     if not succeeded(cfg, name) or not path.exists():
         return None
-    return pd.read_parquet(path, columns=columns)
+    return open_table(con, path, columns, f"{name}_{Path(file).stem}")
 
 
 _DATA_DIGESTS: dict[tuple[str, float, int], str] = {}

@@ -139,7 +139,7 @@ def client_genders(con: Any, clients: Path, lost_ids: np.ndarray,
     """
     import ibis
 
-    c = open_table(con, clients, {"id": "integer", "gender": "integer"}, "gender_clients")
+    c = open_table(con, clients, {"id": "integer", "gender": "integer"}, "clients")
     t = c.select(id=c.id.cast("int64"), gender=c.gender.cast("int64"))
     if p_lost is not None and len(lost_ids):
         scores = ibis.memtable(pd.DataFrame({"id": np.asarray(lost_ids, "int64"),

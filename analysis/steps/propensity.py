@@ -32,7 +32,7 @@ import pyarrow.parquet as pq
 
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
-from analysis.pipeline import StepSkipped, step_dir, succeeded
+from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
 from analysis.steps.clean import purchases_path, read_campaign_ids
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import (
@@ -81,19 +81,17 @@ def client_table(cfg: Config, con: Any, treated: list[int]) -> Any:
     if pooled:
         city = t.city.isin([int(c) for c in pooled]).ifelse("other", city)
     t = t.mutate(city=city)
-    labels = step_dir(cfg, "gender") / "clients.parquet"
-    if succeeded(cfg, "gender") and labels.exists():
-        g = open_table(con, labels, {"id": "integer", "gender_label": "integer"},
-                       "gender_labels")
+    g = optional_table(cfg, con, "gender", "clients.parquet",
+                       {"id": "integer", "gender_label": "integer"})
+    if g is not None:
         g = g.select(id=g.id.cast("int64"), gender_label=g.gender_label.cast("int64"))
         t = t.left_join(g, "id").drop("id_right")
         t = t.mutate(gender=t.gender.fill_null(t.gender_label)).drop("gender_label")
     t = t.mutate(gender=ibis.cases((t.gender == 0, "0"), (t.gender == 1, "1"),
                                    else_="unknown"))
-    assignments = step_dir(cfg, "segments") / "assignments.parquet"
-    if succeeded(cfg, "segments") and assignments.exists():
-        k = open_table(con, assignments, {"id": "integer", "cluster": "integer"},
-                       "assignments")
+    k = optional_table(cfg, con, "segments", "assignments.parquet",
+                       {"id": "integer", "cluster": "integer"})
+    if k is not None:
         t = t.left_join(k.select(id=k.id.cast("int64"), cluster=k.cluster.cast("int64")),
                         "id").drop("id_right")
         t = t.mutate(cluster=cluster_label(t.cluster))

@@ -33,7 +33,7 @@ from sklearn.metrics import adjusted_rand_score
 from analysis import model_store
 from analysis.config import Config
 from analysis.io import atomic_path, read_json, save_figure, write_json, write_parquet
-from analysis.pipeline import StepSkipped, step_dir, succeeded
+from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
 from analysis.steps.clean import purchases_path
 from analysis.store.aggregates import (
     BEHAVIOUR_COLUMNS,
@@ -69,9 +69,9 @@ def client_rows(cfg: Config, con: Any, behaviour: Any) -> Any:
                    {"id": "integer", "age": "integer", "education": "string",
                     "personal_coef": "number", "gender": "integer"}, "clients")
     gender_prob = c.gender.cast("float64")
-    if succeeded(cfg, "gender"):
-        g = open_table(con, step_dir(cfg, "gender") / "clients.parquet",
-                       {"id": "integer", "gender_prob": "number"}, "gender_results")
+    g = optional_table(cfg, con, "gender", "clients.parquet",
+                       {"id": "integer", "gender_prob": "number"})
+    if g is not None:
         c = c.left_join(g.select("id", imputed="gender_prob"), "id")
         gender_prob = ibis.coalesce(c.gender.cast("float64"), c.imputed.cast("float64"))
     demo = c.select("id", age=c.age.cast("float64"),

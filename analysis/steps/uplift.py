@@ -23,7 +23,7 @@ from analysis.background import background
 from analysis.config import Config
 from analysis.errors import DataError
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
-from analysis.pipeline import step_dir, succeeded
+from analysis.pipeline import optional_table, step_dir
 from analysis.steps.campaign1_data import GROUPS, PERIODS, store_frame
 from analysis.steps.clean import CLIENT_DTYPES, purchases_path, read_campaign_ids
 from analysis.store.aggregates import (
@@ -131,15 +131,6 @@ def _check_groups(store: pd.DataFrame, data_dir: Path) -> None:
                         "same clients")
 
 
-def _clusters_table(cfg: Config, con: Any) -> Any | None:
-    """The segments step's assignments in the engine when that step succeeded (a failed
-    run keeps the earlier files, which must not be mixed with today's data)."""
-    path = step_dir(cfg, "segments") / "assignments.parquet"
-    if not succeeded(cfg, "segments") or not path.exists():
-        return None
-    return open_table(con, path, {"id": "integer", "cluster": "integer"}, "assignments")
-
-
 def _sample_frames(sample: pd.DataFrame, clusters: bool
                    ) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame | None]:
     """The engine's sample rows split into :func:`store_frame`'s inputs."""
@@ -158,7 +149,8 @@ def run(cfg: Config) -> dict[str, Any]:
     clients_t = open_table(con, step_dir(cfg, "clean") / "clients.parquet",
                            CAMPAIGN_CLIENT_COLUMNS, "clients")
     ids = read_campaign_ids(cfg)
-    clusters_t = _clusters_table(cfg, con)
+    clusters_t = optional_table(cfg, con, "segments", "assignments.parquet",
+                                {"id": "integer", "cluster": "integer"})
     out = step_dir(cfg, "uplift")
     out.mkdir(parents=True, exist_ok=True)
     expr = campaign_store_table(purchases, clients_t, PERIODS, ids["treated"], ids["control"],

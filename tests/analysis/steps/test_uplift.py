@@ -39,13 +39,14 @@ def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
 
 def test_clusters_of_a_failed_segments_run_are_not_used(tmp_path):
     from analysis.io import write_json, write_parquet
-    from analysis.steps.uplift import _clusters_table
+    from analysis.pipeline import optional_table
     from analysis.store.engine import connect
 
     con = connect("duckdb")
 
     def _clusters(cfg):
-        table = _clusters_table(cfg, con)
+        table = optional_table(cfg, con, "segments", "assignments.parquet",
+                               {"id": "integer", "cluster": "integer"})
         return None if table is None else table.order_by("id").to_pandas()
 
     cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
