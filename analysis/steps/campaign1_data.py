@@ -23,7 +23,7 @@ GROUPS = ("treated", "control", "untreated")
 def client_metrics(purchases: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     """Orders, items, revenue and discount share per client and period (zeros for no buys).
 
-    The in-memory reference of :func:`analysis.store.aggregates.period_metrics` (which the
+    The in-memory reference of :func:`analysis.store.aggregates.period_metrics_table` (which the
     uplift step runs in the engine): ``id`` and ``<period>_orders``, ``_items``,
     ``_revenue``, ``_sale_items`` (float64) for each of ``ids``.
     """
@@ -45,7 +45,7 @@ def _zero_filled(out: pd.DataFrame) -> pd.DataFrame:
 
 def metrics_of(per_client: pd.DataFrame, ids: pd.Series) -> pd.DataFrame:
     """:func:`client_metrics`' frame from the engine's per-client rows
-    (:func:`analysis.store.aggregates.period_metrics`): one row per id of ``ids``, zeros
+    (:func:`analysis.store.aggregates.period_metrics_table`): one row per id of ``ids``, zeros
     for clients without purchases."""
     out = pd.DataFrame({"id": ids.to_numpy()})
     return _zero_filled(out.merge(per_client.astype({"id": out["id"].dtype}), on="id",

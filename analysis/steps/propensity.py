@@ -151,17 +151,6 @@ def client_rows(clients: pd.DataFrame, hist: pd.DataFrame, categories: list[str]
     return rows
 
 
-def score_clients(model: PropensityModel, clients: pd.DataFrame, hist: pd.DataFrame,
-                  categories: list[str], value: pd.Series, margin: float,
-                  depth: float) -> pd.DataFrame:
-    """Propensity with and without contact for every client x category of ``clients``
-    (:func:`client_rows` joined to :func:`profile_scores`: predictions are computed once
-    per distinct profile and mapped back to clients)."""
-    rows = client_rows(clients, hist, categories)
-    return rows.merge(profile_scores(model, rows, value, margin, depth), on=PROFILE_KEYS,
-                      how="left")
-
-
 def run(cfg: Config) -> dict[str, Any]:
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
     purchases = open_table(con, purchases_path(cfg), PROPENSITY_COLUMNS, "purchases")
@@ -218,12 +207,16 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
     profiles = profile_scores(model, grid, value, b.margin, b.discount_depth)
     best_parts, sums, n_rows, profitable = [], [], 0, 0
     gain = "expected_profit_gain_no_discount"
-    with atomic_path(out / "scores.parquet") as tmp:
+    # the target clients' purchases before the window, read from all purchases once (not
+    # once per batch)
+    before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(target.select("id"), "id")
+    with materialised(con, before.select("id", "category", "dt"), out) as (before, _), \
+            atomic_path(out / "scores.parquet") as tmp:
         writer = None
         try:
             for batch in engine_batches(con, target.select("id", "city", "cluster", "gender")
                                         .order_by("id"), pc.score_batch, out):
-                hist = client_categories_before(purchases, batch["id"], WINDOW[0])
+                hist = client_categories_before(before, batch["id"], WINDOW[0])
                 scores = client_rows(batch, hist, categories).merge(
                     profiles, on=PROFILE_KEYS, how="left")
                 table = pa.Table.from_pandas(scores, preserve_index=False)

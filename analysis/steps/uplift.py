@@ -234,8 +234,7 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     w = model.weighted_draws()
     depth_grid = NT.profit_by_depth(w["arpu1"], w["arpu0"], b.margin, b.discount_depth)
     best = depth_grid.loc[depth_grid["profit_mean"].idxmax()]
-    t_rows = campaign[campaign.treated]
-    sigma = float(t_rows["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
+    sigma = float(treated["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
     prior_sd = max((best["profit_high"] - best["profit_low"]) / (2 * 1.88), 1e-6)
     follow_up = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
                          np.array([500, 1000, 2000, 5000, 10000, 20000, 50000]), seed=cfg.seed)

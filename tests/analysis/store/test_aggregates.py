@@ -145,15 +145,15 @@ def _engines(spark_or_none):
 
 def test_campaign1_period_metrics_equal_the_pandas_ones(cleaned, spark_or_none):
     from analysis.steps.campaign1_data import PERIODS, client_metrics, metrics_of
-    from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics
+    from analysis.store.aggregates import PERIOD_COLUMNS, period_metrics_table
 
     folder, data, _ = cleaned
     ids = data.clients["id"]
     expected = client_metrics(data.purchases, ids)
     assert expected["window_orders"].gt(0).sum() > 100
     for con in _engines(spark_or_none):
-        per_client = period_metrics(open_table(con, folder / "purchases.parquet",
-                                               PERIOD_COLUMNS), PERIODS)
+        per_client = period_metrics_table(open_table(con, folder / "purchases.parquet",
+                                                     PERIOD_COLUMNS), PERIODS).to_pandas()
         assert len(per_client) < len(ids)  # only clients with purchases come back
         pd.testing.assert_frame_equal(metrics_of(per_client, ids), expected)
 
