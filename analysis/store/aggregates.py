@@ -571,9 +571,27 @@ def uplift_cells(table: Any, countries: Iterable[int] | None = None,
                  log_spend=buy.ifelse(revenue.ln(), 0.0), spend=buy.ifelse(revenue, 0.0),
                  items_b=items, log_pre=log_pre)
     cells = t.group_by(list(CELL_KEYS)).aggregate(
-        n=t.count(), y=t.y.sum(), spenders=t.spender.sum(), s1=t.log_spend.sum(),
+        n=t.count(), y=t.y.sum(), spenders=t.spender.sum(), s1=exact_sum(t.log_spend),
         r1=t.spend.sum(), i1=t.items_b.sum(), i2=(t.items_b * t.items_b).sum(),
-        lp1=t.log_pre.sum(), lp2=(t.log_pre * t.log_pre).sum())
+        lp1=exact_sum(t.log_pre), lp2=exact_sum(t.log_pre * t.log_pre))
     out = cells.to_pandas().sort_values(list(CELL_KEYS), ignore_index=True)
-    return out.astype({"n": "int64", "y": "int64", "spenders": "int64", "treated": "bool"})
+    return out.astype({"n": "int64", "y": "int64", "spenders": "int64", "treated": "bool",
+                       "s1": "float64", "lp1": "float64", "lp2": "float64"})
 
+
+#: decimal places of the terms :func:`exact_sum` adds
+EXACT_SUM_PLACES = 12
+
+
+def exact_sum(x: Any) -> Any:
+    """The sum of a float column that is the same in every run of an engine.
+
+    A parallel engine adds floats in whatever order its threads finish, so the last bits
+    of a sum change from run to run (measured: every float sum of the campaign-1 cells at
+    real scale differed between three DuckDB runs), and with them the sampler's path from
+    the same seed. Each term is rounded to :data:`EXACT_SUM_PLACES` decimals and added as
+    a decimal, which is exact and so independent of the order (terms up to 10^6: the sum
+    of 10^8 of them fits the 38-digit result). Two engines may still differ in the last
+    digit where their logarithms differ in the last bit.
+    """
+    return x.cast(f"decimal(18, {EXACT_SUM_PLACES})").sum()
