@@ -44,6 +44,8 @@ class Task:
                  value: Any = None, error: BaseException | None = None) -> None:
         self._proc, self._folder = proc, folder
         self._value, self._error, self._done = value, error, proc is None
+        #: the worker's peak resident memory (MiB; ``None`` inline or when unknown)
+        self.peak_rss_mib: float | None = None
 
     def result(self) -> Any:
         """Wait for the call and return its value; re-raise its exception.
@@ -59,7 +61,7 @@ class Task:
             out = self._folder / "result.pkl"
             if out.exists():
                 with out.open("rb") as f:
-                    ok, payload = pickle.load(f)
+                    ok, payload, self.peak_rss_mib = pickle.load(f)
                 self._value, self._error = (payload, None) if ok else (None, payload)
             else:
                 err = (self._folder / "stderr.txt").read_text(errors="replace")[-2000:]
@@ -121,8 +123,21 @@ def _worker(folder: Path) -> None:
         payload = (False, exc)
     tmp = folder / "result.pkl.tmp"
     with tmp.open("wb") as f:
-        pickle.dump(payload, f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((*payload, _peak_rss_mib()), f, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(folder / "result.pkl")
+
+
+def _peak_rss_mib() -> float | None:
+    """This process's peak resident memory (MiB) since it started its program: Linux's
+    ``VmHWM``. ``getrusage`` would not do: after the parent's fork and exec it reports
+    the parent's peak as the child's."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
 
 
 if __name__ == "__main__":

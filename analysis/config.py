@@ -161,6 +161,9 @@ class Config:
     engine: str = "duckdb"
     #: DuckDB's memory limit: a larger store spills to disk instead of growing the process
     engine_memory: str = "1GB"
+    #: purchase rows per part of a per-client aggregation (analysis.store.tables.id_ranges):
+    #: a larger store is aggregated one client-id range at a time (DuckDB)
+    engine_part_rows: int = 8_000_000
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     #: per-step changes to ``sampler`` (measured at real scale: campaign 2 passes every
     #: check with 1,500 draws per chain; propensity needs 2,000 (1,500 left r_hat of

@@ -116,8 +116,9 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     the way the steps use them: the small ones come back to Python (the campaign-2 panel,
     the propensity category table and cells), the per-client ones are written by the
     engine to Parquet for the steps to stream (segment behaviour, campaign-1 period
-    metrics, gender features). Seconds of each, rows, and (``compare_with_duckdb``)
-    whether each equals DuckDB's result exactly."""
+    metrics, gender features), range by range of client ids on DuckDB when the store has
+    more than ``engine_part_rows`` purchases (``parts``). Seconds of each, rows, and
+    (``compare_with_duckdb``) whether each equals DuckDB's result exactly."""
     import tempfile
 
     import pandas as pd
@@ -126,7 +127,7 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     from analysis.steps.campaign1_data import PERIODS
     from analysis.store import aggregates as A
     from analysis.store.engine import connect
-    from analysis.store.tables import open_table, write_parquet
+    from analysis.store.tables import id_ranges, materialised, open_table
 
     folder = Path(results) / "clean"
     ids = json.loads((folder / "campaign_ids.json").read_text())
@@ -141,10 +142,15 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
         cities = c.select("id", city=c.city.cast("string"),
                           split=A.held_out(c.id, 0.2, 2024).ifelse("holdout", "train"))
 
+        ranges = id_ranges(p, Config().engine_part_rows) if con.name == "duckdb" else None
+        out["parts"] = len(ranges or [None])
+
         def to_file(name, expr):
-            path = tmp / f"{tag}-{name}.parquet"
-            write_parquet(con, expr.order_by("id"), path)
-            return path
+            # the steps' way: materialised (range by range), then read from the file(s)
+            with materialised(con, expr.order_by("id"), tmp, ranges) as (_, path):
+                keep = tmp / f"{tag}-{name}"
+                path.rename(keep)
+            return keep
 
         jobs = {
             "panel": lambda: A.city_day_panel(p, c, exclude),
@@ -152,8 +158,8 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
             "period_metrics": lambda: to_file("period", A.period_metrics_table(p, PERIODS)),
             "category_table": lambda: A.category_table(p),
             "cells": lambda: A.category_cells(
-                p, cities, (5, 16), sorted(A.category_table(p).index), ["city", "split"]
-            ).sort_values(["city", "split", "category", "history"], ignore_index=True),
+                p, cities, (5, 16), sorted(A.category_table(p).index), ["city", "split"],
+                ranges).sort_values(["city", "split", "category", "history"], ignore_index=True),
             "gender_features": lambda: to_file("gender", A.gender_feature_table(p, col)),
         }
         got = {}
@@ -217,6 +223,9 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb") -> dict[str,
                 or s.get("timings_seconds")
             if model:
                 row["model_seconds"] = model
+            worker = (s.get("observational") or {}).get("worker_peak_rss_mib")
+            if worker:  # the background cross-check's process, beside the step's
+                row["worker_peak_rss_mib"] = round(worker, 1)
         steps[res["step"]] = row
     return {"steps": steps, "engine": engine,
             "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}

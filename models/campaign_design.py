@@ -107,7 +107,8 @@ class DesignVerdict:
 
 
 def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None,
-                    group_sizes: dict[str, int] | None = None) -> DesignVerdict:
+                    group_sizes: dict[str, int] | None = None,
+                    group_buyers: dict[str, int] | None = None) -> DesignVerdict:
     """Read campaign 1's design from a store frame.
 
     Parameters
@@ -124,10 +125,11 @@ def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None,
         (chi-square against the files' ratio, p < 0.001; Kohavi et al. 2020, *Trustworthy
         Online Controlled Experiments*, ch. 21) and an empty control file are explained
         and make the control file invalid.
-    group_sizes
-        Clients per group in the whole store, when ``df`` holds every treated and control
-        client but a sample of the untreated: the counts reported are these, the rates,
-        means and SMDs the sample's (unbiased for a uniform sample).
+    group_sizes, group_buyers
+        Clients per group in the whole store and how many of them bought in the window,
+        when ``df`` holds a uniform sample of a group: the counts and conversion rates
+        reported are these, the means and SMDs the sample's (unbiased for a uniform
+        sample).
 
     Returns
     -------
@@ -148,6 +150,9 @@ def diagnose_design(df: pd.DataFrame, ids: dict[str, int] | None = None,
     n = {g: len(part) for g, part in groups.items()}
     if group_sizes is not None:
         n = {g: int(group_sizes.get(g, n[g])) for g in n}
+    if group_buyers is not None:
+        conv = {g: group_buyers[g] / n[g] if g in group_buyers and n[g] else conv[g]
+                for g in conv}
     untreated_buyers = groups["untreated"][groups["untreated"]["converted"]]
     rows = []
     for cov in PRE_COVARIATES + DEMOGRAPHICS:

@@ -353,6 +353,20 @@ class PropensityModel:
             eta = eta + d["tau_cat"][:, gi] * tx
         return expit(eta)
 
+    def predict_mean(self, rows: pd.DataFrame, contacted: bool | None = None,
+                     chunk: int = 2_000) -> np.ndarray:
+        """Posterior mean of the propensity for each of ``rows`` (shape ``(len(rows),)``).
+
+        The same numbers as ``predict(rows, contacted).mean(axis=0)``, computed ``chunk``
+        rows at a time so that memory holds draws x ``chunk`` values, not draws x rows
+        (at 10 million clients the held-out cells alone are tens of thousands of rows).
+        """
+        out = np.empty(len(rows))
+        for lo in range(0, len(rows), chunk):
+            part = rows.iloc[lo:lo + chunk]
+            out[lo:lo + len(part)] = self.predict(part, contacted).mean(axis=0)
+        return out
+
     # ------------------------------------------------------------------ reporting
     def summary(self, var_names: list[str] | None = None) -> pd.DataFrame:
         """ArviZ summary (94% HDI) of the population-level parameters."""
@@ -398,16 +412,19 @@ class PropensityModel:
 
     def posterior_predictive_check(self) -> dict[str, Any]:
         """Buyers per category: observed against replicated (posterior mean and p-value)."""
-        p = self.predict(self.cells_, max_draws=400)
         rng = np.random.default_rng(self.seed)
-        n = self.cells_["n"].to_numpy()
-        rep = rng.binomial(n[None, :], p)
-        cats = pd.Categorical(self.cells_["category"].astype(str),
-                              categories=self.categories_).codes
-        onehot = np.zeros((len(n), len(self.categories_)))
-        onehot[np.arange(len(n)), cats] = 1
-        rep_cat = rep @ onehot
-        obs_cat = self.cells_["k"].to_numpy() @ onehot
+        cells = self.cells_
+        cats = pd.Categorical(cells["category"].astype(str), categories=self.categories_).codes
+        rep_cat = np.zeros((self._posterior()["a"].shape[0], len(self.categories_)))
+        # replicated buyers summed per category, a block of cells at a time (memory holds
+        # draws x block, not draws x cells)
+        for lo in range(0, len(cells), 2_000):
+            part = cells.iloc[lo:lo + 2_000]
+            rep = rng.binomial(part["n"].to_numpy()[None, :],
+                               self.predict(part))
+            np.add.at(rep_cat.T, cats[lo:lo + len(part)], rep.T)
+        obs_cat = np.bincount(cats, weights=cells["k"].to_numpy(),
+                              minlength=len(self.categories_))
         pval = (rep_cat >= obs_cat[None, :]).mean(axis=0)
         return {"categories_outside_90": int(((pval < 0.05) | (pval > 0.95)).sum()),
                 "categories": len(self.categories_),

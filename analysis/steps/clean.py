@@ -30,6 +30,7 @@ from analysis.store.database import open_database
 from analysis.store.engine import connect
 from analysis.store.id_files import campaign_groups
 from analysis.store.sources import stage_folder
+from analysis.store.tables import IdRanges, id_ranges, open_table
 from analysis.store.text_files import read_as_usual
 
 
@@ -88,6 +89,18 @@ def purchases_path(cfg: Config) -> Path:
         raise StepSkipped("the data folder has no purchases table (the real purchases were "
                           "never published); this step needs it")
     return path
+
+
+def purchase_ranges(cfg: Config, con: Any) -> IdRanges | None:
+    """Client-id ranges of the cleaned purchases for the per-client aggregations
+    (:func:`analysis.store.tables.id_ranges`, ``engine_part_rows`` rows each); ``None``
+    when one part holds them (every store up to about a million clients) or the store
+    has no purchases."""
+    path = step_dir(cfg, "clean") / "purchases.parquet"
+    if not path.exists():
+        return None
+    return id_ranges(open_table(con, path, {"id": "integer"}, "purchases"),
+                     cfg.engine_part_rows)
 
 
 def read_campaign_ids(cfg: Config) -> dict[str, Any]:

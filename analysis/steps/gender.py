@@ -41,6 +41,7 @@ from analysis.config import Config, load_config
 from analysis.errors import DataError
 from analysis.io import read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import step_dir
+from analysis.steps.clean import purchase_ranges
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import (
     GENDER_COLUMNS,
@@ -202,7 +203,8 @@ def run(cfg: Config) -> dict[str, Any]:
     out = step_dir(cfg, "gender")
     out.mkdir(parents=True, exist_ok=True)
     # the per-client features are computed once; the sample and the batches read them
-    with materialised(con, feature_table(cfg, con), out) as (X_all, _):
+    with materialised(con, feature_table(cfg, con), out, purchase_ranges(cfg, con)) as (
+            X_all, _):
         return _run(cfg, con, X_all, out)
 
 

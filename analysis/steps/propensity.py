@@ -33,7 +33,7 @@ import pyarrow.parquet as pq
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
 from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
-from analysis.steps.clean import purchases_path, read_campaign_ids
+from analysis.steps.clean import purchase_ranges, purchases_path, read_campaign_ids
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import (
     PROPENSITY_COLUMNS,
@@ -173,7 +173,8 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
     categories = sorted(cat_table["category"].astype(str))
     t0 = time.perf_counter()
     keys = ["city", "cluster", "gender", "contacted", "split"]
-    cells = category_cells(purchases, frame, WINDOW, categories, keys)
+    cells = category_cells(purchases, frame, WINDOW, categories, keys,
+                           purchase_ranges(cfg, con))
     cells_seconds = time.perf_counter() - t0
     train = _merge_split(cells, "train")
     holdout = _merge_split(cells, "holdout")
@@ -186,7 +187,7 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
     t0 = time.perf_counter()
     base = E.fit_baseline(train, random_state=cfg.seed)
     base_seconds = time.perf_counter() - t0
-    preds = {"hierarchical Bayesian (PyMC)": model.predict(holdout).mean(axis=0),
+    preds = {"hierarchical Bayesian (PyMC)": model.predict_mean(holdout),
              "gradient boosting (scikit-learn)": E.predict_baseline(base, holdout)}
     metrics, calib = [], []
     for name, p in preds.items():

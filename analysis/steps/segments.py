@@ -34,7 +34,7 @@ from analysis import model_store
 from analysis.config import Config
 from analysis.io import atomic_path, read_json, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
-from analysis.steps.clean import purchases_path
+from analysis.steps.clean import purchase_ranges, purchases_path
 from analysis.store.aggregates import (
     BEHAVIOUR_COLUMNS,
     behaviour_table,
@@ -117,8 +117,8 @@ def run(cfg: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     # every client's row is computed once; the count, the fit sample and the batches
     # read it
-    with materialised(con, client_rows(cfg, con, behaviour).order_by("id"), out) as (
-            rows, path):
+    with materialised(con, client_rows(cfg, con, behaviour).order_by("id"), out,
+                      purchase_ranges(cfg, con)) as (rows, path):
         return _run(cfg, con, rows, path, columns, out)
 
 

@@ -25,7 +25,12 @@ from analysis.errors import DataError
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import optional_table, step_dir
 from analysis.steps.campaign1_data import GROUPS, PERIODS, store_frame
-from analysis.steps.clean import CLIENT_DTYPES, purchases_path, read_campaign_ids
+from analysis.steps.clean import (
+    CLIENT_DTYPES,
+    purchase_ranges,
+    purchases_path,
+    read_campaign_ids,
+)
 from analysis.store.aggregates import (
     CAMPAIGN_CLIENT_COLUMNS,
     PERIOD_COLUMNS,
@@ -45,10 +50,12 @@ BALANCE_COVARIATES = ["age", "gender", "higher_education", "personal_coef", "pre
                       "pre_bought"]
 
 
-def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any]
-                 ) -> dict[str, Any]:
+def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any],
+                 rates: dict[str, float] | None = None) -> dict[str, Any]:
     """Balance, selection on the outcome and the sample-ratio test (``srm``, the design
-    verdict's) of the campaign's treated and control clients, as warnings."""
+    verdict's) of the campaign's treated and control clients, as warnings; ``rates``
+    (conversion of the whole ``treated`` and ``control`` groups) when ``df`` holds a
+    sample of them."""
     cov = df.assign(pre_revenue=df["pre_revenue"].astype(float),
                     pre_bought=df["pre_bought"].astype(float),
                     gender=pd.to_numeric(df["gender"], errors="coerce"))
@@ -56,8 +63,10 @@ def trust_checks(df: pd.DataFrame, report: dict[str, Any], srm: dict[str, Any]
     for c in top:
         cov[f"city_{c}"] = (df["city"] == c).astype(float)
     smd = U.standardized_mean_differences(cov, BALANCE_COVARIATES + [f"city_{c}" for c in top])
-    conv = df.groupby("treated")["converted"].mean()
-    rates = {"treated": float(conv.get(True, np.nan)), "control": float(conv.get(False, np.nan))}
+    if rates is None:
+        conv = df.groupby("treated")["converted"].mean()
+        rates = {"treated": float(conv.get(True, np.nan)),
+                 "control": float(conv.get(False, np.nan))}
     warnings = U.selection_on_outcome(rates)
     if srm["mismatch"]:
         warnings.append(f"sample-ratio mismatch: {srm['n_treated']} treated vs "
@@ -155,7 +164,7 @@ def run(cfg: Config) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     expr = campaign_store_table(purchases, clients_t, PERIODS, ids["treated"], ids["control"],
                                 clusters_t)
-    with materialised(con, expr, out) as (table, _):
+    with materialised(con, expr, out, purchase_ranges(cfg, con)) as (table, _):
         return _run(cfg, table, ids, clusters_t is not None, out)
 
 
@@ -167,33 +176,42 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
                         f"no purchase on days {lo}..{hi}, the days before the email: what the "
                         "store chose the treated on cannot be seen or adjusted for, so no "
                         "comparison of campaign 1 would be valid", column="dt")
-    counts = table.group_by("group").aggregate(n=table.count()).to_pandas()
+    counts = table.group_by("group").aggregate(
+        n=table.count(), buyers=(table.window_orders > 0).sum()).to_pandas()
     group_sizes = {g: int(counts.loc[counts["group"] == g, "n"].sum()) for g in GROUPS}
-    # every treated and control client, and the untreated clients of a hash sample: what
-    # the design checks, the balance tables and the scikit-learn cross-check read (the
-    # whole store when it has at most ``uplift_store_sample`` untreated clients)
-    untreated = group_sizes["untreated"]
-    share = min(1.0, cfg.uplift_store_sample / untreated) if untreated else 1.0
-    sample = store_sample(table, share, cfg.seed).order_by("id").to_pandas()
+    group_buyers = {g: int(counts.loc[counts["group"] == g, "buyers"].sum()) for g in GROUPS}
+    # what the design checks, the balance tables and the scikit-learn cross-check read:
+    # each group whole up to ``uplift_store_sample`` clients, a hash sample of that size of
+    # a larger one (counts and conversion rates stay the whole groups')
+    cap = cfg.uplift_store_sample
+    shares = {g: cap / n for g, n in group_sizes.items() if n > cap}
+    sample = store_sample(table, shares, cfg.seed).order_by("id").to_pandas()
     clients, per_client, cluster_rows = _sample_frames(sample, clusters)
+    del sample
     store, report = store_frame(clients, None, ids["treated"], ids["control"], cluster_rows,
                                 per_client=per_client)
-    sampled = int((store["group"] == "untreated").sum())
-    weight_untreated = untreated / sampled if sampled else 1.0
-    store_sampling = {"untreated_clients": untreated, "untreated_sampled": sampled,
-                      "share": share, "weight_untreated": weight_untreated}
+    del clients, per_client, cluster_rows
+    sampled = store["group"].value_counts()
+    weight = {g: group_sizes[g] / sampled[g] if sampled.get(g, 0) else 1.0 for g in GROUPS}
+    store_sampling = {"cap": cap, "sampled": bool(shares), "groups": {
+        g: {"clients": group_sizes[g], "sampled": int(sampled.get(g, 0)),
+            "share": shares.get(g, 1.0), "weight": weight[g]} for g in GROUPS}}
     _check_groups(store, Path(cfg.data_dir))
-    verdict = DESIGN.diagnose_design(store, report, group_sizes=group_sizes)
+    verdict = DESIGN.diagnose_design(store, report, group_sizes=group_sizes,
+                                     group_buyers=group_buyers)
     campaign = store[store["group"] != "untreated"].reset_index(drop=True)
-    trust = trust_checks(campaign, report, verdict.srm) if (~campaign.treated).any() else None
     b = cfg.business
-    n_t, n_c = int(campaign.treated.sum()), int((~campaign.treated).sum())
+    n_t, n_c = group_sizes["treated"], group_sizes["control"]
+    rates = {"treated": group_buyers["treated"] / n_t,
+             "control": group_buyers["control"] / n_c if n_c else float("nan")}
+    trust = (trust_checks(campaign, report, verdict.srm, rates)
+             if (~campaign.treated).any() else None)
     closed: dict[str, Any] = {}
     if n_c:
-        conv_t, conv_c = (int(campaign[campaign.treated].converted.sum()),
-                          int(campaign[~campaign.treated].converted.sum()))
+        conv_t, conv_c = group_buyers["treated"], group_buyers["control"]
         bb = U.beta_binomial_ab(conv_t, n_t, conv_c, n_c, seed=cfg.seed)
-        arpu = U.arpu_ab(campaign, seed=cfg.seed)
+        arpu = U.arpu_ab(campaign, seed=cfg.seed,
+                         counts={"treated": (conv_t, n_t), "control": (conv_c, n_c)})
         closed = {"conversion": {k: v for k, v in bb.items() if not k.startswith("_")},
                   "arpu": {k: v for k, v in arpu.items() if not k.startswith("_")},
                   "profit_per_client": U.describe(U.profit_per_treated(
@@ -210,7 +228,7 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
                                  min_city_clients=cfg.min_city_clients,
                                  max_cities=cfg.max_cities)
-    weights = np.where(whole["group"] == "untreated", weight_untreated, 1.0)
+    weights = whole["group"].map(weight).to_numpy(float)
     # the scikit-learn cross-check runs on the second core while the model compiles
     with background(OBS.observational_check, whole, cfg.seed, weights) as cross_check:
         if verdict.primary == "whole store":
@@ -220,6 +238,8 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
             model.fit(campaign)
             comparison_clients = len(campaign)
         obs = cross_check.result()
+    # memory of the cross-check's process, which runs beside this one (MiB)
+    obs["worker_peak_rss_mib"] = cross_check.peak_rss_mib
     conv = model.convergence_
     overall = model.effects(b.margin, b.discount_depth).iloc[0]
     by_city = model.effects(b.margin, b.discount_depth, by="city")
@@ -254,17 +274,20 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
                     "comparison may still be confounded. ") + sentence
     _figures(model, curve, out, b)
     ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
-    if share < 1:
-        ax.set_title(ax.get_title() + f"\n(untreated: the control file and a {share:.1%} "
-                     "sample of the other clients)",
-                     fontsize="medium")
+    if shares:
+        ax.set_title(ax.get_title() + "\n(hash samples: " + ", ".join(
+            f"{g} {s:.1%}" for g, s in shares.items()) + ")", fontsize="medium")
     save_figure(ax.figure, out / "overlap.png")
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)
     metrics = group_metrics(store.assign(treated=store["group"] == "treated")
                             if n_c == 0 else campaign)
-    if n_c == 0:  # the untreated row's count is the store's, its means the sample's
-        metrics.loc[metrics["group"] == "control", "clients"] = group_sizes["untreated"]
+    # the counts are the store's, the means the (possibly sampled) rows'
+    other = "control" if n_c else "untreated"
+    metrics["clients"] = metrics["group"].map({"treated": n_t, "control": group_sizes[other]})
+    metrics["conversion"] = metrics["group"].map(
+        {"treated": group_buyers["treated"] / n_t,
+         "control": group_buyers[other] / max(group_sizes[other], 1)})
     write_parquet(metrics, out / "group_metrics.parquet")
     write_parquet(verdict.balance, out / "balance.parquet")
     write_parquet(by_city, out / "effects_city.parquet")

@@ -6,12 +6,15 @@ in the engine and brings back only the aggregate (cities x days, cells), never t
 
 from __future__ import annotations
 
+import functools
+import operator
 from collections.abc import Iterable
 from typing import Any
 
 import pandas as pd
 
 from analysis.errors import DataError
+from analysis.store.tables import IdRanges, in_range
 from models.segment_features import CATEGORY_PREFIX, KIDS_PATTERN
 
 #: days 0..58 of the store's data
@@ -257,7 +260,8 @@ def group_medians(table: Any, group: str, value: str) -> pd.Series:
 
 
 def category_cells(purchases: Any, clients: Any, window: tuple[int, int],
-                   categories: list[str], keys: list[str]) -> pd.DataFrame:
+                   categories: list[str], keys: list[str],
+                   ranges: IdRanges | None = None) -> pd.DataFrame:
     """Exact binomial cells of "bought the category in ``window``", in the engine.
 
     The engine version of :func:`models.propensity.client_category_cells` (same rows
@@ -277,6 +281,9 @@ def category_cells(purchases: Any, clients: Any, window: tuple[int, int],
     keys
         Client columns that define the cells (e.g. city, cluster, gender, contacted,
         split).
+    ranges
+        Client-id ranges (:func:`analysis.store.tables.id_ranges`) counted one at a time
+        and summed (the same cells; the engine's hash tables stay the size of one range).
 
     Returns
     -------
@@ -285,6 +292,14 @@ def category_cells(purchases: Any, clients: Any, window: tuple[int, int],
         cells with ``n > 0`` only.
     """
     import ibis
+
+    if ranges:
+        parts = [category_cells(in_range(purchases, r), in_range(clients, r), window,
+                                categories, keys) for r in ranges]
+        return (pd.concat(parts, ignore_index=True)
+                .groupby([*keys, "category", "history"], as_index=False, sort=False,
+                         dropna=False)
+                [["n", "k"]].sum())
 
     lo, hi = window
     cats = ibis.memtable({"category": list(categories)}, schema={"category": "string"})
@@ -511,12 +526,30 @@ def cluster_label(cluster: Any) -> Any:
                                                                cluster.cast("string"))
 
 
-def store_sample(table: Any, share: float, seed: int) -> Any:
-    """The rows of :func:`campaign_store_table` a step may hold in memory: every treated
-    and control client, and the untreated clients :func:`held_out` puts in a ``share`` of
-    the store (``seed``: the split's seed); each untreated row stands for ``1 / share``
-    clients."""
-    return table.filter((table.group != "untreated") | held_out(table.id, share, seed))
+def store_sample(table: Any, shares: dict[str, float], seed: int) -> Any:
+    """The rows of :func:`campaign_store_table` a step may hold in memory.
+
+    Parameters
+    ----------
+    table
+        :func:`campaign_store_table`.
+    shares
+        Share of each group (``treated``, ``control``, ``untreated``) kept, in ``[0, 1]``:
+        the clients :func:`held_out` puts in that share (a group not named is kept whole).
+        Each kept row of a group stands for ``1 / share`` clients of it.
+    seed
+        The split's seed.
+
+    Returns
+    -------
+    Ibis table expression with ``table``'s columns.
+    """
+    keep = [(table.group == group) & held_out(table.id, share, seed)
+            for group, share in shares.items()]
+    whole = [g for g in ("treated", "control", "untreated") if g not in shares]
+    if whole:
+        keep.append(table.group.isin(whole))
+    return table.filter(functools.reduce(operator.or_, keep))
 
 
 def uplift_cells(table: Any, countries: Iterable[int] | None = None,

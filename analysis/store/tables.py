@@ -133,16 +133,64 @@ def engine_batches(con: Any, expr: Any, rows: int, workdir: Path) -> Iterator[pd
         yield from parquet_batches(path, rows)
 
 
+IdRanges = list[tuple[int | None, int | None]]
+
+
+def id_ranges(table: Any, rows_per_part: int) -> IdRanges | None:
+    """Client-id ranges that split ``table`` (a table with an integer ``id``, such as the
+    purchases) into parts of about ``rows_per_part`` rows, or ``None`` when one part holds
+    it.
+
+    Equal-width ranges of the ids ``[min, max]``: ``(None, e1), (e1, e2), ..., (ek, None)``
+    (lower bound inclusive, upper exclusive, the first and last open so that no id of
+    another table falls outside). A per-client GROUP BY run range by range keeps the
+    engine's hash tables the size of one part: on the 10-million-client demo (77.6 million
+    purchase rows, DuckDB at a 1 GB memory limit) the per-client behaviour took 69 s in one
+    query and 40 s in ten ranges, 10x the 1-million-client time instead of 18x.
+    """
+    r = table.aggregate(n=table.count(), lo=table.id.min(), hi=table.id.max()).to_pandas()
+    n, lo, hi = (r.iloc[0][c] for c in ("n", "lo", "hi"))
+    parts = -(-int(n) // int(rows_per_part)) if n else 0
+    if parts <= 1:
+        return None
+    lo, hi = int(lo), int(hi)
+    edges = [lo + (hi - lo + 1) * i // parts for i in range(1, parts)]
+    return list(zip([None, *edges], [*edges, None], strict=True))
+
+
+def in_range(table: Any, bounds: tuple[int | None, int | None]) -> Any:
+    """The rows of ``table`` whose ``id`` is in ``bounds`` (see :func:`id_ranges`)."""
+    lo, hi = bounds
+    keep = [c for c in ((table.id >= lo) if lo is not None else None,
+                        (table.id < hi) if hi is not None else None) if c is not None]
+    return table.filter(*keep) if keep else table
+
+
 @contextlib.contextmanager
-def materialised(con: Any, expr: Any, workdir: Path) -> Iterator[tuple[Any, Path]]:
+def materialised(con: Any, expr: Any, workdir: Path, ranges: IdRanges | None = None
+                 ) -> Iterator[tuple[Any, Path]]:
     """Compute ``expr`` once: the engine writes it to a temporary Parquet file under
     ``workdir`` (removed on exit), and the block gets ``(table, path)``: the file opened
     in the engine, for the several queries a step runs on one aggregate (counts, samples,
     batches), and its path, for :func:`parquet_batches`. An Ibis expression used several
-    times is otherwise recomputed by each query (a GROUP BY over every purchase)."""
+    times is otherwise recomputed by each query (a GROUP BY over every purchase).
+
+    With ``ranges`` (:func:`id_ranges`; DuckDB only, a distributed engine partitions by
+    itself) ``expr`` (one row per client, an ``id`` column) is written range by range to
+    a folder of part files, in id order: DuckDB pushes the range filter through the
+    per-client GROUP BYs and joins on ``id`` down to the Parquet scans, so each part
+    aggregates one range of clients.
+    """
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix=".materialised-", dir=workdir) as tmp:
+        if ranges and con.name == "duckdb":
+            path = Path(tmp) / "result"
+            path.mkdir()
+            for i, bounds in enumerate(ranges):
+                write_parquet(con, in_range(expr, bounds), path / f"part-{i:05d}.parquet")
+            yield con.read_parquet(str(path / "*.parquet")), path
+            return
         path = Path(tmp) / "result.parquet"
         write_parquet(con, expr, path)
         yield con.read_parquet(str(path)), path

@@ -1,3 +1,4 @@
+import operator
 import subprocess
 import sys
 import textwrap
@@ -42,3 +43,14 @@ def test_a_script_without_main_guard_is_not_rerun(tmp_path) -> None:
                          timeout=120, check=False)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["result", "(3,", "1)"]
+
+
+def test_the_worker_reports_its_own_peak_memory_not_the_parents() -> None:
+    parent = b"x" * (400 * 2**20)  # the parent holds 400 MiB when the worker starts
+    with background(divmod, 17, 5) as small:
+        small.result()
+    with background(operator.mul, b"x", 150 * 2**20) as large:  # the worker builds 150 MiB
+        assert len(large.result()) == 150 * 2**20
+    assert small.peak_rss_mib is not None and small.peak_rss_mib < 200
+    assert large.peak_rss_mib > 150
+    del parent

@@ -104,3 +104,20 @@ def test_category_features_standardise_price_and_sale_share():
     t = category_features(p).set_index("category")
     assert t.loc["a", "median_price"] == 200 and t.loc["c", "sale_share"] == 1
     assert np.isclose(t["log_price"].mean(), 0)
+
+
+def test_predict_mean_in_chunks_equals_the_mean_of_the_draws(fitted):
+    m, cells, _, _ = fitted
+    rows = cells.iloc[:257].copy()
+    rows.loc[rows.index[:3], "city"] = "never seen"  # the fresh city draw is the same per chunk
+    expected = m.predict(rows, contacted=True).mean(axis=0)
+    np.testing.assert_allclose(m.predict_mean(rows, contacted=True, chunk=50), expected,
+                               rtol=0, atol=1e-12)
+
+
+def test_posterior_predictive_check_counts_every_cell(fitted):
+    m = fitted[0]
+    ppc = m.posterior_predictive_check()
+    assert ppc["observed_total"] == int(m.cells_["k"].sum())
+    # the replicated buyers are close to the observed ones when the model fits its cells
+    assert abs(ppc["replicated_total_mean"] / ppc["observed_total"] - 1) < 0.05

@@ -107,6 +107,12 @@ def test_hierarchical_fit_recovers_overall_effect(campaign):
     # the two answers agree on the overall conversion uplift (within 1.5 points)
     assert abs(eff.iloc[0]["conversion_uplift_mean"] - closed["uplift_abs"]["mean"]) < 0.015
     assert set(m.effects(0.35, 0.15, by="cluster")["level"]) == {"0", "1", "2", "3"}
+    # the effects summed over blocks of a few cells equal those of one block of all cells
+    assert len(m._treated_cells()) > 3 * 7
+    m.CELL_BLOCK = 7
+    by_city = m.effects(0.35, 0.15, by="city")
+    m.CELL_BLOCK = 10**6
+    pd.testing.assert_frame_equal(by_city, m.effects(0.35, 0.15, by="city"), rtol=1e-12)
     text = U.recommend(eff.iloc[0], m.effects(0.35, 0.15, by="city"),
                        m.effects(0.35, 0.15, by="cluster"), 0.35, 0.15)
     assert "Recommendation:" in text and "points" in text and "control file" in text

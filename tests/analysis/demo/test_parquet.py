@@ -66,3 +66,23 @@ def test_the_clean_step_reads_the_chunked_store(chunked, tmp_path):
     assert quality["clients"] == 5000
     assert quality["purchase_rows"] == parquet_rows(chunked)["purchases"]
     assert quality["purchase_rows_unknown_client"] == 0
+
+
+def test_every_chunk_sells_from_one_catalogue(chunked):
+    """A store has one catalogue: chunks that drew their own sold differently named
+    products at prices that differed by up to 20% on average."""
+    from analysis.demo.store import catalogue, id_space
+
+    names = set(catalogue(DemoSpec(clients=5000, seed=3))["name"])
+    p = pd.read_parquet(chunked / "purchases.parquet", columns=["id", "product", "cost",
+                                                                "base_sale"])
+    p["chunk"] = p["id"] // id_space(2000)
+    assert p["chunk"].nunique() == 3
+    # names as the catalogue spells them (the rest are the store's spelling variants)
+    exact = p["product"].isin(names).groupby(p["chunk"]).mean()
+    assert (exact > 0.6).all(), exact
+    # and one list price per product across the chunks: the most common price of each
+    # product's items not on sale is the same in every chunk
+    full = p[(p["base_sale"] == 0) & p["product"].isin(names)]
+    price = full.groupby(["product", "chunk"])["cost"].agg(lambda c: c.mode().iloc[0])
+    assert (price.groupby(level="product").nunique() == 1).mean() > 0.95

@@ -145,7 +145,9 @@ def test_a_store_larger_than_the_fit_sample_is_sampled_and_scored_in_batches(
 
     monkeypatch.setattr(pipeline, "STEPS", tuple(pipeline.get_step(n) for n in ("clean", "gender")))
     cfg = load_config(None, data_dir=small_demo, results_dir=tmp_path / "res")
-    cfg = replace(cfg, gender=replace(cfg.gender, fit_sample=1200, score_batch=100))
+    # and its features aggregated in client-id ranges (about 5 parts)
+    cfg = replace(cfg, gender=replace(cfg.gender, fit_sample=1200, score_batch=100),
+                  engine_part_rows=5000)
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "gender"

@@ -59,8 +59,9 @@ def test_a_store_larger_than_the_fit_sample_is_assigned_in_batches(small_demo, t
     from models.segments import profile_clusters
 
     cfg = load_config(None, data_dir=small_demo, results_dir=tmp_path / "res")
+    # and aggregated in client-id ranges (about 5 parts of the small store's purchases)
     cfg = replace(cfg, segments=replace(cfg.segments, fit_sample=900, assign_batch=700,
-                                        k_max=3, stability_seeds=(1,)))
+                                        k_max=3, stability_seeds=(1,)), engine_part_rows=5000)
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "segments"

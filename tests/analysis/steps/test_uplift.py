@@ -17,8 +17,12 @@ def clean_and_uplift_only(monkeypatch):
 
 
 def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
+    """Every group larger than ``uplift_store_sample`` (100 here) is read as a hash
+    sample; counts and conversion rates stay the whole groups' (aggregated in client-id
+    ranges of about 5,000 purchases)."""
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
-    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150)})
+    cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150),
+                           "uplift_store_sample": 100, "engine_part_rows": 5000})
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok"]
     out = tmp_path / "res" / "uplift"
@@ -28,6 +32,23 @@ def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert s["trust"]["srm"]["n_treated"] == s["trust"]["srm"]["n_control"]
+    clean = tmp_path / "res" / "clean"
+    whole, _ = campaign_frame(pd.read_parquet(clean / "clients.parquet"),
+                              pd.read_parquet(clean / "purchases.parquet"), read_id_file(
+        demo_copy / "ids_first_company_positive.txt").ids, read_id_file(
+        demo_copy / "ids_first_company_negative.txt").ids)
+    groups = s["design"]["store_sample"]["groups"]
+    metrics = pd.read_parquet(out / "group_metrics.parquet").set_index("group")
+    for name, rows in (("treated", whole[whole.treated]), ("control", whole[~whole.treated])):
+        assert groups[name]["clients"] == len(rows) == metrics.loc[name, "clients"]
+        assert 0 < groups[name]["sampled"] < len(rows)
+        assert groups[name]["weight"] == pytest.approx(len(rows) / groups[name]["sampled"])
+        assert metrics.loc[name, "conversion"] == pytest.approx(rows.converted.mean())
+        assert s["trust"]["conversion_rates"][name] == pytest.approx(rows.converted.mean())
+    t = whole[whole.treated]
+    exact = (t.converted.sum() + 1) / (len(t) + 2)  # the Beta(1, 1) posterior mean
+    assert s["closed_form"]["conversion"]["treated_rate"]["mean"] == pytest.approx(exact,
+                                                                                   abs=2e-3)
     assert "Recommendation:" in s["recommendation"]
     ppc = s["hierarchical"]["posterior_predictive_groups"]
     assert 0 <= ppc["city"]["inside_94"] <= ppc["city"]["groups"]

@@ -18,7 +18,7 @@ from analysis.store.engine import EngineUnavailable, connect, spark_problem
 from analysis.store.id_files import campaign_groups
 from analysis.store.loaders import load_folder
 from analysis.store.rules import clean
-from analysis.store.tables import open_table
+from analysis.store.tables import id_ranges, open_table
 from models.campaign2 import build_panel
 
 
@@ -203,6 +203,12 @@ def test_propensity_cells_and_category_tables_equal_the_pandas_ones(cleaned, spa
         got = category_cells(t, ibis.memtable(frame), (5, 16), categories, keys)
         got = got[expected.columns].sort_values(order, ignore_index=True)
         pd.testing.assert_frame_equal(got, expected.astype(got.dtypes.to_dict()))
+        # counted one client-id range at a time and summed: the same cells
+        ranges = id_ranges(t, 5_000)
+        assert len(ranges) >= 3
+        parts = category_cells(t, ibis.memtable(frame), (5, 16), categories, keys, ranges)
+        parts = parts[expected.columns].sort_values(order, ignore_index=True)
+        pd.testing.assert_frame_equal(parts, got)
         pd.testing.assert_frame_equal(standardise_categories(category_table(t)),
                                       category_features(p), check_dtype=False)
         pd.testing.assert_series_equal(window_value(t, (5, 16), exclude),
@@ -291,8 +297,14 @@ def test_campaign1_cells_and_store_sample_equal_the_pandas_ones(cleaned, small_d
                                       rtol=1e-9)
         runs.append(got)
         # the sample: every campaign client and the hashed share of the others
-        sample = store_sample(table, 0.3, 7).order_by("id").to_pandas()
+        sample = store_sample(table, {"untreated": 0.3}, 7).order_by("id").to_pandas()
         assert sample["id"].tolist() == store.loc[keep, "id"].tolist()
+        # any group can be sampled, each by its own share
+        both = store_sample(table, {"treated": 0.5, "untreated": 0.3}, 7).to_pandas()
+        hashed = held_out(store["id"].to_numpy(), 0.5, 7)
+        want = keep & (store["group"].ne("treated") | hashed)
+        assert sorted(both["id"]) == sorted(store.loc[want, "id"])
+        assert 0 < both["group"].eq("treated").sum() < store["treated"].sum()
         c, per_client, k = _sample_frames(sample, clusters=True)
         again, _ = store_frame(c, None, list(g.treated), list(g.control), k,
                                per_client=per_client)
