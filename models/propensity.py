@@ -353,14 +353,20 @@ class PropensityModel:
             eta = eta + d["tau_cat"][:, gi] * tx
         return expit(eta)
 
+    #: rows (cells or clients) predicted at once by :meth:`predict_mean` and
+    #: :meth:`posterior_predictive_check`: memory holds draws x block values
+    ROW_BLOCK = 2_000
+
     def predict_mean(self, rows: pd.DataFrame, contacted: bool | None = None,
-                     chunk: int = 2_000) -> np.ndarray:
+                     chunk: int | None = None) -> np.ndarray:
         """Posterior mean of the propensity for each of ``rows`` (shape ``(len(rows),)``).
 
         The same numbers as ``predict(rows, contacted).mean(axis=0)``, computed ``chunk``
-        rows at a time so that memory holds draws x ``chunk`` values, not draws x rows
-        (at 10 million clients the held-out cells alone are tens of thousands of rows).
+        rows at a time (default :attr:`ROW_BLOCK`) so that memory holds draws x ``chunk``
+        values, not draws x rows (at 10 million clients the held-out cells alone are tens
+        of thousands of rows).
         """
+        chunk = chunk or self.ROW_BLOCK
         out = np.empty(len(rows))
         for lo in range(0, len(rows), chunk):
             part = rows.iloc[lo:lo + chunk]
@@ -418,8 +424,8 @@ class PropensityModel:
         rep_cat = np.zeros((self._posterior()["a"].shape[0], len(self.categories_)))
         # replicated buyers summed per category, a block of cells at a time (memory holds
         # draws x block, not draws x cells)
-        for lo in range(0, len(cells), 2_000):
-            part = cells.iloc[lo:lo + 2_000]
+        for lo in range(0, len(cells), self.ROW_BLOCK):
+            part = cells.iloc[lo:lo + self.ROW_BLOCK]
             rep = rng.binomial(part["n"].to_numpy()[None, :],
                                self.predict(part))
             np.add.at(rep_cat.T, cats[lo:lo + len(part)], rep.T)

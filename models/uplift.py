@@ -602,7 +602,8 @@ class HierarchicalUplift:
         #: seconds spent compiling the model and sampling it (all runs)
         self.timings_ = {"compile": round(t1 - t0, 1),
                          "sampling": round(time.perf_counter() - t1, 1)}
-        self._draws_cache: dict[str, np.ndarray] | None = None
+        self._param_draws: dict[str, np.ndarray] | None = None
+        self._overall_draws: dict[str, np.ndarray] | None = None
         self._rep_cache: np.ndarray | None = None
         return self
 
@@ -634,13 +635,13 @@ class HierarchicalUplift:
         (:meth:`_weighted`), so memory holds draws x :attr:`CELL_BLOCK` values per
         quantity, whatever the number of cells.
         """
-        if getattr(self, "_draws_cache", None) is None:
+        if getattr(self, "_param_draws", None) is None:
             post = az.extract(self.idata_)
-            self._draws_cache = {
+            self._param_draws = {
                 name: (post[name].values.T if post[name].ndim > 1
                        else post[name].values[:, None])
                 for name in post.data_vars if name in _CELL_TERMS}
-        par = self._draws_cache
+        par = self._param_draws
         ix = self._index(self._treated_cells().iloc[rows])
         ci, ki, ai, pre, x = (ix["codes"]["city"], ix["codes"]["cluster"],
                               ix["codes"]["age_band"], ix["pre"], ix["x"])
@@ -688,11 +689,16 @@ class HierarchicalUplift:
         """Posterior draws averaged over the treated clients of the cells in ``mask``
         (all cells by default; a boolean over :attr:`cells_`): conversion uplift, ARPU with
         and without treatment, tau."""
+        if mask is None and getattr(self, "_overall_draws", None) is not None:
+            return self._overall_draws  # every treated client: asked for several times
         treated = self.cells_["treated"].astype(bool).to_numpy()
         w = self.cells_["n"].to_numpy(float)[treated]
         if mask is not None:
             w = w * np.asarray(mask)[treated]
-        return {k: v[:, 0] for k, v in self._weighted((w / w.sum())[:, None]).items()}
+        out = {k: v[:, 0] for k, v in self._weighted((w / w.sum())[:, None]).items()}
+        if mask is None:
+            self._overall_draws = out
+        return out
 
     def effects(self, margin: float, depth: float, by: str | None = None) -> pd.DataFrame:
         """Effects on the treated (ATT), overall or by ``city``/``cluster``.

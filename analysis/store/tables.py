@@ -161,9 +161,11 @@ def id_ranges(table: Any, rows_per_part: int) -> IdRanges | None:
 def in_range(table: Any, bounds: tuple[int | None, int | None]) -> Any:
     """The rows of ``table`` whose ``id`` is in ``bounds`` (see :func:`id_ranges`)."""
     lo, hi = bounds
-    keep = [c for c in ((table.id >= lo) if lo is not None else None,
-                        (table.id < hi) if hi is not None else None) if c is not None]
-    return table.filter(*keep) if keep else table
+    if lo is not None:
+        table = table.filter(table.id >= lo)
+    if hi is not None:
+        table = table.filter(table.id < hi)
+    return table
 
 
 @contextlib.contextmanager
