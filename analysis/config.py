@@ -102,6 +102,24 @@ class PropensityConfig:
     #: target-city clients scored per batch (each brings one row per category: 200,000
     #: clients made 5.8 million rows and a 3.5 GiB peak at 1,000,000 clients)
     score_batch: int = 50_000
+    #: training clients with purchases before the window whose client x category rows
+    #: the Bayesian model fits (a hash sample per stratum; every client without history
+    #: is in exact cells): contacted and not contacted. The sampler's cost grows with the
+    #: rows, not with the store
+    fit_contacted: int = 800
+    fit_not_contacted: int = 2_500
+    #: share of the sampled training rows without a purchase kept (case-control sampling,
+    #: corrected exactly by an offset)
+    negative_rate: float = 0.1
+    #: held-out clients with history evaluated per stratum (contacted / not), at most
+    holdout_clients: int = 25_000
+    #: target clients (best category each) whose posterior draws make the budget curve
+    budget_clients: int = 50_000
+    #: held-out rows kept in the uplift evaluation: estimated P(contacted) within
+    #: [overlap, 1 - overlap] (inverse-probability weights need both arms possible)
+    overlap: float = 0.01
+    #: Bayesian-bootstrap replicates of the uplift metrics' intervals
+    bootstrap_draws: int = 200
 
 
 @dataclass(frozen=True)
@@ -166,8 +184,10 @@ class Config:
     engine_part_rows: int = 8_000_000
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     #: per-step changes to ``sampler`` (measured at real scale: campaign 2 passes every
-    #: check with 1,500 draws per chain; propensity needs 2,000 (1,500 left r_hat of
-    #: sigma_tau at 1.0104 once the gender step withheld no labels); the uplift model on the whole
+    #: check with 1,500 draws per chain; the propensity model (35,754 cells and rows at real
+    #: scale) passes with 1,000 draws after 500 tuning steps with the low-rank mass matrix
+    #: (97 s with another job running; 1,000 tuning steps and the diagonal one: 145 s);
+    #: the uplift model on the whole
     #: store (3,870 cells) with nutpie's low-rank mass matrix passes with 1,000 draws after
     #: 500 tuning steps at target_accept 0.85: 0 divergences, bulk ESS >= 712, tail ESS
     #: >= 875 (400 tuning steps left tail ESS 361), 24 s of sampling against 41 s for 1,500
@@ -176,7 +196,8 @@ class Config:
     #: then resampled with 4,000 draws (80-90 s), where 0.9 passed both first time in 17 s;
     #: the one-click model passes with 1,500 per fold)
     sampler_overrides: dict[str, dict[str, Any]] = field(
-        default_factory=lambda: {"campaign2": {"draws": 1500}, "propensity": {"draws": 2000},
+        default_factory=lambda: {"campaign2": {"draws": 1500},
+                                 "propensity": {"draws": 1000, "tune": 500, "low_rank": True},
                                  "uplift": {"draws": 1000, "tune": 500, "target_accept": 0.9,
                                             "low_rank": True},
                                  "one_click": {"draws": 1500}})

@@ -114,13 +114,14 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
                ) -> dict[str, float | int | bool]:
     """Every engine aggregate the steps use, on the clean step's tables in ``results``,
     the way the steps use them: the small ones come back to Python (the campaign-2 panel,
-    the propensity category table and cells), the per-client ones are written by the
+    the propensity category table and rows), the per-client ones are written by the
     engine to Parquet for the steps to stream (segment behaviour, campaign-1 period
     metrics, gender features), range by range of client ids on DuckDB when the store has
     more than ``engine_part_rows`` purchases (``parts``). Seconds of each, rows, and
     (``compare_with_duckdb``) whether each equals DuckDB's result exactly."""
     import tempfile
 
+    import ibis
     import pandas as pd
 
     from analysis.config import Config
@@ -139,8 +140,12 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
         p = open_table(con, folder / "purchases.parquet", {"id": "integer"}, "purchases")
         c = open_table(con, folder / "clients.parquet", A.PANEL_CLIENT_COLUMNS, "clients")
         col = open_table(con, folder / "colours.parquet", {"id": "integer"}, "colours")
-        cities = c.select("id", city=c.city.cast("string"),
+        treated = A.id_table(ids["treated"]).mutate(contacted=ibis.literal(True))
+        cities = c.select("id", country=c.country.cast("int64"), city=c.city.cast("string"),
+                          cluster=ibis.literal("all"), gender=ibis.literal("unknown"),
                           split=A.held_out(c.id, 0.2, 2024).ifelse("holdout", "train"))
+        cities = cities.left_join(treated, "id").drop("id_right")
+        cities = cities.mutate(contacted=cities.contacted.fill_null(False))
 
         ranges = id_ranges(p, Config().engine_part_rows) if con.name == "duckdb" else None
         out["parts"] = len(ranges or [None])
@@ -157,9 +162,12 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
             "behaviour": lambda: to_file("behaviour", A.behaviour_table(p)),
             "period_metrics": lambda: to_file("period", A.period_metrics_table(p, PERIODS)),
             "category_table": lambda: A.category_table(p),
-            "cells": lambda: A.category_cells(
-                p, cities, (5, 16), sorted(A.category_table(p).index), ["city", "split"],
-                ranges).sort_values(["city", "split", "category", "history"], ignore_index=True),
+            # the propensity model's data: exact cells and hash-sampled rows (fixed
+            # shares, so the rows grow with the store like the cells they replace)
+            "propensity_rows": lambda: A.propensity_rows(
+                p, cities, (5, 16), sorted(A.category_table(p).index), {
+                    ("train", False): 0.02, ("train", True): 0.2, ("holdout", False): 0.3},
+                0.1, 2024, ranges),
             "gender_features": lambda: to_file("gender", A.gender_feature_table(p, col)),
         }
         got = {}
@@ -176,7 +184,7 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     t = time.perf_counter()
     got = run_all(con, engine)
     out["inner_seconds"] = time.perf_counter() - t
-    out["cells"] = len(got["cells"])
+    out["propensity_rows"] = len(got["propensity_rows"])
     out["panel_rows"] = len(got["panel"])
     if compare_with_duckdb:
         from analysis.store.engine import stop_spark

@@ -18,17 +18,29 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
-FEATURES = ["city", "cluster", "gender", "contacted", "history", "category"]
+from models.propensity import client_features
+
 CATEGORICAL = ["city", "cluster", "gender", "category"]
+RAW_FEATURES = ["log_frequency", "recency", "log_price_paid", "sale_share",
+                "log_category_items"]
+FEATURES = [*CATEGORICAL, "contacted", "has_history", *RAW_FEATURES]
 
 
-def _two_rows(cells: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(cell position, y, weight) of the buyer and non-buyer rows of each cell, without
-    rows of weight zero."""
+def _two_rows(cells: pd.DataFrame, case_control: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(row position, y, weight) of the buyer and non-buyer parts of each row, without
+    parts of weight zero. The weight is the row's ``weight`` column (inverse sampling
+    share, 1 if absent) times ``k`` or ``n - k``; with ``case_control`` the non-buyers
+    are further divided by the row's ``negative_rate`` (what they stand for before
+    case-control sampling)."""
     n, k = cells["n"].to_numpy(float), cells["k"].to_numpy(float)
+    base = cells["weight"].to_numpy(float) if "weight" in cells else np.ones(len(cells))
+    neg = base * (n - k)
+    if case_control and "negative_rate" in cells:
+        neg = neg / cells["negative_rate"].to_numpy(float)
     pos = np.r_[np.arange(len(cells)), np.arange(len(cells))]
     y = np.r_[np.ones(len(cells)), np.zeros(len(cells))]
-    w = np.r_[k, n - k]
+    w = np.r_[base * k, neg]
     keep = w > 0
     return pos[keep], y[keep], w[keep]
 
@@ -82,34 +94,130 @@ def table_calibration_error(table: pd.DataFrame) -> float:
     return float((w * (table["predicted"] - table["observed"]).abs()).sum())
 
 
-def baseline_model(random_state: int = 0) -> Pipeline:
-    """Gradient boosting on the same features (categorical ones ordinal-encoded)."""
+#: the tuning grid of the boosting baseline (3-fold cross-validation grouped by client,
+#: log loss)
+PARAM_GRID = {"boost__learning_rate": [0.05, 0.1], "boost__max_leaf_nodes": [15, 31],
+              "boost__min_samples_leaf": [40, 200]}
+
+
+def baseline_model(random_state: int = 0, features: list[str] | None = None) -> Pipeline:
+    """Gradient boosting (scikit-learn's HistGradientBoostingClassifier) on the client x
+    category features (categorical ones ordinal-encoded, continuous ones as they are)."""
+    cats = [c for c in CATEGORICAL if features is None or c in features]
     enc = ColumnTransformer(
         [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                encoded_missing_value=-1), CATEGORICAL)],
+                                encoded_missing_value=-1), cats)],
         remainder="passthrough", verbose_feature_names_out=False)
-    hgb = HistGradientBoostingClassifier(categorical_features=[0, 1, 2, 3], max_iter=300,
-                                         learning_rate=0.08, early_stopping=False,
-                                         random_state=random_state)
+    hgb = HistGradientBoostingClassifier(categorical_features=list(range(len(cats))),
+                                         max_iter=200, learning_rate=0.1,
+                                         early_stopping=False, random_state=random_state)
     return Pipeline([("encode", enc), ("boost", hgb)])
 
 
-def _features(cells: pd.DataFrame) -> pd.DataFrame:
-    X = cells[FEATURES].copy()
-    for c in CATEGORICAL:
-        X[c] = X[c].astype(str)
-    X["contacted"] = X["contacted"].astype(float)
-    X["history"] = X["history"].astype(float)
-    return X
+def features(rows: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
+    """The baseline's feature table of ``rows`` (raw behaviour features, no scaling)."""
+    X = pd.concat([rows[CATEGORICAL].astype(str),
+                   rows[["contacted", "has_history"]].astype(float),
+                   client_features(rows)], axis=1)
+    X.columns = [*CATEGORICAL, "contacted", "has_history", *RAW_FEATURES]
+    return X[columns or FEATURES]
 
 
-def fit_baseline(cells: pd.DataFrame, random_state: int = 0) -> Pipeline:
-    """Fit :func:`baseline_model` on cells (weighted rows: the row-level fit, exactly)."""
-    pos, y, w = _two_rows(cells)
-    X = _features(cells).iloc[pos].reset_index(drop=True)
-    return baseline_model(random_state).fit(X, y, boost__sample_weight=w)
+def _groups(rows: pd.DataFrame, pos: np.ndarray) -> np.ndarray:
+    """Cross-validation groups: the client of a row; each cell a group of its own."""
+    ids = rows["id"].to_numpy() if "id" in rows else np.full(len(rows), -1)
+    own = np.where(ids >= 0, ids, -(np.arange(len(rows)) + 1))
+    return own[pos]
 
 
-def predict_baseline(model: Any, cells: pd.DataFrame) -> np.ndarray:
-    """P(buy) of each cell from a :func:`fit_baseline` model."""
-    return model.predict_proba(_features(cells))[:, 1]
+def fit_baseline(rows: pd.DataFrame, random_state: int = 0, tune: bool = True,
+                 columns: list[str] | None = None, params: dict[str, Any] | None = None
+                 ) -> Pipeline:
+    """Fit :func:`baseline_model` on the training rows (weighted to undo the case-control
+    sampling), tuned over :data:`PARAM_GRID` by 3-fold cross-validation grouped by client
+    (log loss) unless ``params`` are given or ``tune`` is false."""
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+
+    pos, y, w = _two_rows(rows, case_control=True)
+    X = features(rows, columns).iloc[pos].reset_index(drop=True)
+    model = baseline_model(random_state, columns)
+    if params:
+        return model.set_params(**params).fit(X, y, boost__sample_weight=w)
+    if not tune:
+        return model.fit(X, y, boost__sample_weight=w)
+    search = GridSearchCV(model, PARAM_GRID, scoring="neg_log_loss", cv=GroupKFold(3),
+                          n_jobs=1, refit=True)
+    search.fit(X, y, groups=_groups(rows, pos), boost__sample_weight=w)
+    best = search.best_estimator_
+    best.best_params_ = search.best_params_
+    return best
+
+
+def predict_baseline(model: Any, rows: pd.DataFrame, contacted: bool | None = None,
+                     columns: list[str] | None = None) -> np.ndarray:
+    """P(buy) of each row from a :func:`fit_baseline` model (``contacted`` overrides the
+    rows' column when given)."""
+    X = features(rows, columns)
+    if contacted is not None and "contacted" in X:
+        X["contacted"] = float(contacted)
+    return model.predict_proba(X)[:, 1]
+
+
+def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, Any],
+                  random_state: int = 0) -> dict[str, Any]:
+    """T- and X-learner uplift models from scikit-learn's gradient boosting (Kunzel et
+    al. 2019, "Metalearners for estimating heterogeneous treatment effects using machine
+    learning", PNAS 116).
+
+    Parameters
+    ----------
+    rows
+        Training rows (as for :func:`fit_baseline`).
+    propensity
+        P(contacted | client) of each row (the X-learner's weights), shape ``(rows,)``.
+    params
+        Boosting parameters (the tuned response model's).
+
+    Returns
+    -------
+    dict
+        ``predict_t(rows)`` and ``predict_x(rows, propensity)``: callables returning the
+        predicted uplift per row (points of probability).
+    """
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    cols = [c for c in FEATURES if c != "contacted"]
+    treated = rows["contacted"].to_numpy(bool)
+    if treated.all() or not treated.any():
+        raise ValueError("meta-learners need contacted and not-contacted training rows")
+    m1 = fit_baseline(rows[treated], random_state, columns=cols, params=params)
+    m0 = fit_baseline(rows[~treated], random_state, columns=cols, params=params)
+    pos, y, w = _two_rows(rows, case_control=True)
+    X = features(rows, cols).iloc[pos].reset_index(drop=True)
+    t = treated[pos]
+    # X-learner, stage 2: imputed effects regressed on the features, per arm
+    d = np.where(t, y - m0.predict_proba(X)[:, 1], m1.predict_proba(X)[:, 1] - y)
+    reg_params = {k.replace("boost__", ""): v for k, v in params.items()}
+    enc_cols = [c for c in CATEGORICAL if c in cols]
+
+    def regressor() -> Pipeline:
+        enc = ColumnTransformer(
+            [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                    encoded_missing_value=-1), enc_cols)],
+            remainder="passthrough", verbose_feature_names_out=False)
+        return Pipeline([("encode", enc), ("boost", HistGradientBoostingRegressor(
+            categorical_features=list(range(len(enc_cols))), max_iter=200,
+            random_state=random_state, **reg_params))])
+
+    tau1 = regressor().fit(X[t], d[t], boost__sample_weight=w[t])
+    tau0 = regressor().fit(X[~t], d[~t], boost__sample_weight=w[~t])
+
+    def predict_t(r: pd.DataFrame) -> np.ndarray:
+        Xr = features(r, cols)
+        return m1.predict_proba(Xr)[:, 1] - m0.predict_proba(Xr)[:, 1]
+
+    def predict_x(r: pd.DataFrame, e: np.ndarray) -> np.ndarray:
+        Xr = features(r, cols)
+        return e * tau0.predict(Xr) + (1 - e) * tau1.predict(Xr)
+
+    return {"predict_t": predict_t, "predict_x": predict_x}

@@ -20,6 +20,14 @@ What is planted (all in ``truth.json``):
 * **Purchases**: each client buys on a day with a Poisson rate
   ``segment_rate[s] * frailty * city_factor * day_factor[d]`` (frailty ~ Gamma with mean
   1; the day factor falls over the two months, as the published ``dt`` quartiles do).
+* **Client-level propensities**: each client has a persistent taste for each product
+  type (log-odds ``~ Normal(0, taste_sd)`` added to the segment's type preferences, so
+  what a client bought before predicts what they buy next) and a deal proneness (log-odds
+  ``~ Normal(0, deal_sd)`` added to the segment's share of items bought on sale, which
+  also scales the email's effect by ``exp(tau_deal * deal)``). Frailty drives frequency,
+  recency and spend. ``truth.json`` (``propensity``) records the ROC-AUC of the true
+  probability of buying each category in the window (given the client's arm) against what
+  was bought: the ceiling any propensity model can reach.
 * **Segments**: four latent segments (:data:`analysis.demo.catalogue.SEGMENTS`) that differ in
   purchase rate, category preferences and share of items bought on ``base_sale``.
 * **Gender**: items of gendered types go to the buyer's gender with probability
@@ -100,12 +108,21 @@ class DemoSpec:
     day_decline: tuple[float, float] = (1.3, 20.0)  # day factor 1 + a * exp(-d / b)
     segment_sale_share: tuple[float, ...] = (0.2, 0.3, 0.75, 0.25)
     items_per_order_extra: float = 0.2
-    price_scale: float = 1.15
+    # list prices x 1.09: 1.15 before the client-level propensities, which made the average
+    # item dearer (cost mean 5,703 against the published 5,407)
+    price_scale: float = 1.09
     price_spread: float = 0.65  # SD of log list prices around a type's median
     p_product_sex_match: float = 0.85
     product_sex_missing: float = 0.08
     unisex_labelled: float = 0.4
     coef_noise: float = 0.02
+    # client-level purchase propensities (drawn from their own stream, seed [seed, 3])
+    # SD of a client's persistent log-odds taste for each product type, and of their deal
+    # proneness: larger values blur the planted segments for the segments step's mixture
+    # (taste 0.3 or 0.5 made it choose 8 to 10 clusters at real scale, ARI 0.34-0.37 with
+    # the 4 planted; deal 0.3 made it choose 7 at 25,000 clients); 0.15 and 0.2 keep 4
+    taste_sd: float = 0.15
+    deal_sd: float = 0.2  # SD of a client's log-odds of buying an item on sale (deal proneness)
     # campaign 1
     selection_days: tuple[int, int] = (0, 2)
     selection_power: float = 3.0  # weight of a client = purchase days in selection_days ** p
@@ -113,6 +130,7 @@ class DemoSpec:
     tau: float = 0.85
     sigma_tau_city: float = 0.15
     tau_segment: tuple[float, ...] = (-0.15, 0.05, 0.3, -0.2)
+    tau_deal: float = 1.0  # log-rate effect of the email per unit of a client's deal proneness
     trade_up: float = 0.18
     discount_depth: float = 0.15
     truth_replicates: int = 20
@@ -276,7 +294,8 @@ def _campaign1(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, orders: np.nda
         tau_city = dict(zip(city_ids, rng.normal(0, spec.sigma_tau_city, len(city_ids)),
                             strict=True))
     tau_i = (spec.tau + cl.city.map(tau_city).to_numpy()
-             + np.asarray(spec.tau_segment)[cl.segment.to_numpy()])
+             + np.asarray(spec.tau_segment)[cl.segment.to_numpy()]
+             + spec.tau_deal * cl.deal.to_numpy())
     lo, hi = WINDOW
     mult = np.exp(tau_i[treated])[:, None]
     orders[treated, lo:hi + 1] = rng.poisson(lam[treated, lo:hi + 1] * mult)
@@ -290,8 +309,8 @@ def _campaign1(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, orders: np.nda
 
 
 def _att(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, tau_i: np.ndarray,
-         treated: np.ndarray, products: pd.DataFrame, rng: np.random.Generator
-         ) -> dict[str, float]:
+         treated: np.ndarray, products: pd.DataFrame, rng: np.random.Generator,
+         taste: np.ndarray) -> dict[str, float]:
     """The effect on the treated from their potential outcomes in the window.
 
     Conversion and items are exact expectations given each treated client's rates;
@@ -315,7 +334,7 @@ def _att(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, tau_i: np.ndarray,
             n_items = n_orders + rng.poisson(spec.items_per_order_extra * n_orders)
             who = np.repeat(np.arange(len(treated)), n_items)
             cost = _item_costs(spec, cl.iloc[treated[who]], products, rng,
-                               treated_price=arm == "treated")
+                               treated_price=arm == "treated", taste=taste[treated[who]])
             revenue += np.bincount(who, weights=cost, minlength=len(treated))
         revenue /= spec.truth_replicates
         arms[arm] = {"conversion": float(conv.mean()), "items_per_client": float(items.mean()),
@@ -333,8 +352,11 @@ def catalogue(spec: DemoSpec) -> pd.DataFrame:
     by ``spec.seed``): a store has one catalogue, and chunks that each drew their own
     sold differently named products and differed by up to 20% in the average price paid
     (4,823 to 5,861 per item over five chunks of the 10-million-client store)."""
-    return _catalogue(np.random.default_rng([spec.seed, 8]), spec.price_scale,
-                      spec.price_spread)
+    return _catalogue(_catalogue_stream(spec), spec.price_scale, spec.price_spread)
+
+
+def _catalogue_stream(spec: DemoSpec) -> np.random.Generator:
+    return np.random.default_rng([spec.seed, 8])
 
 
 def _catalogue(rng: np.random.Generator, price_scale: float = 1.0, price_spread: float = 0.45
@@ -393,14 +415,30 @@ def _gender_tilt() -> np.ndarray:
     return tilt
 
 
-def _draw_products(spec: DemoSpec, seg: np.ndarray, gender: np.ndarray,
-                   products: pd.DataFrame, rng: np.random.Generator
-                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Product (catalogue row) and on-sale flag of items bought by clients of segment
-    ``seg`` and gender ``gender`` (one entry per item)."""
-    m = len(seg)
+def type_logits(seg: np.ndarray, gender: np.ndarray, taste: np.ndarray | None = None
+                ) -> np.ndarray:
+    """Log-odds of each product type (items x types) for buyers of segment ``seg`` and
+    gender ``gender``, plus their own ``taste`` (items x types) when given."""
     affinity = np.array([t.affinity for t in cat.TYPES])  # types x segments
     logits = affinity.T[seg] + np.outer(2 * gender - 1, _gender_tilt()) / 2
+    return logits if taste is None else logits + taste
+
+
+def _sale_logit(spec: DemoSpec, seg: np.ndarray, deal: np.ndarray | None) -> np.ndarray:
+    share = np.asarray(spec.segment_sale_share)[seg]
+    base = np.log(share / (1 - share))
+    return base if deal is None else base + deal
+
+
+def _draw_products(spec: DemoSpec, seg: np.ndarray, gender: np.ndarray,
+                   products: pd.DataFrame, rng: np.random.Generator,
+                   taste: np.ndarray | None = None, deal: np.ndarray | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """Product (catalogue row) and on-sale flag of items bought by clients of segment
+    ``seg`` and gender ``gender`` (one entry per item), with the buyers' type ``taste``
+    (items x types) and ``deal`` proneness (items) when given."""
+    m = len(seg)
+    logits = type_logits(seg, gender, taste)
     u = rng.random(m)[:, None]
     type_idx = (u > np.cumsum(softmax(logits, axis=1), axis=1)).sum(axis=1)
     type_idx = np.minimum(type_idx, len(cat.TYPES) - 1)
@@ -416,7 +454,7 @@ def _draw_products(spec: DemoSpec, seg: np.ndarray, gender: np.ndarray,
     for k in np.unique(item_key):
         sel = np.flatnonzero(item_key == k)
         product[sel] = rng.choice(groups[k], size=len(sel))
-    sale = rng.random(m) < np.asarray(spec.segment_sale_share)[seg]
+    sale = rng.random(m) < 1 / (1 + np.exp(-_sale_logit(spec, seg, deal)))
     return product, sale
 
 
@@ -430,16 +468,19 @@ def _paid(spec: DemoSpec, price: np.ndarray, sale: np.ndarray, treated_price: np
 
 
 def _item_costs(spec: DemoSpec, buyers: pd.DataFrame, products: pd.DataFrame,
-                rng: np.random.Generator, treated_price: bool) -> np.ndarray:
-    """Paid costs of one item per row of ``buyers`` (their segment and gender)."""
+                rng: np.random.Generator, treated_price: bool,
+                taste: np.ndarray | None = None) -> np.ndarray:
+    """Paid costs of one item per row of ``buyers`` (their segment, gender, deal
+    proneness and ``taste``: buyers x types)."""
     product, sale = _draw_products(spec, buyers.segment.to_numpy(), buyers.gender.to_numpy(),
-                                   products, rng)
+                                   products, rng, taste, buyers.deal.to_numpy())
     price = products.price.to_numpy()[product]
     return _paid(spec, price, sale, np.full(len(product), treated_price)).astype(float)
 
 
 def _items(spec: DemoSpec, cl: pd.DataFrame, orders: np.ndarray, group: np.ndarray,
-           products: pd.DataFrame, rng: np.random.Generator) -> tuple[pd.DataFrame, dict]:
+           products: pd.DataFrame, rng: np.random.Generator, taste: np.ndarray
+           ) -> tuple[pd.DataFrame, dict]:
     n_items = orders + rng.poisson(spec.items_per_order_extra * orders)
     client, day = np.nonzero(n_items)
     reps = n_items[client, day]
@@ -447,7 +488,8 @@ def _items(spec: DemoSpec, cl: pd.DataFrame, orders: np.ndarray, group: np.ndarr
     day = np.repeat(day, reps)
     m = len(client)
     product, sale = _draw_products(spec, cl.segment.to_numpy()[client],
-                                   cl.gender.to_numpy()[client], products, rng)
+                                   cl.gender.to_numpy()[client], products, rng,
+                                   taste[client], cl.deal.to_numpy()[client])
     lo, hi = WINDOW
     treated_window = (group[client] == 1) & (day >= lo) & (day <= hi)
     cost = _paid(spec, products.price.to_numpy()[product], sale, treated_window)
@@ -488,6 +530,59 @@ def _items(spec: DemoSpec, cl: pd.DataFrame, orders: np.ndarray, group: np.ndarr
     return items, truth
 
 
+def category_of_type() -> np.ndarray:
+    """The cleaned category (first Cyrillic word, as :func:`analysis.store.rules.
+    product_category` reads it) of each product type."""
+    from analysis.store.rules import product_category
+
+    return product_category(pd.Series([t.name for t in cat.TYPES])).to_numpy(dtype=object)
+
+
+def propensity_truth(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, tau_i: np.ndarray,
+                     group: np.ndarray, taste: np.ndarray, items: pd.DataFrame) -> dict:
+    """The ceiling of a window propensity model: ROC-AUC of each client's true
+    probability of buying each category in campaign 1's window (given their arm) against
+    whether they bought it.
+
+    Items of a category arrive as a thinned compound Poisson process: with ``L`` expected
+    orders in the window, ``1 + Poisson(e)`` items per order and a share ``q`` of items in
+    the category, P(none) = ``exp(-L * (1 - (1 - q) * exp(-e * q)))``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    lo, hi = WINDOW
+    treated = group == 1
+    L = lam[:, lo:hi + 1].sum(axis=1) * np.where(treated, np.exp(tau_i), 1.0)
+    cats, col = np.unique(category_of_type(), return_inverse=True)
+    p = np.zeros((len(cl), len(cats)))
+    e = spec.items_per_order_extra
+    block = 100_000
+    for s in range(0, len(cl), block):
+        sl = slice(s, s + block)
+        logit = type_logits(cl.segment.to_numpy()[sl], cl.gender.to_numpy()[sl], taste[sl])
+        share = np.exp(logit - logit.max(axis=1, keepdims=True))
+        share /= share.sum(axis=1, keepdims=True)
+        q = np.zeros((len(share), len(cats)))
+        np.add.at(q.T, col, share.T)
+        p[sl] = -np.expm1(-L[sl, None] * (1 - (1 - q) * np.exp(-e * q)))
+    from analysis.store.rules import product_category
+
+    w = items[(items.dt >= lo) & (items.dt <= hi)]
+    pos = pd.Series(np.arange(len(cl)), index=cl.id.to_numpy())
+    wc = product_category(w["product"]).to_numpy(dtype=object)
+    y = np.zeros_like(p, dtype=bool)
+    known = np.isin(wc, cats)
+    y[pos.loc[w.id.to_numpy()[known]].to_numpy(), np.searchsorted(cats, wc[known])] = True
+    out = {"taste_sd": spec.taste_sd, "deal_sd": spec.deal_sd, "tau_deal": spec.tau_deal,
+           "window": list(WINDOW), "categories": len(cats),
+           "auc_ceiling": float(roc_auc_score(y.ravel(), p.ravel())),
+           "base_rate": float(y.mean())}
+    if treated.any() and y[treated].any():
+        out["auc_ceiling_contacted"] = float(roc_auc_score(y[treated].ravel(),
+                                                           p[treated].ravel()))
+    return out
+
+
 def _dirty_ids(ids: np.ndarray, label: str, rng: np.random.Generator, sep: str) -> str:
     """Write ids the way the real files look: header, mixed separators, glued letters,
     and a hard wrap every 1,000 characters."""
@@ -518,18 +613,26 @@ def generate(spec: DemoSpec, city_effects: tuple[dict, dict] | None = None,
     rng = np.random.default_rng(spec.seed)
     cl = _clients(spec, rng)
     cl["id"] += id_offset
+    # client-level propensities from a stream of their own (the other draws stay put)
+    rng_client = np.random.default_rng([spec.seed, 3])
+    taste = rng_client.normal(0, spec.taste_sd, (len(cl), len(cat.TYPES))).astype(np.float32)
+    cl["deal"] = rng_client.normal(0, spec.deal_sd, len(cl))
     factor, tau_city = city_effects if city_effects is not None else (None, None)
     lam, c2_ratio = _rates(spec, cl, rng, factor)
     orders = rng.poisson(lam).astype(np.int32)
     c1 = _campaign1(spec, cl, lam, orders, rng, tau_city)
     group = c1["group"]
-    products = _catalogue(rng, spec.price_scale, spec.price_spread)
-    if catalogue is not None:  # drawn above all the same: the rest of the draws stay put
-        products = catalogue
-    items, item_truth = _items(spec, cl, orders, group, products, rng)
+    # the catalogue comes from a stream of its own (the one a chunked store shares): drawn
+    # from the main stream, it changed whenever an earlier draw did (a planted parameter of
+    # campaign 1 moved the average list price by 12%); the main stream's draw is still made
+    # so that the draws after it stay put
+    _catalogue(rng, spec.price_scale, spec.price_spread)
+    products = (_catalogue(_catalogue_stream(spec), spec.price_scale, spec.price_spread)
+                if catalogue is None else catalogue)
+    items, item_truth = _items(spec, cl, orders, group, products, rng, taste)
     treated = np.flatnonzero(group == 1)
     att = _att(spec, cl, lam, c1["tau_i"], treated, products,
-               np.random.default_rng([spec.seed, 1]))
+               np.random.default_rng([spec.seed, 1]), taste)
     lost = rng.random(len(cl)) < spec.lost_share
     cl["lost"] = lost
     coeffs = pd.DataFrame({
@@ -564,18 +667,21 @@ def generate(spec: DemoSpec, city_effects: tuple[dict, dict] | None = None,
             "tau_city": {str(c): c1["tau_city"][c] for c in cities_in_campaign},
             "trade_up": spec.trade_up, "discount_depth": spec.discount_depth,
             "model": "orders per day ~ Poisson(rate); treated in days 5..16: rate x "
-                     "exp(tau + tau_city + tau_segment)",
+                     "exp(tau + tau_city + tau_segment + tau_deal * deal)",
+            "tau_deal": spec.tau_deal,
         },
         "campaign2": {"city": CAMPAIGN2_CITY, "days": list(CAMPAIGN2_DAYS),
                       "log_effect_rate": spec.campaign2_log_effect,
                       "orders_ratio_expected": c2_ratio, "shift_days": []},
         "products": item_truth,
+        "propensity": propensity_truth(spec, cl, lam, c1["tau_i"], group, taste, items),
     }
     p0 = -np.expm1(-lam[:, lo:hi + 1].sum(axis=1))
     clients_truth = pd.DataFrame({
         "id": cl.id, "gender": cl.gender, "segment": cl.segment, "lost": lost,
         "group": np.array(["none", "treated", "control"])[group],
         "pre_orders": pre_orders, "bought_window": window_bought,
+        "frailty": cl.frailty, "deal": cl.deal,
         "p_convert_untreated": p0,
         "p_convert_treated": -np.expm1(-lam[:, lo:hi + 1].sum(axis=1) * np.exp(c1["tau_i"])),
     })

@@ -77,7 +77,8 @@ def run(cfg: Config) -> dict[str, Any]:
                 "incremental": inc, "priors": {k: list(v) for k, v in model.priors.items()},
                 "placebo_days": list(PLACEBO_DAYS),
                 "placebo_all_include_zero": bool(placebo_table["hdi_includes_zero"].all()),
-                "convergence": conv.as_dict()}, out / "summary.json")
+                "convergence": conv.as_dict(),
+                "resampled_with": model.resampled_with_}, out / "summary.json")
     o = effects["orders"]
     return {"message": f"orders {100 * o['mean']:+.0f}% on discount days "
                        f"(HDI {100 * o['hdi_low']:.0f}..{100 * o['hdi_high']:.0f}%); "

@@ -1,17 +1,22 @@
-"""Step ``propensity``: who in country 32, city 1188 is likely to buy which category when
-contacted.
+"""Step ``propensity``: who in country 32, city 1188 to contact, about which category, how
+many, and how sure we are.
 
-Builds client x category binomial cells (outcome: bought the category in campaign 1's
-window, days 5..16; history: bought it before), holds out a share of clients, fits the
-hierarchical :class:`~models.propensity.PropensityModel` on the rest, compares it on the
-held-out clients with gradient boosting on the same features, then scores every client of
-the target city with and without contact.
+Outcome: bought the category in campaign 1's window (days 5..16); inputs: city, cluster,
+gender, contacted (campaign-1 treatment) and the client's behaviour before the window
+(:func:`analysis.store.aggregates.propensity_rows`: exact cells for clients without
+history, hash-sampled and case-control-sampled rows for the others). A share of clients
+is held out; the hierarchical :class:`~models.propensity.PropensityModel` is fitted on
+the rest and compared on the held-out clients with tuned gradient boosting (response:
+ROC-AUC, log loss, ECE) and with S-, T- and X-learner uplift baselines (Qini coefficient,
+AUUC, uplift at the top 10/20/30%, inverse-probability weighted because the store chose
+whom to contact). The target city's clients are then scored with and without contact,
+ranked by the expected incremental profit of contacting them about their best category,
+and the budget curve says how many to contact.
 
-Outputs in ``results_dir/propensity/``: ``scores.parquet`` (client x category: propensity
-when contacted with a 94% HDI, without contact, uplift, expected gain), ``targets.csv``
-(ranked: each client's best category), ``top_categories_by_cluster.parquet``,
-``metrics.parquet``, ``calibration.parquet``, ``category_effects.parquet``,
-``summary.json`` and figures.
+Outputs in ``results_dir/propensity/``: ``scores.parquet`` (client x category),
+``targets.csv`` (ranked list), ``budget_curve.parquet``, ``qini.parquet``,
+``uplift_metrics.parquet``, ``top_categories_by_cluster.parquet``, ``metrics.parquet``,
+``calibration.parquet``, ``category_effects.parquet``, ``summary.json`` and figures.
 
 Run alone: ``python -m analysis.steps.propensity`` or ``shopbayes run propensity``.
 """
@@ -29,6 +34,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from scipy.special import expit
+from sklearn.linear_model import LogisticRegression
 
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
@@ -37,18 +44,18 @@ from analysis.steps.clean import purchase_ranges, purchases_path, read_campaign_
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import (
     PROPENSITY_COLUMNS,
-    category_cells,
     category_table,
-    client_categories_before,
     cluster_label,
     held_out,
     id_table,
+    propensity_rows,
     window_value,
 )
 from analysis.store.engine import connect
 from analysis.store.tables import engine_batches, materialised, open_table
 from models import propensity_eval as E
-from models.propensity import PropensityModel, standardise_categories
+from models.propensity import PropensityModel, client_features, standardise_categories
+from models.targeting import budget_curve, stop_point, uplift_evaluation
 from models.uplift import HDI_PROB, cities_to_pool
 
 WINDOW = (5, 16)
@@ -104,51 +111,48 @@ def client_table(cfg: Config, con: Any, treated: list[int]) -> Any:
                                                                              "train"))
 
 
-def _merge_split(cells: pd.DataFrame, split: str) -> pd.DataFrame:
-    part = cells[cells["split"] == split].drop(columns="split")
-    keys = [c for c in part.columns if c not in ("n", "k")]
-    return part.groupby(keys, observed=True, as_index=False)[["n", "k"]].sum()
+def history_counts(con: Any, purchases: Any, frame: Any) -> pd.DataFrame:
+    """Clients with a purchase before the window per (``split``, ``contacted``)."""
+    ids = purchases.filter(purchases.dt < WINDOW[0]).select("id").distinct()
+    t = frame.semi_join(ids, "id")
+    return t.group_by(["split", "contacted"]).aggregate(n=t.count()).to_pandas()
 
 
-PROFILE_KEYS = ["city", "cluster", "gender", "history", "category"]
+def sampling_shares(counts: pd.DataFrame, caps: dict[tuple[str, bool], int]
+                    ) -> dict[tuple[str, bool], float]:
+    """Share of each stratum's clients with history kept: ``min(1, cap / clients)``."""
+    out = {}
+    for (split, contacted), cap in caps.items():
+        n = counts.loc[(counts["split"] == split) & (counts["contacted"] == contacted), "n"]
+        total = int(n.sum())
+        out[(split, contacted)] = 1.0 if total <= cap else cap / total
+    return out
 
 
-def profile_scores(model: PropensityModel, profiles: pd.DataFrame, value: pd.Series,
-                   margin: float, depth: float) -> pd.DataFrame:
-    """Propensity with and without contact for each distinct profile (``PROFILE_KEYS``).
+def contact_propensity(train: pd.DataFrame, rows: pd.DataFrame) -> np.ndarray:
+    """P(contacted | client) for each of ``rows``: a logistic regression on the training
+    clients' behaviour before the window (one row per client; clients without history
+    as their cells' counts), the inverse-probability weights of the uplift evaluation.
 
-    ``value`` is the mean window revenue of a buyer of each category (money); expected
-    profit gain of contact with the discount is ``value * (p1 * (margin - depth) - p0 *
-    margin)`` (treated buyers pay ``1 - depth`` of the list price), and without a discount
-    ``value * margin * (p1 - p0)``. Returns ``profiles`` with the posterior means, the
-    94% interval of P(buy | contacted), P(uplift > 0) and the expected gains.
+    The adjustment assumes that, within the evaluated country, whom the store contacted
+    depended on nothing but these inputs (no unmeasured confounding), as campaign 1's
+    adjusted comparison does.
     """
-    prof = profiles[PROFILE_KEYS].drop_duplicates().reset_index(drop=True)
-    p1 = model.predict(prof, contacted=True)
-    p0 = model.predict(prof, contacted=False)
-    v = prof["category"].map(value).fillna(0.0).to_numpy()
-    lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
-    up = p1 - p0
-    gain = v * (p1 * (margin - depth) - p0 * margin)
-    return prof.assign(
-        p_contacted=p1.mean(axis=0), p_contacted_low=np.quantile(p1, lo_q, axis=0),
-        p_contacted_high=np.quantile(p1, hi_q, axis=0), p_not_contacted=p0.mean(axis=0),
-        uplift=up.mean(axis=0), p_uplift_positive=(up > 0).mean(axis=0),
-        expected_revenue_gain=(v * up).mean(axis=0),
-        expected_profit_gain_no_discount=(v * margin * up).mean(axis=0),
-        expected_profit_gain_with_discount=gain.mean(axis=0),
-        p_profit_positive_with_discount=(gain > 0).mean(axis=0))
+    cols = ["has_history", "log_frequency", "recency", "log_price_paid", "sale_share"]
 
+    def table(r: pd.DataFrame) -> pd.DataFrame:
+        x = client_features(r)[cols[1:]]
+        return pd.concat([r[["has_history"]].astype(float), x], axis=1)
 
-def client_rows(clients: pd.DataFrame, hist: pd.DataFrame, categories: list[str]
-                ) -> pd.DataFrame:
-    """Every client x category of ``clients`` with ``history`` (bought the category
-    before the window: the (``id``, ``category``) pairs of ``hist``)."""
-    rows = clients[["id", "city", "cluster", "gender"]].merge(
-        pd.DataFrame({"category": categories}), how="cross")
-    rows = rows.merge(hist.assign(history=True), on=["id", "category"], how="left")
-    rows["history"] = rows["history"].notna()
-    return rows
+    cells = train[(train["id"] < 0) & (train["category"] == train["category"].iloc[0])]
+    clients = pd.concat([cells, train[train["id"] >= 0].drop_duplicates("id")])
+    w = (clients["n"] * clients["weight"]).to_numpy(float)
+    y = clients["contacted"].to_numpy(int)
+    if y.min() == y.max():
+        return np.full(len(rows), float(y[0]))
+    lr = LogisticRegression(C=1.0, max_iter=1000)
+    lr.fit(table(clients), y, sample_weight=w)
+    return lr.predict_proba(table(rows))[:, 1]
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -161,9 +165,159 @@ def run(cfg: Config) -> dict[str, Any]:
         return _run(cfg, con, purchases, frame, ids, out)
 
 
+def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
+                     categories: list[str], cat_table: pd.DataFrame
+                     ) -> tuple[PropensityModel, dict[str, Any]]:
+    pc = cfg.propensity
+    t0 = time.perf_counter()
+    counts = history_counts(con, purchases, frame)
+    shares = sampling_shares(counts, {("train", True): pc.fit_contacted,
+                                      ("train", False): pc.fit_not_contacted,
+                                      ("holdout", True): pc.holdout_clients,
+                                      ("holdout", False): pc.holdout_clients})
+    rows = propensity_rows(purchases, frame, WINDOW, categories, shares, pc.negative_rate,
+                           cfg.seed, purchase_ranges(cfg, con))
+    rows_seconds = time.perf_counter() - t0
+    train = rows[rows["split"] == "train"].drop(columns="split").reset_index(drop=True)
+    holdout = rows[rows["split"] == "holdout"].drop(columns="split").reset_index(drop=True)
+    model = PropensityModel(sampler_config=cfg.sampler_for("propensity"), seed=cfg.seed)
+    t0 = time.perf_counter()
+    model.fit(train, cat_table)
+    fit_seconds = time.perf_counter() - t0
+    # response: held-out comparison with tuned gradient boosting
+    t0 = time.perf_counter()
+    base = E.fit_baseline(train, random_state=cfg.seed)
+    learners = E.meta_learners(train, contact_propensity(train, train), base.best_params_,
+                               cfg.seed)
+    base_seconds = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    preds = {"hierarchical Bayesian (PyMC)": model.predict_mean(holdout),
+             "gradient boosting (scikit-learn, tuned)": E.predict_baseline(base, holdout)}
+    metrics, calib = [], []
+    for name, p in preds.items():
+        tab = E.calibration_table(holdout, p)
+        metrics.append({"model": name, **E.holdout_metrics(holdout, p),
+                        "ece": E.table_calibration_error(tab)})
+        calib.append(tab.assign(model=name))
+    # uplift: held-out clients of the target country with history, where contact was
+    # possible (estimated P(contacted) within the overlap bounds), weighted by 1 / P(arm)
+    e = contact_propensity(train[train["country"] == pc.target_country],
+                           holdout) if "country" in holdout else np.zeros(len(holdout))
+    in_country = (holdout["country"] == pc.target_country).to_numpy()
+    overlap = in_country & (e >= pc.overlap) & (e <= 1 - pc.overlap)
+    ev = holdout[overlap].reset_index(drop=True)
+    e_ev = e[overlap]
+    uplift: dict[str, Any] = {"rows": int(overlap.sum()), "country": pc.target_country,
+                              "overlap": pc.overlap,
+                              "clients_in_country": int(ev["id"][ev["id"] >= 0].nunique()),
+                              "contacted_rows": int(ev["contacted"].sum()),
+                              "excluded_rows_in_country": int((in_country & ~overlap).sum()),
+                              "models": {}}
+    curves = []
+    if len(ev) and ev["contacted"].any() and (~ev["contacted"]).any():
+        scores = {"hierarchical Bayesian (PyMC)": model.predict_uplift_mean(ev),
+                  "S-learner (tuned boosting)": E.predict_baseline(base, ev, True)
+                  - E.predict_baseline(base, ev, False),
+                  "T-learner (boosting)": learners["predict_t"](ev),
+                  "X-learner (boosting)": learners["predict_x"](ev, e_ev)}
+        pos, y, w = E._two_rows(ev)
+        t = ev["contacted"].to_numpy(float)[pos]
+        ipw = np.where(t == 1, 1 / e_ev[pos], 1 / (1 - e_ev[pos]))
+        unit = np.where(ev["id"].to_numpy()[pos] >= 0, ev["id"].to_numpy()[pos], -1)
+        for name, sc in scores.items():
+            res = uplift_evaluation(y, t, w * ipw, sc[pos], unit=unit,
+                                    draws=pc.bootstrap_draws, seed=cfg.seed)
+            curves.append(res.pop("curve").assign(model=name))
+            uplift["models"][name] = res
+    eval_seconds = time.perf_counter() - t0
+    info = {"rows": rows, "train": train, "holdout": holdout, "shares": shares,
+            "counts": counts, "metrics": pd.DataFrame(metrics),
+            "calibration": pd.concat(calib, ignore_index=True), "uplift": uplift,
+            "qini": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
+            "best_params": {k.replace("boost__", ""): v
+                            for k, v in base.best_params_.items()},
+            "timings": {"rows": rows_seconds, "fit": fit_seconds,
+                        "baselines_fit": base_seconds, "evaluation": eval_seconds}}
+    return model, info
+
+
+def _gains(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray, margin: float,
+           depth: float) -> dict[str, np.ndarray]:
+    """Posterior summaries per row of P(buy | contacted), P(buy | not), uplift and the
+    expected profit gain of contact with the discount (treated buyers pay ``1 - depth``
+    of the list price): ``value * (p1 * (margin - depth) - p0 * margin)``."""
+    lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
+    eta, effect = model.linear_predictor(rows)
+    p1, p0 = expit(eta + effect), expit(eta)
+    up = p1 - p0
+    gain = value * (p1 * (margin - depth) - p0 * margin)
+    return {"p_contacted": p1.mean(axis=0), "p_contacted_low": np.quantile(p1, lo_q, axis=0),
+            "p_contacted_high": np.quantile(p1, hi_q, axis=0),
+            "p_not_contacted": p0.mean(axis=0), "uplift": up.mean(axis=0),
+            "p_uplift_positive": (up > 0).mean(axis=0),
+            "expected_profit_gain_no_discount": (value * margin * up).mean(axis=0),
+            "expected_profit_gain": gain.mean(axis=0),
+            "profit_gain_low": np.quantile(gain, lo_q, axis=0),
+            "profit_gain_high": np.quantile(gain, hi_q, axis=0),
+            "p_profit_positive": (gain > 0).mean(axis=0)}
+
+
+def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: PropensityModel,
+                 categories: list[str], value: pd.Series, out: Path
+                 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Score every client x category of the target city (in batches), write
+    ``scores.parquet``; return the best category of each client (ranked by expected
+    profit gain of contact with the discount), the sums per cluster x category and
+    counts."""
+    pc, b = cfg.propensity, cfg.business
+    before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(target.select("id"), "id")
+    best_parts, sums, n_rows, profitable = [], [], 0, 0
+    keys = ["id", "country", "city", "cluster", "gender", "contacted"]
+    with materialised(con, before, out) as (before, _), \
+            atomic_path(out / "scores.parquet") as tmp:
+        writer = None
+        try:
+            for batch in engine_batches(con, target.select(*keys).order_by("id"),
+                                        pc.score_batch, out):
+                batch = batch.assign(contacted=False, split="target")
+                rows = propensity_rows(before, ibis.memtable(batch), WINDOW, categories,
+                                       {}, 1.0, cfg.seed, aggregate=False)
+                rows = rows.drop(columns=["split", "n", "k", "weight", "negative_rate"])
+                parts = []
+                for lo in range(0, len(rows), model.ROW_BLOCK):
+                    part = rows.iloc[lo:lo + model.ROW_BLOCK]
+                    v = part["category"].map(value).fillna(0.0).to_numpy()
+                    parts.append(pd.DataFrame(_gains(model, part, v, b.margin,
+                                                     b.discount_depth), index=part.index))
+                scores = pd.concat([rows, pd.concat(parts)], axis=1)
+                table = pa.Table.from_pandas(scores, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, table.schema)
+                writer.write_table(table)
+                best_parts.append(scores.sort_values(["id", "expected_profit_gain"],
+                                                     ascending=[True, False])
+                                  .groupby("id").head(1))
+                sums.append(scores.groupby(["cluster", "category"])
+                            [["p_contacted", "uplift", "expected_profit_gain"]]
+                            .agg(["sum", "count"]))
+                n_rows += len(scores)
+                profitable += int((scores["expected_profit_gain"] > 0).sum())
+        finally:
+            if writer is not None:
+                writer.close()
+    best = pd.concat(best_parts, ignore_index=True).sort_values(
+        ["expected_profit_gain", "id"], ascending=[False, True], ignore_index=True)
+    best.insert(0, "rank", np.arange(1, len(best) + 1))
+    total = pd.concat(sums).groupby(level=[0, 1]).sum()
+    by_cluster = pd.DataFrame({c: total[(c, "sum")] / total[(c, "count")]
+                               for c in ("p_contacted", "uplift", "expected_profit_gain")}
+                              ).reset_index()
+    return best, by_cluster, {"rows_scored": n_rows, "profitable_rows": profitable}
+
+
 def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[int]],
          out: Path) -> dict[str, Any]:
-    pc = cfg.propensity
+    pc, b = cfg.propensity, cfg.business
     target = frame.filter((frame.city == str(pc.target_city))
                           & (frame.country == pc.target_country))
     n_target = int(target.count().to_pandas())
@@ -171,104 +325,77 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
         raise StepSkipped(f"no clients in country {pc.target_country}, city {pc.target_city}")
     cat_table = standardise_categories(category_table(purchases))
     categories = sorted(cat_table["category"].astype(str))
-    t0 = time.perf_counter()
-    keys = ["city", "cluster", "gender", "contacted", "split"]
-    cells = category_cells(purchases, frame, WINDOW, categories, keys,
-                           purchase_ranges(cfg, con))
-    cells_seconds = time.perf_counter() - t0
-    train = _merge_split(cells, "train")
-    holdout = _merge_split(cells, "holdout")
-    model = PropensityModel(sampler_config=cfg.sampler_for("propensity"), seed=cfg.seed)
-    t0 = time.perf_counter()
-    model.fit(train, cat_table)
-    fit_seconds = time.perf_counter() - t0
+    model, info = _fit_and_compare(cfg, con, purchases, frame, categories, cat_table)
     conv = model.convergence_
-    # held-out comparison with the scikit-learn baseline
-    t0 = time.perf_counter()
-    base = E.fit_baseline(train, random_state=cfg.seed)
-    base_seconds = time.perf_counter() - t0
-    preds = {"hierarchical Bayesian (PyMC)": model.predict_mean(holdout),
-             "gradient boosting (scikit-learn)": E.predict_baseline(base, holdout)}
-    metrics, calib = [], []
-    for name, p in preds.items():
-        tab = E.calibration_table(holdout, p)
-        metrics.append({"model": name, **E.holdout_metrics(holdout, p),
-                        "ece": E.table_calibration_error(tab)})
-        calib.append(tab.assign(model=name))
-    metrics = pd.DataFrame(metrics)
-    calib = pd.concat(calib, ignore_index=True)
-    # scoring the target city: every profile once, then the clients in batches
     value = window_value(purchases, WINDOW, ids["treated"])
-    b = cfg.business
     t0 = time.perf_counter()
-    levels = target.select("cluster", "gender").distinct().to_pandas()
-    grid = levels.assign(city=str(pc.target_city)).merge(
-        pd.DataFrame({"history": [False, True]}), how="cross").merge(
-        pd.DataFrame({"category": categories}), how="cross")
-    profiles = profile_scores(model, grid, value, b.margin, b.discount_depth)
-    best_parts, sums, n_rows, profitable = [], [], 0, 0
-    gain = "expected_profit_gain_no_discount"
-    # the target clients' purchases before the window, read from all purchases once (not
-    # once per batch)
-    before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(target.select("id"), "id")
-    with materialised(con, before.select("id", "category", "dt"), out) as (before, _), \
-            atomic_path(out / "scores.parquet") as tmp:
-        writer = None
-        try:
-            for batch in engine_batches(con, target.select("id", "city", "cluster", "gender")
-                                        .order_by("id"), pc.score_batch, out):
-                hist = client_categories_before(before, batch["id"], WINDOW[0])
-                scores = client_rows(batch, hist, categories).merge(
-                    profiles, on=PROFILE_KEYS, how="left")
-                table = pa.Table.from_pandas(scores, preserve_index=False)
-                if writer is None:
-                    writer = pq.ParquetWriter(tmp, table.schema)
-                writer.write_table(table)
-                best_parts.append(scores.sort_values(["id", gain], ascending=[True, False])
-                                  .groupby("id").head(1))
-                sums.append(scores.groupby(["cluster", "category"])
-                            [["p_contacted", "uplift", gain]].agg(["sum", "count"]))
-                n_rows += len(scores)
-                profitable += int((scores["expected_profit_gain_with_discount"] > 0).sum())
-        finally:
-            if writer is not None:
-                writer.close()
+    best, by_cluster, counts = score_target(cfg, con, purchases, target, model, categories,
+                                            value, out)
     score_seconds = time.perf_counter() - t0
-    best = pd.concat(best_parts, ignore_index=True).sort_values([gain, "id"],
-                                                                ascending=[False, True])
-    best.insert(0, "rank", np.arange(1, len(best) + 1))
-    # clients with the same model inputs share a score: say how coarse the ranking is
-    score = best[gain].round(6)
-    total = pd.concat(sums).groupby(level=[0, 1]).sum()
-    by_cluster = pd.DataFrame({c: total[(c, "sum")] / total[(c, "count")]
-                               for c in ("p_contacted", "uplift", gain)}).reset_index()
-    by_cluster = by_cluster.sort_values(["cluster", "p_contacted"], ascending=[True, False])
-    top_by_cluster = by_cluster.groupby("cluster").head(pc.top_categories)
+    # the budget curve: posterior draws of the best category's gain of the first clients
+    t0 = time.perf_counter()
+    head = best.head(pc.budget_clients)
+    head_rows = _client_rows(con, purchases, target, head, categories)
+    v = head_rows["category"].map(value).fillna(0.0).to_numpy()
+    eta, effect = model.linear_predictor(head_rows)
+    draws = v * (expit(eta + effect) * (b.margin - b.discount_depth)
+                 - expit(eta) * b.margin)
+    curve = budget_curve(draws, b.contact_cost)
+    curve.insert(1, "id", head_rows["id"].to_numpy()[curve["client"].to_numpy()])
+    curve = curve.drop(columns="client")
+    n_contact = stop_point(curve)
+    budget_seconds = time.perf_counter() - t0
     effects = model.category_effects()
-    csv_cols = ["rank", "id", "cluster", "category", "p_contacted", "p_contacted_low",
-                "p_contacted_high", "p_not_contacted", "uplift",
-                "expected_profit_gain_no_discount", "expected_profit_gain_with_discount"]
-    write_text(best[csv_cols].round(5).to_csv(index=False), out / "targets.csv")
+    score = best["expected_profit_gain"]
+    history = best["has_history"].to_numpy(bool)
+    csv_cols = ["rank", "id", "cluster", "category", "has_history", "p_contacted",
+                "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
+                "p_uplift_positive", "expected_profit_gain", "profit_gain_low",
+                "profit_gain_high", "p_profit_positive", "expected_profit_gain_no_discount"]
+    write_text(best[csv_cols].round(6).to_csv(index=False), out / "targets.csv")
+    write_parquet(curve, out / "budget_curve.parquet")
+    top_by_cluster = (by_cluster.sort_values(["cluster", "p_contacted"],
+                                             ascending=[True, False])
+                      .groupby("cluster").head(pc.top_categories))
     write_parquet(top_by_cluster, out / "top_categories_by_cluster.parquet")
+    metrics = info["metrics"]
     write_parquet(metrics, out / "metrics.parquet")
-    write_parquet(calib, out / "calibration.parquet")
+    write_parquet(info["calibration"], out / "calibration.parquet")
     write_parquet(effects, out / "category_effects.parquet")
-    _figures(model, calib, out)
-    bayes = metrics.iloc[0]
+    if len(info["qini"]):
+        write_parquet(info["qini"], out / "qini.parquet")
+    uplift_table = pd.DataFrame([{"model": m, **{f"{k}_{q}": v[q] for k, v in r.items()
+                                                 if isinstance(v, dict)
+                                                 for q in ("mean", "low", "high")}}
+                                 for m, r in info["uplift"]["models"].items()])
+    write_parquet(uplift_table, out / "uplift_metrics.parquet")
+    _figures(model, info, curve, n_contact, out)
+    train = info["train"]
+    gain_at = curve.set_index("rank")
     summary: dict[str, Any] = {
         "target": {"country": pc.target_country, "city": pc.target_city,
-                   "clients": n_target, "rows_scored": n_rows,
+                   "clients": n_target, "rows_scored": counts["rows_scored"],
                    "score_batch": pc.score_batch},
         "window": list(WINDOW), "categories": len(categories),
         "clusters_used": succeeded(cfg, "segments"), "gender_source": "gender step"
         if succeeded(cfg, "gender") else "known gender only",
-        "cells": {"all": len(cells), "train": len(train), "holdout": len(holdout),
-                  "client_category_rows": int(cells["n"].sum())},
+        "data": {"train_rows": len(train), "train_cells": int((train["id"] < 0).sum()),
+                 "train_clients_without_history": int(
+                     train.loc[train["id"] < 0, "n"].sum() / max(len(categories), 1)),
+                 "train_clients_with_history_sampled": int(
+                     train.loc[train["id"] >= 0, "id"].nunique()),
+                 "holdout_rows": len(info["holdout"]),
+                 "shares": [{"split": k[0], "contacted": k[1], "share": v}
+                            for k, v in info["shares"].items()],
+                 "clients_with_history": info["counts"].to_dict("records"),
+                 "negative_rate": pc.negative_rate},
         "holdout_share": pc.holdout_share,
         "metrics": metrics.to_dict("records"),
-        "timings_seconds": {"cells": round(cells_seconds, 1), "fit": round(fit_seconds, 1),
-                            "baseline_fit": round(base_seconds, 1),
-                            "score_target_city": round(score_seconds, 2)},
+        "uplift": info["uplift"],
+        "baseline_params": info["best_params"],
+        "timings_seconds": {**{k: round(v, 1) for k, v in info["timings"].items()},
+                            "score_target_city": round(score_seconds, 2),
+                            "budget_curve": round(budget_seconds, 2)},
         "parameters": model.summary().reset_index(names="parameter").to_dict("records"),
         "priors": {k: list(v) for k, v in model.model_config.items()},
         "prior_predictive": model.prior_predictive(),
@@ -277,30 +404,93 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
         "resampled_with": model.resampled_with_,
         "contact_effect_positive_categories": int(
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
-        "distinct_scores": int(score.nunique()),
-        "top_score_ties": int((score == score.iloc[0]).sum()) if len(score) else 0,
+        "distinct_scores": int(score.round(6).nunique()),
+        "distinct_score_share": float((~score.round(6).duplicated(keep=False)).mean()),
+        "distinct_score_share_with_history": float(
+            (~score.round(6)[history].duplicated(keep=False)).mean()) if history.any()
+        else float("nan"),
+        "clients_with_history": int(history.sum()),
         "best_category_counts": best["category"].value_counts().head(5).to_dict(),
-        "expected_gain_top_100_no_discount": float(
-            best["expected_profit_gain_no_discount"].head(100).sum()),
-        "share_profitable_with_discount": profitable / n_rows if n_rows else float("nan"),
+        "share_profitable_with_discount": (counts["profitable_rows"] / counts["rows_scored"]
+                                           if counts["rows_scored"] else float("nan")),
+        "budget": {"clients_in_curve": len(curve), "contact_cost": b.contact_cost,
+                   "recommended_contacts": n_contact,
+                   "expected_profit_at_recommended": _at(gain_at, n_contact),
+                   "expected_profit_top_100": _at(gain_at, min(100, len(curve))),
+                   "expected_profit_all": _at(gain_at, len(curve))},
     }
     write_json(summary, out / "summary.json")
     status = "converged" if conv.ok else "FAILED CONVERGENCE: " + "; ".join(conv.problems)
-    return {"message": f"held-out AUC {bayes['roc_auc']:.3f} (boosting "
-                       f"{metrics.iloc[1]['roc_auc']:.3f}); {n_target} clients of city "
-                       f"{pc.target_city} scored; {status}",
+    bayes, boost = metrics.iloc[0], metrics.iloc[1]
+    return {"message": f"held-out AUC {bayes['roc_auc']:.3f} (tuned boosting "
+                       f"{boost['roc_auc']:.3f}); {n_target} clients of city "
+                       f"{pc.target_city} scored, contact {n_contact}; {status}",
             "convergence_ok": conv.ok}
 
 
-def _figures(model: PropensityModel, calib: pd.DataFrame, out: Path) -> None:
+def _at(curve: pd.DataFrame, n: int) -> dict[str, float] | None:
+    if n <= 0:
+        return None
+    r = curve.loc[n]
+    return {"clients": int(n), "mean": float(r["cumulative_mean"]),
+            "low": float(r["cumulative_low"]), "high": float(r["cumulative_high"]),
+            "p_positive": float(r["p_cumulative_positive"])}
+
+
+def _client_rows(con: Any, purchases: Any, target: Any, best: pd.DataFrame,
+                 categories: list[str]) -> pd.DataFrame:
+    """The rows (behaviour and the best category) of the clients of ``best``, in its
+    order."""
+    keep = target.semi_join(id_table(best["id"].tolist()), "id")
+    batch = keep.select("id", "country", "city", "cluster", "gender", "contacted").to_pandas()
+    batch = batch.assign(contacted=False, split="target")
+    before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(id_table(
+        best["id"].tolist()), "id")
+    rows = propensity_rows(before, ibis.memtable(batch), WINDOW, categories, {}, 1.0, 0,
+                           aggregate=False)
+    rows = rows.merge(best[["id", "category"]], on=["id", "category"])
+    return rows.set_index("id").loc[best["id"]].reset_index()
+
+
+def _figures(model: PropensityModel, info: dict[str, Any], curve: pd.DataFrame,
+             n_contact: int, out: Path) -> None:
     if model.has_contact_:
         ax = model.plot_contact_effects()
         save_figure(ax.figure, out / "contact_effects.png")
-    fig = reliability_figure(dict(tuple(calib.groupby("model"))),
+    fig = reliability_figure(dict(tuple(info["calibration"].groupby("model"))),
                              "predicted P(buy the category in the window)",
                              "observed share that bought",
                              "Calibration on held-out clients (deciles)")
     save_figure(fig, out / "calibration.png")
+    qini = info["qini"]
+    if len(qini):
+        fig, ax = plt.subplots(figsize=(6.5, 4.5))
+        for name, c in qini.groupby("model", sort=False):
+            line, = ax.plot(100 * c["share"], 1000 * c["qini"], label=name)
+            if name.startswith("hierarchical"):
+                ax.fill_between(100 * c["share"], 1000 * c["qini_low"], 1000 * c["qini_high"],
+                                color=line.get_color(), alpha=0.2)
+        c = qini[qini["model"] == qini["model"].iloc[0]]
+        ax.plot(100 * c["share"], 1000 * c["random"], "k--", lw=0.8, label="random order")
+        ax.set_xlabel("share of held-out client x category rows contacted, ranked by "
+                      "predicted uplift (%)")
+        ax.set_ylabel("extra buyers per 1,000 rows (Qini)")
+        ax.set_title("Qini curves on held-out clients (IPW; band: 94% for the Bayesian model)")
+        ax.legend(fontsize=8)
+        save_figure(fig, out / "qini.png")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    ax.plot(curve["rank"], curve["cumulative_mean"], label="expected")
+    ax.fill_between(curve["rank"], curve["cumulative_low"], curve["cumulative_high"],
+                    alpha=0.25, label="94% interval")
+    if n_contact:
+        ax.axvline(n_contact, color="k", ls="--", lw=0.8,
+                   label=f"stop: next contact's expected gain < its cost ({n_contact:,})")
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.set_xlabel("clients contacted (best first)")
+    ax.set_ylabel("cumulative incremental profit (money)")
+    ax.set_title("Budget curve: contacting the target city's clients")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "budget.png")
     plt.close("all")
 
 

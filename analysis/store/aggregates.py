@@ -259,64 +259,164 @@ def group_medians(table: Any, group: str, value: str) -> pd.Series:
     return pd.Series(out, dtype="float64", name=value).rename_axis(group)
 
 
-def category_cells(purchases: Any, clients: Any, window: tuple[int, int],
-                   categories: list[str], keys: list[str],
-                   ranges: IdRanges | None = None) -> pd.DataFrame:
-    """Exact binomial cells of "bought the category in ``window``", in the engine.
+#: client-level columns of :func:`propensity_rows` (behaviour before the window)
+BEHAVIOUR_BEFORE = ["frequency", "recency", "items", "spend", "sale_items"]
 
-    The engine version of :func:`models.propensity.client_category_cells` (same rows
-    after sorting, same ``n`` and ``k``).
+
+def sampled(ids: Any, shares: Any, seed: int) -> Any:
+    """Whether each id is drawn when ``shares`` (a number or an Ibis numeric expression
+    per row, each in ``[0, 1]``) of them are kept: :func:`held_out`'s hash with another
+    ``seed``, compared in the engine with each row's own share."""
+    h = ((ids + int(seed)) * _KNUTH) % (1 << 32)
+    return h < (shares * float(1 << 32))
+
+
+def propensity_rows(purchases: Any, clients: Any, window: tuple[int, int],
+                    categories: list[str], shares: dict[tuple[str, bool], float],
+                    negative_rate: float, seed: int, ranges: IdRanges | None = None,
+                    aggregate: bool = True) -> pd.DataFrame:
+    """The propensity model's data, in the engine: exact cells where the inputs are
+    identical, client x category rows where they are not.
+
+    A client who bought nothing before ``window[0]`` has no behaviour to tell them apart:
+    such clients are aggregated **exactly** into binomial cells of the client keys x
+    category (``n`` clients, ``k`` buyers). A client with purchases before the window
+    brings one row per category with their behaviour then: ``frequency`` (purchase
+    days), ``recency`` (days from the last purchase to ``window[0]``), ``items``,
+    ``spend`` (money), ``sale_items`` and ``category_items`` (items of the row's
+    category). Those clients are sampled by a hash of the id, a share per
+    (``split``, ``contacted``) stratum (sampling on inputs leaves P(buy | inputs)
+    unbiased; each kept row carries ``weight`` = 1 / share for evaluation); in the
+    training split a row without a purchase is further kept with probability
+    ``negative_rate`` (a hash of id and category), and every training row with history
+    carries that ``negative_rate`` (1 elsewhere): case-control sampling, corrected
+    exactly in a logistic model by the offset ``-log(negative_rate)`` on those rows
+    (Prentice and Pyke 1979; King and Zeng 2001, "Logistic regression in rare events
+    data").
 
     Parameters
     ----------
     purchases
-        Ibis table with ``id``, ``dt``, ``category``.
+        Ibis table with ``id``, ``dt``, ``category``, ``revenue`` (money) and
+        ``base_sale``.
     clients
-        Ibis table with ``id`` and the cell ``keys`` (one row per client).
+        Ibis table, one row per client: ``id``, ``country``, ``city``, ``cluster``,
+        ``gender``, ``contacted`` (bool) and ``split`` ("train" / "holdout").
     window
-        First and last day of the outcome; ``history`` is a purchase of the category
-        before ``window[0]``.
+        First and last day of the outcome (bought the category in the window).
     categories
-        Categories to model.
-    keys
-        Client columns that define the cells (e.g. city, cluster, gender, contacted,
-        split).
+        Categories to model (each client gets one row or cell share per category).
+    shares
+        (split, contacted) -> share of that stratum's clients with history kept.
+    negative_rate
+        Share of the training rows without a purchase kept, in ``(0, 1]``.
+    seed
+        Seed of the hashes.
     ranges
-        Client-id ranges (:func:`analysis.store.tables.id_ranges`) counted one at a time
-        and summed (the same cells; the engine's hash tables stay the size of one range).
+        Client-id ranges computed one at a time (the same rows; cells summed).
+    aggregate
+        False: clients without history come as rows too (behaviour 0), for scoring.
 
     Returns
     -------
     pandas.DataFrame
-        ``keys``, ``category``, ``history`` (bool), ``n`` clients and ``k`` buyers (int64),
-        cells with ``n > 0`` only.
+        ``id`` (-1 in a cell), ``country``, ``city``, ``cluster``, ``gender``, ``contacted``,
+        ``split``, ``category``, ``has_history`` (bool), the behaviour columns (0 in a
+        cell), ``category_items``, ``n``, ``k`` (int64), ``weight`` and
+        ``negative_rate`` (float64), sorted.
+
+    Raises
+    ------
+    ValueError
+        If a share or ``negative_rate`` is outside its range.
     """
     import ibis
 
+    if not 0.0 < negative_rate <= 1.0:
+        raise ValueError(f"negative_rate must be in (0, 1], got {negative_rate}")
+    for key, v in shares.items():
+        if not 0.0 <= v <= 1.0:
+            raise ValueError(f"share of stratum {key} must be in [0, 1], got {v}")
     if ranges:
-        parts = [category_cells(in_range(purchases, r), in_range(clients, r), window,
-                                categories, keys) for r in ranges]
-        return (pd.concat(parts, ignore_index=True)
-                .groupby([*keys, "category", "history"], as_index=False, sort=False,
-                         dropna=False)
-                [["n", "k"]].sum())
-
+        parts = [propensity_rows(in_range(purchases, r), in_range(clients, r), window,
+                                 categories, shares, negative_rate, seed,
+                                 aggregate=aggregate) for r in ranges]
+        out = pd.concat(parts, ignore_index=True)
+        cells = out["id"] < 0
+        keys = ["country", "city", "cluster", "gender", "contacted", "split", "category"]
+        summed = (out[cells].groupby(keys, as_index=False, sort=False)[["n", "k"]].sum()
+                  .merge(out[cells].drop(columns=["n", "k"]).drop_duplicates(keys), on=keys))
+        out = pd.concat([summed[out.columns], out[~cells]], ignore_index=True)
+        return _sort_rows(out)
     lo, hi = window
-    cats = ibis.memtable({"category": list(categories)}, schema={"category": "string"})
+    keys = ["country", "city", "cluster", "gender", "contacted", "split"]
+    cats = ibis.memtable({"category": list(categories),
+                          "cat_index": list(range(len(categories)))},
+                         schema={"category": "string", "cat_index": "int64"})
     p = purchases.semi_join(cats, "category").semi_join(clients.select("id"), "id")
-    hist = p.filter(p.dt < lo).select("id", "category").distinct().mutate(
-        history=ibis.literal(True))
+    before = purchases.filter(purchases.dt < lo).semi_join(clients.select("id"), "id")
+    days = before.group_by(["id", "dt"]).aggregate(
+        items=before.count(), spend=before.revenue.sum(),
+        sale_items=before.base_sale.fill_null(0).cast("int64").sum())
+    behaviour = days.group_by("id").aggregate(
+        frequency=days.count(), recency=(lo - days.dt.max()).cast("int64"),
+        items=days["items"].sum(), spend=days.spend.sum().cast("float64"),
+        sale_items=days.sale_items.sum())
     buy = p.filter((p.dt >= lo) & (p.dt <= hi)).select("id", "category").distinct().mutate(
         bought=ibis.literal(1))
-    grid = clients.select("id", *keys).cross_join(cats)
-    rows = grid.left_join(hist, ["id", "category"]).select(
-        "id", *keys, "category", history=lambda t: t.history.fill_null(False))
-    rows = rows.left_join(buy, ["id", "category"]).select(
-        *keys, "category", "history", bought=lambda t: t.bought.fill_null(0))
-    cells = rows.group_by([*keys, "category", "history"]).aggregate(
-        n=rows.count(), k=rows.bought.sum())
-    out = cells.to_pandas()
-    return out.astype({"n": "int64", "k": "int64", "history": "bool"})
+    c = clients.select("id", *keys).left_join(behaviour.mutate(has=ibis.literal(True)),
+                                              "id").drop("id_right")
+    c = c.mutate(has=c.has.fill_null(False))
+    parts = []
+    if aggregate:  # clients without history: exact cells
+        c0 = c.filter(~c.has)
+        n0 = c0.group_by(keys).aggregate(n=c0.count())
+        k0 = buy.inner_join(c0.select("id", *keys), "id").group_by(
+            [*keys, "category"]).aggregate(k=lambda t: t.count())
+        cells = n0.cross_join(cats.select("category")).left_join(
+            k0, [*keys, "category"]).select(*keys, "category", "n",
+                                            k=lambda t: t.k.fill_null(0))
+        cells = cells.to_pandas()
+        for col in BEHAVIOUR_BEFORE + ["category_items"]:
+            cells[col] = 0
+        parts.append(cells.assign(id=-1, has_history=False, weight=1.0, negative_rate=1.0))
+        c = c.filter(c.has)
+    # clients with history: sampled rows
+    share = (ibis.cases(*[((c.split == split) & (c.contacted == bool(contacted)), float(v))
+                          for (split, contacted), v in shares.items()], else_=1.0)
+             if shares else ibis.literal(1.0))
+    c1 = c.mutate(share=share)
+    c1 = c1.filter(sampled(c1.id, c1.share, seed + 7_919))
+    per_cat = before.semi_join(cats, "category").group_by(["id", "category"]).aggregate(
+        category_items=lambda t: t.count())
+    rows = c1.cross_join(cats).left_join(per_cat, ["id", "category"]).drop(
+        "id_right", "category_right")
+    rows = rows.left_join(buy, ["id", "category"]).drop("id_right", "category_right")
+    rows = rows.mutate(k=rows.bought.fill_null(0).cast("int64"),
+                       category_items=rows.category_items.fill_null(0).cast("int64"),
+                       **{col: rows[col].fill_null(0) for col in BEHAVIOUR_BEFORE})
+    case_control = rows.split == "train"
+    keep = (rows.k == 1) | ~case_control | sampled(rows.id * len(categories)
+                                                    + rows.cat_index, negative_rate,
+                                                    seed + 104_729)
+    rows = rows.filter(keep).mutate(
+        n=ibis.literal(1, "int64"), weight=1.0 / rows.share,
+        negative_rate=case_control.ifelse(float(negative_rate), 1.0),
+        has_history=rows.has)
+    rows = rows.select("id", *keys, "category", "has_history", *BEHAVIOUR_BEFORE,
+                       "category_items", "n", "k", "weight", "negative_rate").to_pandas()
+    out = pd.concat([part[rows.columns] for part in parts] + [rows], ignore_index=True)
+    return _sort_rows(out)
+
+
+def _sort_rows(out: pd.DataFrame) -> pd.DataFrame:
+    out = out.astype({"id": "int64", "n": "int64", "k": "int64", "frequency": "int64",
+                      "recency": "int64", "items": "int64", "spend": "float64",
+                      "sale_items": "int64", "category_items": "int64",
+                      "has_history": "bool", "contacted": "bool", "weight": "float64",
+                      "negative_rate": "float64"})
+    order = ["split", "id", "country", "city", "cluster", "gender", "contacted", "category"]
+    return out.sort_values(order, ignore_index=True)
 
 
 def window_value(purchases: Any, window: tuple[int, int], exclude_ids: Iterable[int]
@@ -329,14 +429,6 @@ def window_value(purchases: Any, window: tuple[int, int], exclude_ids: Iterable[
     per = p.group_by(["id", "category"]).aggregate(revenue=p.revenue.sum())
     out = per.group_by("category").aggregate(value=per.revenue.mean().cast("float64"))
     return out.to_pandas().set_index("category")["value"].sort_index()
-
-
-def client_categories_before(purchases: Any, ids: Iterable[int], before_day: int
-                             ) -> pd.DataFrame:
-    """Distinct ``id``, ``category`` pairs bought before ``before_day`` by ``ids``."""
-    p = purchases.semi_join(id_table(ids), "id")
-    out = p.filter(p.dt < before_day).select("id", "category").distinct()
-    return out.to_pandas().sort_values(["id", "category"], ignore_index=True)
 
 
 #: Knuth's multiplicative constant (2^32 / golden ratio), TAOCP vol. 3, section 6.4

@@ -1,4 +1,5 @@
-"""Propensity model: cells are exact, parameters are recovered, awkward input is handled."""
+"""Propensity model: planted parameters are recovered, the case-control offset is exact,
+awkward input is handled, and the held-out metrics equal their row-level versions."""
 
 import numpy as np
 import pandas as pd
@@ -7,61 +8,68 @@ import pytest
 from models.propensity import (
     PropensityModel,
     category_features,
-    client_category_cells,
-    simulate_cells,
+    client_features,
+    negative_weights,
+    simulate_rows,
 )
 from models.propensity_eval import calibration_table, holdout_metrics, top_share_lift
 
 
-def test_cells_count_clients_and_buyers_exactly():
-    clients = pd.DataFrame({"id": [1, 2, 3, 4], "city": ["a", "a", "a", "b"],
-                            "cluster": ["0"] * 4, "gender": ["1", "1", "1", "0"],
-                            "contacted": [True, True, True, False]})
-    purchases = pd.DataFrame({"id": [1, 1, 2, 3, 4], "dt": [0, 6, 7, 20, 5],
-                              "category": ["x", "x", "x", "x", "y"]})
-    cells = client_category_cells(clients, purchases, (5, 16), ["x", "y", "z"])
-    assert cells["n"].sum() == 4 * 3  # every client once per category
-    a_x = cells[(cells.city == "a") & (cells.category == "x")].set_index("history")
-    assert a_x.loc[True, "n"] == 1 and a_x.loc[True, "k"] == 1  # client 1: before and in
-    assert a_x.loc[False, "n"] == 2 and a_x.loc[False, "k"] == 1  # client 2 in, 3 after
-    assert cells[cells.category == "z"]["k"].sum() == 0  # a category never bought: k = 0
-
-
 @pytest.fixture(scope="module")
 def fitted():
-    cells, cats, truth = simulate_cells(seed=1)
-    m = PropensityModel(sampler_config={"draws": 1500, "tune": 1000}, seed=1).fit(cells, cats)
-    return m, cells, cats, truth
+    rows, cats, truth = simulate_rows(n_clients=3_000, n_categories=6, seed=2)
+    m = PropensityModel(sampler_config={"draws": 300, "tune": 300}, seed=2)
+    m.fit(rows, cats, truth["feature_scale"])
+    return m, rows, cats, truth
 
 
-def test_planted_coefficients_are_recovered(fitted, capsys):
-    m, _, _, truth = fitted
+def _by_name(m, post, name, truth):
+    """HDI coverage of a per-category parameter, matched by category name."""
+    import arviz as az
+
+    h = az.hdi(post[name], hdi_prob=0.94)[name].to_pandas()
+    t = {f"cat{j}": v for j, v in enumerate(truth[name])}
+    return float(np.mean([h.loc[c].iloc[0] <= t[c] <= h.loc[c].iloc[1]
+                          for c in m.categories_]))
+
+
+@pytest.mark.slow
+def test_planted_client_and_contact_effects_are_recovered(capsys):
+    import arviz as az
+
+    rows, cats, truth = simulate_rows(seed=1)
+    m = PropensityModel(sampler_config={"draws": 1000, "tune": 1000}, seed=1)
+    m.fit(rows, cats, truth["feature_scale"])
     assert m.convergence_.ok, m.convergence_.problems
     post = m.idata_.posterior
     inside = {}
-    for name in ("mu_a", "mu_history", "mu_tau", "sigma_city"):
-        d = post[name].values.ravel()
-        lo, hi = np.quantile(d, [0.03, 0.97])
-        inside[name] = bool(lo < truth[name] < hi)
-    th = post["theta"].values.reshape(-1, 2)
-    lo, hi = np.quantile(th, [0.03, 0.97], axis=0)
-    inside["theta"] = bool(((lo < truth["theta"]) & (truth["theta"] < hi)).all())
-    cover = {}
-    for name in ("a", "tau_cat", "history_cat", "gender_cat"):
-        d = post[name].values.reshape(-1, len(m.categories_))
-        lo, hi = np.quantile(d, [0.03, 0.97], axis=0)
-        order = [int(c.removeprefix("cat")) for c in m.categories_]
-        t = np.asarray(truth[name])[order]
-        cover[name] = float(((lo < t) & (t < hi)).mean())
+    for name in ("mu_a", "b_history", "mu_tau", "sigma_tau", "b_cat_items", "beta", "gamma",
+                 "theta"):
+        h = az.hdi(post[name], hdi_prob=0.94)[name].values.reshape(-1, 2)
+        t = np.atleast_1d(truth[name])
+        inside[name] = bool(((h[:, 0] <= t) & (t <= h[:, 1])).all())
+    cover = {n: _by_name(m, post, n, truth) for n in ("tau_cat", "gender_cat", "a")}
     with capsys.disabled():
         print(f"\n  propensity recovery: {inside}; per-category coverage {cover}")
     assert all(inside.values()), inside
     assert np.mean(list(cover.values())) >= 0.8
 
 
+def test_the_case_control_offset_restores_the_buying_rate(fitted):
+    m, rows, _, _ = fitted
+    hist = rows[rows["has_history"]]
+    # buyers are all kept, non-buyers at the negative rate: undone by the weights...
+    kept = hist["k"].sum() / len(hist)
+    w = negative_weights(hist)
+    assert (hist["k"] * 1.0 / 1).sum() / w.sum() < kept
+    # ...and by the offset: the model's mean prediction matches the weighted rate
+    p = m.predict_mean(hist)
+    assert np.average(p, weights=w) == pytest.approx((hist["k"]).sum() / w.sum(), rel=0.1)
+
+
 def test_prediction_handles_new_city_and_unknown_cluster_but_not_new_category(fitted):
-    m, cells, _, _ = fitted
-    row = cells.iloc[[0]].copy()
+    m, rows, _, _ = fitted
+    row = rows.iloc[[0]].copy()
     known = m.predict(row)
     row["city"] = "never seen"
     row["cluster"] = "no history"
@@ -72,7 +80,17 @@ def test_prediction_handles_new_city_and_unknown_cluster_but_not_new_category(fi
         m.predict(row)
     up = m.predict(row.assign(category=m.categories_[0]), contacted=True) - m.predict(
         row.assign(category=m.categories_[0]), contacted=False)
-    assert up.shape == (1000, 1)  # at most 1,000 posterior draws are used
+    assert up.shape == (min(m.PREDICT_DRAWS, 600), 1)
+
+
+def test_clients_with_history_get_their_own_scores(fitted):
+    m, rows, _, _ = fitted
+    hist = rows[rows["has_history"] & (rows["category"] == m.categories_[0])].head(200)
+    p = m.predict_mean(hist, contacted=True)
+    assert pd.Series(p).round(8).nunique() > 150  # continuous behaviour separates clients
+    none = rows[~rows["has_history"]].head(1)
+    x = client_features(none)
+    assert (x.to_numpy() == 0).all()  # no history: every behaviour feature is 0
 
 
 def test_prior_predictive_is_plausible(fitted):
@@ -96,6 +114,9 @@ def test_weighted_metrics_equal_row_level_metrics():
     # top 8 of 23 rows are the p = 0.9 cell (all buyers): lift = 1 / (11 / 23)
     assert np.isclose(top_share_lift(np.r_[1.0, 0.0, 0.0], np.r_[8, 10, 5.0],
                                      np.r_[0.9, 0.3, 0.1], 8 / 23), 23 / 8)
+    # a sampled row stands for 1 / share rows: weight 2 counts it twice
+    w2 = holdout_metrics(cells.assign(weight=[2.0, 1.0, 1.0]), p)
+    assert w2["rows"] == 33
 
 
 def test_category_features_standardise_price_and_sale_share():
@@ -107,17 +128,26 @@ def test_category_features_standardise_price_and_sale_share():
 
 
 def test_predict_mean_in_chunks_equals_the_mean_of_the_draws(fitted):
-    m, cells, _, _ = fitted
-    rows = cells.iloc[:257].copy()
-    rows.loc[rows.index[:3], "city"] = "never seen"  # the fresh city draw is the same per chunk
-    expected = m.predict(rows, contacted=True).mean(axis=0)
-    np.testing.assert_allclose(m.predict_mean(rows, contacted=True, chunk=50), expected,
+    m, rows, _, _ = fitted
+    part = rows.iloc[:257].copy()
+    part.loc[part.index[:3], "city"] = "never seen"  # the fresh city draw is the same per chunk
+    expected = m.predict(part, contacted=True).mean(axis=0)
+    np.testing.assert_allclose(m.predict_mean(part, contacted=True, chunk=50), expected,
                                rtol=0, atol=1e-12)
+    up = (m.predict(part, contacted=True) - m.predict(part, contacted=False)).mean(axis=0)
+    np.testing.assert_allclose(m.predict_uplift_mean(part, chunk=64), up, atol=1e-12)
 
 
-def test_posterior_predictive_check_counts_every_cell(fitted):
+def test_posterior_predictive_check_counts_every_row(fitted):
     m = fitted[0]
     ppc = m.posterior_predictive_check()
-    assert ppc["observed_total"] == int(m.cells_["k"].sum())
-    # the replicated buyers are close to the observed ones when the model fits its cells
+    assert ppc["observed_total"] == int(m.rows_["k"].sum())
     assert abs(ppc["replicated_total_mean"] / ppc["observed_total"] - 1) < 0.05
+
+
+def test_fit_rejects_rows_without_their_columns(fitted):
+    _, rows, cats, _ = fitted
+    with pytest.raises(ValueError, match="negative_rate"):
+        PropensityModel().fit(rows.drop(columns="negative_rate"), cats)
+    with pytest.raises(ValueError, match="outside 0..n"):
+        PropensityModel().fit(rows.assign(k=rows["n"] + 1), cats)

@@ -20,7 +20,8 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     # tiny batches: the target city is scored 7 clients at a time
     cfg = cfg.__class__(**{**cfg.__dict__, "sampler": SamplerConfig(draws=150, tune=150),
                            "sampler_overrides": {},
-                           "propensity": replace(cfg.propensity, score_batch=7)})
+                           "propensity": replace(cfg.propensity, score_batch=7,
+                                                 fit_not_contacted=300, bootstrap_draws=20)})
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "propensity"
@@ -40,15 +41,38 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     pd.testing.assert_series_equal(got, means.loc[got.index], check_names=False)
     targets = pd.read_csv(out / "targets.csv")
     assert targets["id"].is_unique and len(targets) == len(target)
-    assert targets["expected_profit_gain_no_discount"].is_monotonic_decreasing
-    gain = targets["expected_profit_gain_no_discount"]
-    assert s["distinct_scores"] == gain.round(5).nunique()
-    assert s["top_score_ties"] == (gain.round(5) == gain.round(5).iloc[0]).sum()
-    ties = targets[gain.round(5) == gain.round(5).iloc[0]]
+    gain = targets["expected_profit_gain"]
+    assert gain.is_monotonic_decreasing
+    ties = targets[gain == gain.iloc[0]]
     assert ties["id"].is_monotonic_increasing  # deterministic order within a tie
+    assert (targets["profit_gain_low"] <= gain).all()
+    assert (gain <= targets["profit_gain_high"]).all()
+    # the best category of a client is the one with the highest expected gain among its rows
+    best = scores.loc[scores.groupby("id")["expected_profit_gain"].idxmax(), ["id", "category"]]
+    pd.testing.assert_frame_equal(
+        targets[["id", "category"]].sort_values("id", ignore_index=True),
+        best.sort_values("id", ignore_index=True))
+    assert s["distinct_scores"] == gain.round(6).nunique()
+    # the budget curve: cumulative expected gain of the ranked clients, stop where the next
+    # contact's expected gain falls below its cost
+    curve = pd.read_parquet(out / "budget_curve.parquet")
+    assert len(curve) == len(target) and list(curve["id"]) == list(targets["id"])
+    assert s["budget"]["recommended_contacts"] == int((curve["expected_gain"] > 0).sum())
+    assert (curve["cumulative_low"] <= curve["cumulative_mean"] + 1e-9).all()
     assert {m["model"] for m in s["metrics"]} == {"hierarchical Bayesian (PyMC)",
-                                                  "gradient boosting (scikit-learn)"}
+                                                  "gradient boosting (scikit-learn, tuned)"}
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])
+    # uplift metrics for the Bayesian ranking and the three baselines, with intervals
+    u = s["uplift"]["models"]
+    assert set(u) == {"hierarchical Bayesian (PyMC)", "S-learner (tuned boosting)",
+                      "T-learner (boosting)", "X-learner (boosting)"}
+    for r in u.values():
+        q = r["qini_coefficient"]
+        assert q["low"] <= q["mean"] <= q["high"]
+    qini = pd.read_parquet(out / "qini.parquet")
+    assert set(qini["model"]) == set(u)
     assert s["clusters_used"] and "no history" in set(scores["cluster"]) | {"no history"}
+    # the fit saw exact cells for clients without history and sampled rows for the others
+    assert s["data"]["train_cells"] > 0 and s["data"]["train_clients_with_history_sampled"] > 0
     if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
         assert "FAILED" in res[-1]["message"]

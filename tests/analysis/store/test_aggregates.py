@@ -158,69 +158,112 @@ def test_campaign1_period_metrics_equal_the_pandas_ones(cleaned, spark_or_none):
         pd.testing.assert_frame_equal(metrics_of(per_client, ids), expected)
 
 
-def test_propensity_cells_and_category_tables_equal_the_pandas_ones(cleaned, spark_or_none):
+def _propensity_rows_in_pandas(p, frame, categories, shares, rate, seed):
+    """The reference of :func:`propensity_rows`, written with pandas."""
+    import numpy as np
+
+    from analysis.store.aggregates import sampled
+
+    keys = ["country", "city", "cluster", "gender", "contacted", "split"]
+    before = p[p["dt"] < 5]
+    days = before.groupby(["id", "dt"]).agg(items=("dt", "size"), spend=("revenue", "sum"),
+                                            sale=("base_sale", lambda s: s.fillna(0).sum()))
+    b = days.reset_index().groupby("id").agg(
+        frequency=("dt", "size"), recency=("dt", lambda d: 5 - d.max()),
+        items=("items", "sum"), spend=("spend", "sum"), sale_items=("sale", "sum"))
+    window = p[(p["dt"] >= 5) & (p["dt"] <= 16) & p["category"].isin(categories)]
+    buy = window[["id", "category"]].drop_duplicates().assign(k=1)
+    has = frame["id"].isin(b.index)
+    c0 = frame[~has]
+    n0 = c0.groupby(keys).size().rename("n").reset_index()
+    k0 = buy.merge(c0, on="id").groupby([*keys, "category"]).size().rename("k").reset_index()
+    cells = n0.merge(pd.DataFrame({"category": categories}), how="cross").merge(
+        k0, on=[*keys, "category"], how="left")
+    cells["k"] = cells["k"].fillna(0)
+    for col in ["frequency", "recency", "items", "spend", "sale_items", "category_items"]:
+        cells[col] = 0
+    cells = cells.assign(id=-1, has_history=False, weight=1.0, negative_rate=1.0)
+    c1 = frame[has].copy()
+    share = np.array([shares.get((s, bool(t)), 1.0) for s, t in zip(c1["split"],
+                                                                   c1["contacted"],
+                                                                   strict=True)])
+    keep = sampled(c1["id"].to_numpy(), share, seed + 7_919)
+    c1 = c1[keep].assign(weight=1 / share[keep])
+    rows = c1.merge(pd.DataFrame({"category": categories,
+                                  "cat_index": range(len(categories))}), how="cross")
+    rows = rows.merge(b.reset_index(), on="id")
+    per_cat = before.groupby(["id", "category"]).size().rename("category_items").reset_index()
+    rows = rows.merge(per_cat, on=["id", "category"], how="left").merge(
+        buy, on=["id", "category"], how="left")
+    rows["category_items"] = rows["category_items"].fillna(0)
+    rows["k"] = rows["k"].fillna(0)
+    train = rows["split"] == "train"
+    kept = (rows["k"] == 1) | ~train | sampled(
+        (rows["id"] * len(categories) + rows["cat_index"]).to_numpy(), rate, seed + 104_729)
+    rows = rows[kept].assign(n=1, has_history=True,
+                             negative_rate=np.where(train[kept], rate, 1.0))
+    out = pd.concat([cells, rows[cells.columns]], ignore_index=True)
+    return out
+
+
+def test_propensity_rows_and_category_tables_equal_the_pandas_ones(cleaned, spark_or_none):
     import ibis
     import numpy as np
 
     from analysis.store.aggregates import (
         PROPENSITY_COLUMNS,
-        category_cells,
         category_table,
-        client_categories_before,
         held_out,
+        propensity_rows,
         window_value,
     )
-    from models.propensity import (
-        category_features,
-        category_history,
-        client_category_cells,
-        standardise_categories,
-    )
+    from models.propensity import category_features, standardise_categories
 
     folder, data, exclude = cleaned
     p = data.purchases
     rng = np.random.default_rng(3)
     c = data.clients
     frame = pd.DataFrame({
-        "id": c["id"].astype("int64"), "city": c["city"].astype(str),
-        "cluster": rng.choice(["a", "b"], len(c)),
+        "id": c["id"].astype("int64"), "country": c["country"].astype("int64"),
+        "city": c["city"].astype(str), "cluster": rng.choice(["a", "b"], len(c)),
         "gender": c["gender"].map({0: "0", 1: "1"}).fillna("unknown").astype(str),
         "contacted": c["id"].isin(exclude).to_numpy(),
         "split": np.where(held_out(c["id"].to_numpy(dtype="int64"), 0.25, 7), "holdout",
                           "train")})
-    keys = ["city", "cluster", "gender", "contacted", "split"]
     categories = sorted(p["category"].unique())[:6]
-    expected = client_category_cells(frame, p, (5, 16), categories)
-    order = [*keys, "category", "history"]
-    expected = expected.sort_values(order, ignore_index=True)
+    shares = {("train", False): 0.5, ("train", True): 1.0, ("holdout", False): 0.7}
+    expected = _propensity_rows_in_pandas(p, frame, categories, shares, 0.3, 11)
     value = (p[(p["dt"] >= 5) & (p["dt"] <= 16) & ~p["id"].isin(exclude)]
              .groupby(["id", "category"])["revenue"].sum().groupby("category").mean())
-    some = c["id"].iloc[:300]
-    history = category_history(p[p["id"].isin(some)], 5).sort_values(
-        ["id", "category"], ignore_index=True).astype({"id": "int64"})
     for con in _engines(spark_or_none):
         t = open_table(con, folder / "purchases.parquet", PROPENSITY_COLUMNS)
-        got = category_cells(t, ibis.memtable(frame), (5, 16), categories, keys)
-        got = got[expected.columns].sort_values(order, ignore_index=True)
-        pd.testing.assert_frame_equal(got, expected.astype(got.dtypes.to_dict()))
-        # counted one client-id range at a time and summed: the same cells
+        got = propensity_rows(t, ibis.memtable(frame), (5, 16), categories, shares, 0.3, 11)
+        exp = expected[got.columns].astype(got.dtypes.to_dict()).sort_values(
+            ["split", "id", "country", "city", "cluster", "gender", "contacted", "category"],
+            ignore_index=True)
+        pd.testing.assert_frame_equal(got, exp)
+        # computed one client-id range at a time: the same rows, the cells summed
         ranges = id_ranges(t, 5_000)
         assert len(ranges) >= 3
-        parts = category_cells(t, ibis.memtable(frame), (5, 16), categories, keys, ranges)
-        parts = parts[expected.columns].sort_values(order, ignore_index=True)
+        parts = propensity_rows(t, ibis.memtable(frame), (5, 16), categories, shares, 0.3,
+                                11, ranges)
         pd.testing.assert_frame_equal(parts, got)
+        # for scoring: every client as rows, behaviour 0 without history
+        scored = propensity_rows(t, ibis.memtable(frame.head(50)), (5, 16), categories, {},
+                                 1.0, 11, aggregate=False)
+        assert len(scored) == 50 * len(categories) and (scored["id"] >= 0).all()
         pd.testing.assert_frame_equal(standardise_categories(category_table(t)),
                                       category_features(p), check_dtype=False)
         pd.testing.assert_series_equal(window_value(t, (5, 16), exclude),
                                        value.astype(float), check_names=False)
-        pd.testing.assert_frame_equal(client_categories_before(t, some, 5)
-                                      .astype({"id": "int64"}), history)
         # the held-out split by hash is the same in the engine as in NumPy
         cl = open_table(con, folder / "clients.parquet", PANEL_CLIENT_COLUMNS)
         split = cl.select("id", h=held_out(cl.id, 0.25, 7)).to_pandas().sort_values("id")
         assert (split["h"].to_numpy() == held_out(split["id"].to_numpy(), 0.25, 7)).all()
-    assert expected["k"].sum() > 50 and (frame["split"] == "holdout").mean() == pytest.approx(
-        0.25, abs=0.03)
+    hist = expected[expected["has_history"]]
+    assert (expected["id"] < 0).any() and len(hist) > 100 and hist["k"].sum() > 20
+    assert set(hist["weight"].round(4)) == {1.0, 2.0, round(1 / 0.7, 4)}
+    assert (frame["split"] == "holdout").mean() == pytest.approx(0.25, abs=0.03)
 
 
 def test_gender_features_equal_the_pandas_features(cleaned, spark_or_none):
