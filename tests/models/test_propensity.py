@@ -47,11 +47,18 @@ def test_planted_client_and_contact_effects_are_recovered(capsys):
                  "theta"):
         h = az.hdi(post[name], hdi_prob=0.94)[name].values.reshape(-1, 2)
         t = np.atleast_1d(truth[name])
-        inside[name] = bool(((h[:, 0] <= t) & (t <= h[:, 1])).all())
+        for j, (lo, hi) in enumerate(h):
+            inside[f"{name}[{j}]" if len(h) > 1 else name] = bool(lo <= t[j] <= hi)
     cover = {n: _by_name(m, post, n, truth) for n in ("tau_cat", "gender_cat", "a")}
     with capsys.disabled():
         print(f"\n  propensity recovery: {inside}; per-category coverage {cover}")
-    assert all(inside.values()), inside
+    # 15 scalars, each inside its 94% HDI with probability 0.94 when the model is right:
+    # fewer than 12 inside happens about 1% of the time (one run had beta[0] and gamma[3]
+    # just outside, another every one inside)
+    assert sum(inside.values()) >= 12, inside
+    assert inside["mu_tau"], inside
+    # the planted deal-proneness interaction is found with the right sign
+    assert float(post["gamma"].sel(client_feature="sale_share").quantile(0.03)) > 0
     assert np.mean(list(cover.values())) >= 0.8
 
 

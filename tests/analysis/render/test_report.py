@@ -146,7 +146,8 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 12
     assert "ICL chose k =" in text and "discrimination and calibration" in text
     assert "How to work with each cluster" in text and "targets.csv" in text
-    assert "distinct best-category scores" in text and "gain, no discount" in text
+    assert "best-category score no other client has" in text and "expected gain" in text
+    assert "Qini coefficient" in text and "X-learner" in text and "Budget curve" in text
     assert "city 1134, days 25, 35" in text and "discount days" in text
     assert re.search(r"inside the replicated 94% interval: \d+ of \d+ cluster", text)
     # the renderer raises on a failing chunk; no stderr or traceback output may be shown
