@@ -1,9 +1,12 @@
-"""Held-out evaluation of propensity models on binomial cells, and the scikit-learn baseline.
+"""Held-out evaluation of propensity models, the tuned scikit-learn baseline and the
+meta-learner uplift baselines.
 
-A cell with ``n`` clients and ``k`` buyers stands for ``k`` rows with ``y = 1`` and
-``n - k`` rows with ``y = 0`` sharing one prediction, so every metric below is computed
-with sample weights and equals the row-level metric exactly (ROC-AUC, log loss, Brier,
-calibration, top-decile lift), without materialising millions of rows.
+A row with ``n`` clients and ``k`` buyers (a cell, or a sampled client x category row with
+``n = 1``) stands for ``k`` rows with ``y = 1`` and ``n - k`` rows with ``y = 0`` sharing one
+prediction, times its ``weight`` (1 / sampling share), so every metric below is computed
+with sample weights and equals the row-level metric of the population the rows stand for
+(ROC-AUC, log loss, Brier, calibration, top-decile lift), without materialising millions of
+rows.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ RAW_FEATURES = ["log_frequency", "recency", "log_price_paid", "sale_share",
 FEATURES = [*CATEGORICAL, "contacted", "has_history", *RAW_FEATURES]
 
 
-def _two_rows(cells: pd.DataFrame, case_control: bool = False
+def weighted_rows(cells: pd.DataFrame, case_control: bool = False
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(row position, y, weight) of the buyer and non-buyer parts of each row, without
     parts of weight zero. The weight is the row's ``weight`` column (inverse sampling
@@ -47,7 +50,7 @@ def _two_rows(cells: pd.DataFrame, case_control: bool = False
 
 def expand(cells: pd.DataFrame, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(y, weight, prediction) with two weighted rows per cell (buyers, non-buyers)."""
-    pos, y, w = _two_rows(cells)
+    pos, y, w = weighted_rows(cells)
     return y, w, np.asarray(p)[pos]
 
 
@@ -138,7 +141,7 @@ def fit_baseline(rows: pd.DataFrame, random_state: int = 0, tune: bool = True,
     (log loss) unless ``params`` are given or ``tune`` is false."""
     from sklearn.model_selection import GridSearchCV, GroupKFold
 
-    pos, y, w = _two_rows(rows, case_control=True)
+    pos, y, w = weighted_rows(rows, case_control=True)
     X = features(rows, columns).iloc[pos].reset_index(drop=True)
     model = baseline_model(random_state, columns)
     if params:
@@ -192,7 +195,7 @@ def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, 
         raise ValueError("meta-learners need contacted and not-contacted training rows")
     m1 = fit_baseline(rows[treated], random_state, columns=cols, params=params)
     m0 = fit_baseline(rows[~treated], random_state, columns=cols, params=params)
-    pos, y, w = _two_rows(rows, case_control=True)
+    pos, y, w = weighted_rows(rows, case_control=True)
     X = features(rows, cols).iloc[pos].reset_index(drop=True)
     t = treated[pos]
     # X-learner, stage 2: imputed effects regressed on the features, per arm

@@ -220,7 +220,7 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
                   - E.predict_baseline(base, ev, False),
                   "T-learner (boosting)": learners["predict_t"](ev),
                   "X-learner (boosting)": learners["predict_x"](ev, e_ev)}
-        pos, y, w = E._two_rows(ev)
+        pos, y, w = E.weighted_rows(ev)
         t = ev["contacted"].to_numpy(float)[pos]
         ipw = np.where(t == 1, 1 / e_ev[pos], 1 / (1 - e_ev[pos]))
         unit = np.where(ev["id"].to_numpy()[pos] >= 0, ev["id"].to_numpy()[pos], -1)
