@@ -357,8 +357,7 @@ class PropensityModel:
             self._draws = d
         return self._draws
 
-    def linear_predictor(self, rows: pd.DataFrame, contacted: bool | None = None
-                         ) -> tuple[np.ndarray, np.ndarray]:
+    def linear_predictor(self, rows: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
         """Posterior draws of the log-odds without contact and of the contact effect
         (each draws x rows; no case-control offset).
 

@@ -107,14 +107,19 @@ def baseline_model(random_state: int = 0, features: list[str] | None = None) -> 
     """Gradient boosting (scikit-learn's HistGradientBoostingClassifier) on the client x
     category features (categorical ones ordinal-encoded, continuous ones as they are)."""
     cats = [c for c in CATEGORICAL if features is None or c in features]
-    enc = ColumnTransformer(
-        [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                encoded_missing_value=-1), cats)],
-        remainder="passthrough", verbose_feature_names_out=False)
     hgb = HistGradientBoostingClassifier(categorical_features=list(range(len(cats))),
                                          max_iter=200, learning_rate=0.1,
                                          early_stopping=False, random_state=random_state)
-    return Pipeline([("encode", enc), ("boost", hgb)])
+    return Pipeline([("encode", _encoder(cats)), ("boost", hgb)])
+
+
+def _encoder(categorical: list[str]) -> ColumnTransformer:
+    """Ordinal codes for the ``categorical`` columns (unknown and missing: -1) first, the
+    other columns passed through: the boosting models' input."""
+    return ColumnTransformer(
+        [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
+                                encoded_missing_value=-1), categorical)],
+        remainder="passthrough", verbose_feature_names_out=False)
 
 
 def features(rows: pd.DataFrame, columns: list[str] | None = None) -> pd.DataFrame:
@@ -204,13 +209,10 @@ def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, 
     enc_cols = [c for c in CATEGORICAL if c in cols]
 
     def regressor() -> Pipeline:
-        enc = ColumnTransformer(
-            [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                    encoded_missing_value=-1), enc_cols)],
-            remainder="passthrough", verbose_feature_names_out=False)
-        return Pipeline([("encode", enc), ("boost", HistGradientBoostingRegressor(
+        boost = HistGradientBoostingRegressor(
             categorical_features=list(range(len(enc_cols))), max_iter=200,
-            random_state=random_state, **reg_params))])
+            random_state=random_state, **reg_params)
+        return Pipeline([("encode", _encoder(enc_cols)), ("boost", boost)])
 
     tau1 = regressor().fit(X[t], d[t], boost__sample_weight=w[t])
     tau0 = regressor().fit(X[~t], d[~t], boost__sample_weight=w[~t])

@@ -550,6 +550,8 @@ def propensity_truth(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, tau_i: n
     """
     from sklearn.metrics import roc_auc_score
 
+    from analysis.store.rules import product_category
+
     lo, hi = WINDOW
     treated = group == 1
     L = lam[:, lo:hi + 1].sum(axis=1) * np.where(treated, np.exp(tau_i), 1.0)
@@ -565,8 +567,6 @@ def propensity_truth(spec: DemoSpec, cl: pd.DataFrame, lam: np.ndarray, tau_i: n
         q = np.zeros((len(share), len(cats)))
         np.add.at(q.T, col, share.T)
         p[sl] = -np.expm1(-L[sl, None] * (1 - (1 - q) * np.exp(-e * q)))
-    from analysis.store.rules import product_category
-
     w = items[(items.dt >= lo) & (items.dt <= hi)]
     pos = pd.Series(np.arange(len(cl)), index=cl.id.to_numpy())
     wc = product_category(w["product"]).to_numpy(dtype=object)

@@ -201,8 +201,7 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
         calib.append(tab.assign(model=name))
     # uplift: held-out clients of the target country with history, where contact was
     # possible (estimated P(contacted) within the overlap bounds), weighted by 1 / P(arm)
-    e = contact_propensity(train[train["country"] == pc.target_country],
-                           holdout) if "country" in holdout else np.zeros(len(holdout))
+    e = contact_propensity(train[train["country"] == pc.target_country], holdout)
     in_country = (holdout["country"] == pc.target_country).to_numpy()
     overlap = in_country & (e >= pc.overlap) & (e <= 1 - pc.overlap)
     ev = holdout[overlap].reset_index(drop=True)
@@ -230,7 +229,7 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
             curves.append(res.pop("curve").assign(model=name))
             uplift["models"][name] = res
     eval_seconds = time.perf_counter() - t0
-    info = {"rows": rows, "train": train, "holdout": holdout, "shares": shares,
+    info = {"train": train, "holdout": holdout, "shares": shares,
             "counts": counts, "metrics": pd.DataFrame(metrics),
             "calibration": pd.concat(calib, ignore_index=True), "uplift": uplift,
             "qini": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
@@ -241,16 +240,23 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
     return model, info
 
 
-def _gains(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray, margin: float,
-           depth: float) -> dict[str, np.ndarray]:
-    """Posterior summaries per row of P(buy | contacted), P(buy | not), uplift and the
-    expected profit gain of contact with the discount (treated buyers pay ``1 - depth``
-    of the list price): ``value * (p1 * (margin - depth) - p0 * margin)``."""
-    lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
+def gain_draws(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray,
+               margin: float, depth: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Posterior draws (draws x rows) of P(buy | contacted), P(buy | not) and the profit
+    gain of contact with the discount (money; treated buyers pay ``1 - depth`` of the list
+    price): ``value * (p1 * (margin - depth) - p0 * margin)``, ``value`` being the window
+    revenue of a buyer of the row's category."""
     eta, effect = model.linear_predictor(rows)
     p1, p0 = expit(eta + effect), expit(eta)
+    return p1, p0, value * (p1 * (margin - depth) - p0 * margin)
+
+
+def _gains(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray, margin: float,
+           depth: float) -> dict[str, np.ndarray]:
+    """Posterior summaries per row of :func:`gain_draws` and the uplift."""
+    lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
+    p1, p0, gain = gain_draws(model, rows, value, margin, depth)
     up = p1 - p0
-    gain = value * (p1 * (margin - depth) - p0 * margin)
     return {"p_contacted": p1.mean(axis=0), "p_contacted_low": np.quantile(p1, lo_q, axis=0),
             "p_contacted_high": np.quantile(p1, hi_q, axis=0),
             "p_not_contacted": p0.mean(axis=0), "uplift": up.mean(axis=0),
@@ -333,20 +339,19 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
                                             value, out)
     score_seconds = time.perf_counter() - t0
     # the budget curve: posterior draws of the best category's gain of the first clients
+    # (their rows, behaviour included, are the ranked list's)
     t0 = time.perf_counter()
     head = best.head(pc.budget_clients)
-    head_rows = _client_rows(con, purchases, target, head, categories)
-    v = head_rows["category"].map(value).fillna(0.0).to_numpy()
-    eta, effect = model.linear_predictor(head_rows)
-    draws = v * (expit(eta + effect) * (b.margin - b.discount_depth)
-                 - expit(eta) * b.margin)
+    v = head["category"].map(value).fillna(0.0).to_numpy()
+    draws = gain_draws(model, head, v, b.margin, b.discount_depth)[2]
     curve = budget_curve(draws, b.contact_cost)
-    curve.insert(1, "id", head_rows["id"].to_numpy()[curve["client"].to_numpy()])
+    curve.insert(1, "id", head["id"].to_numpy()[curve["client"].to_numpy()])
     curve = curve.drop(columns="client")
     n_contact = stop_point(curve)
     budget_seconds = time.perf_counter() - t0
     effects = model.category_effects()
-    score = best["expected_profit_gain"]
+    # clients with the same model inputs share a score: say how coarse the ranking is
+    score = best["expected_profit_gain"].round(6)
     history = best["has_history"].to_numpy(bool)
     csv_cols = ["rank", "id", "cluster", "category", "has_history", "p_contacted",
                 "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
@@ -404,10 +409,10 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
         "resampled_with": model.resampled_with_,
         "contact_effect_positive_categories": int(
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
-        "distinct_scores": int(score.round(6).nunique()),
-        "distinct_score_share": float((~score.round(6).duplicated(keep=False)).mean()),
+        "distinct_scores": int(score.nunique()),
+        "distinct_score_share": float((~score.duplicated(keep=False)).mean()),
         "distinct_score_share_with_history": float(
-            (~score.round(6)[history].duplicated(keep=False)).mean()) if history.any()
+            (~score[history].duplicated(keep=False)).mean()) if history.any()
         else float("nan"),
         "clients_with_history": int(history.sum()),
         "best_category_counts": best["category"].value_counts().head(5).to_dict(),
@@ -435,21 +440,6 @@ def _at(curve: pd.DataFrame, n: int) -> dict[str, float] | None:
     return {"clients": int(n), "mean": float(r["cumulative_mean"]),
             "low": float(r["cumulative_low"]), "high": float(r["cumulative_high"]),
             "p_positive": float(r["p_cumulative_positive"])}
-
-
-def _client_rows(con: Any, purchases: Any, target: Any, best: pd.DataFrame,
-                 categories: list[str]) -> pd.DataFrame:
-    """The rows (behaviour and the best category) of the clients of ``best``, in its
-    order."""
-    keep = target.semi_join(id_table(best["id"].tolist()), "id")
-    batch = keep.select("id", "country", "city", "cluster", "gender", "contacted").to_pandas()
-    batch = batch.assign(contacted=False, split="target")
-    before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(id_table(
-        best["id"].tolist()), "id")
-    rows = propensity_rows(before, ibis.memtable(batch), WINDOW, categories, {}, 1.0, 0,
-                           aggregate=False)
-    rows = rows.merge(best[["id", "category"]], on=["id", "category"])
-    return rows.set_index("id").loc[best["id"]].reset_index()
 
 
 def _figures(model: PropensityModel, info: dict[str, Any], curve: pd.DataFrame,

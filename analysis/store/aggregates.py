@@ -267,8 +267,7 @@ def sampled(ids: Any, shares: Any, seed: int) -> Any:
     """Whether each id is drawn when ``shares`` (a number or an Ibis numeric expression
     per row, each in ``[0, 1]``) of them are kept: :func:`held_out`'s hash with another
     ``seed``, compared in the engine with each row's own share."""
-    h = ((ids + int(seed)) * _KNUTH) % (1 << 32)
-    return h < (shares * float(1 << 32))
+    return _knuth_hash(ids, seed) < (shares * float(1 << 32))
 
 
 def propensity_rows(purchases: Any, clients: Any, window: tuple[int, int],
@@ -458,8 +457,13 @@ def held_out(ids: Any, share: float, seed: int = 0) -> Any:
     """
     if not 0.0 <= share <= 1.0:
         raise ValueError(f"share must be in [0, 1], got {share}")
-    h = ((ids + int(seed)) * _KNUTH) % (1 << 32)
-    return h < int(round(share * (1 << 32)))
+    return _knuth_hash(ids, seed) < int(round(share * (1 << 32)))
+
+
+def _knuth_hash(ids: Any, seed: int) -> Any:
+    """``((ids + seed) * 2654435761) mod 2^32``: integer arithmetic, the same in NumPy and
+    on every engine."""
+    return ((ids + int(seed)) * _KNUTH) % (1 << 32)
 
 
 #: the purchases' columns :func:`gender_features` reads
