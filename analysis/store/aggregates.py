@@ -724,3 +724,72 @@ def exact_sum(x: Any) -> Any:
     digit where their logarithms differ in the last bit.
     """
     return x.cast(f"decimal(18, {EXACT_SUM_PLACES})").sum()
+
+
+#: the purchases' columns :func:`rfm_table` reads
+RFM_COLUMNS = {"id": "integer", "dt": "integer", "revenue": "number",
+               "base_sale": "integer", "category": "string"}
+
+
+def rfm_table(purchases: Any, calibration: tuple[int, int], holdout: tuple[int, int]) -> Any:
+    """Per client with a purchase in the calibration days: the buy-till-you-die summary
+    and the behaviour features of the next-purchase step, as one Ibis expression.
+
+    A purchase day (a client's purchases on one day) is one transaction.
+
+    Parameters
+    ----------
+    purchases
+        Ibis table with ``id``, ``dt`` (day), ``revenue`` (money), ``base_sale`` (0/1,
+        may be null) and ``category``.
+    calibration, holdout
+        First and last day (inclusive) of each period; the holdout follows the calibration.
+
+    Returns
+    -------
+    Ibis table, one row per client: ``id``; ``first_day`` and ``last_day`` (days of the
+    first and last calibration purchase); ``frequency`` (repeat purchase days),
+    ``recency`` (days from the first to the last purchase day), ``T`` (days from the first
+    purchase day to the end of the calibration period), ``mean_spend`` (money per repeat
+    purchase day, 0 without one), ``spend``, ``items``, ``sale_items``, ``categories``
+    (distinct), ``days_since_last``; ``holdout_days`` and ``holdout_spend`` (0 when the
+    client did not buy then).
+    """
+    c0, c1 = calibration
+    h0, h1 = holdout
+    if not c0 <= c1 < h0 <= h1:
+        raise ValueError(f"the calibration days {calibration} must end before the holdout "
+                         f"days {holdout} begin")
+    p = purchases.mutate(base_sale=purchases.base_sale.fill_null(0).cast("int64"),
+                         revenue=purchases.revenue.cast("float64"))
+    cal = p.filter((p.dt >= c0) & (p.dt <= c1))
+    days = cal.group_by(["id", "dt"]).aggregate(day_spend=cal.revenue.sum())
+    per = days.group_by("id").aggregate(first=days.dt.min(), last=days.dt.max(),
+                                        purchase_days=days.count(), spend=days.day_spend.sum())
+    first = days.join(per.select("id", "first"), [days.id == per.id, days.dt == per.first]
+                      ).select(id=days.id, first_spend=days.day_spend)
+    beh = cal.group_by("id").aggregate(items=cal.count(), sale_items=cal.base_sale.sum(),
+                                       categories=cal.category.nunique())
+    hol = p.filter((p.dt >= h0) & (p.dt <= h1))
+    hol = hol.group_by("id").aggregate(holdout_days=hol.dt.nunique(),
+                                       holdout_spend=hol.revenue.sum())
+    t = per.join(first, "id").join(beh, "id").left_join(hol, "id")
+    freq = t.purchase_days - 1
+    return t.select(
+        id=t.id.cast("int64"), first_day=t["first"].cast("int64"),
+        last_day=t["last"].cast("int64"), frequency=freq.cast("int64"),
+        recency=(t["last"] - t["first"]).cast("int64"),
+        T=(c1 + 1 - t["first"]).cast("int64"),
+        mean_spend=(freq > 0).ifelse((t.spend - t.first_spend) / freq.cast("float64"), 0.0),
+        spend=t.spend, items=t["items"].cast("int64"), sale_items=t.sale_items.cast("int64"),
+        categories=t.categories.cast("int64"),
+        days_since_last=(c1 - t["last"]).cast("int64"),
+        holdout_days=t.holdout_days.fill_null(0).cast("int64"),
+        holdout_spend=t.holdout_spend.fill_null(0.0).cast("float64"))
+
+
+def daily_buyers(purchases: Any, last_day: int) -> Any:
+    """Clients who bought on each day ``0..last_day`` (an Ibis expression: ``dt``,
+    ``buyers``), the store's activity by day."""
+    p = purchases.filter(purchases.dt <= last_day)
+    return p.group_by("dt").aggregate(buyers=p.id.nunique()).order_by("dt")

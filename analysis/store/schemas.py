@@ -24,6 +24,10 @@ REVENUE_PERIODS = ("препредыдущий_месяц", "предыдущи�
 TIME_PERIODS = ("предыдущий_месяц", "текущий_месяц")
 
 #: Expected columns and their kind for each table ("int", "float", "str").
+APPAREL_CHANNELS = ("email", "mobile_push")
+_CLIENT_ID = r"^\d{1,18}$|^[1-8]\d{18}$"  # a non-negative int64
+_DATE = r"^\d{4}-\d{2}-\d{2}$"
+
 COLUMNS: Mapping[str, Mapping[str, str]] = {
     "personal_data": {"id": "int", "gender": "int", "age": "int", "education": "str",
                       "country": "int", "city": "int"},
@@ -44,6 +48,13 @@ COLUMNS: Mapping[str, Mapping[str, str]] = {
     "market_money": {"id": "int", "Период": "str", "Выручка": "float"},
     "market_time": {"id": "int", "Период": "str", "минут": "int"},
     "money": {"id": "int", "Прибыль": "float"},
+    # the apparel store's next-purchase case (19-digit client ids are read as text and
+    # converted exactly: a float would round them)
+    "apparel_purchases": {"client_id": "str", "quantity": "int", "price": "float",
+                          "category_ids": "str", "date": "str", "message_id": "str"},
+    "apparel_messages": {"bulk_campaign_id": "int", "client_id": "str", "message_id": "str",
+                         "event": "str", "channel": "str", "date": "str", "created_at": "str"},
+    "apparel_target": {"client_id": "str", "target": "int"},
 }
 
 #: Columns that may hold gaps (everything else must be filled).
@@ -56,6 +67,9 @@ NULLABLE: Mapping[str, frozenset[str]] = {
     "market_money": frozenset(),
     "market_time": frozenset(),
     "money": frozenset(),
+    "apparel_purchases": frozenset({"message_id", "category_ids"}),
+    "apparel_messages": frozenset(),
+    "apparel_target": frozenset(),
 }
 
 _client_columns = {
@@ -115,6 +129,27 @@ SCHEMAS: Mapping[str, pa.DataFrameSchema] = {
     "money": pa.DataFrameSchema({
         "id": pa.Column("Int64", pa.Check.ge(0), unique=True),
         "Прибыль": pa.Column("Float64"),
+    }),
+    "apparel_purchases": pa.DataFrameSchema({
+        "client_id": pa.Column(object, pa.Check.str_matches(_CLIENT_ID)),
+        "quantity": pa.Column("Int64", pa.Check.ge(1)),
+        "price": pa.Column("Float64", pa.Check.ge(0)),
+        "category_ids": pa.Column(object, pa.Check.str_matches(r"^\[.*\]$"), nullable=True),
+        "date": pa.Column(object, pa.Check.str_matches(_DATE)),
+        "message_id": pa.Column(object, nullable=True),
+    }),
+    "apparel_messages": pa.DataFrameSchema({
+        "bulk_campaign_id": pa.Column("Int64", pa.Check.ge(0)),
+        "client_id": pa.Column(object, pa.Check.str_matches(_CLIENT_ID)),
+        "message_id": pa.Column(object, pa.Check.str_length(min_value=1)),
+        "event": pa.Column(object, pa.Check.str_matches(r"^[a-z_]+$")),
+        "channel": pa.Column(object, pa.Check.isin(APPAREL_CHANNELS)),
+        "date": pa.Column(object, pa.Check.str_matches(_DATE)),
+        "created_at": pa.Column(object, pa.Check.str_matches(_DATE[:-1] + r" \d{2}:\d{2}:\d{2}$")),
+    }),
+    "apparel_target": pa.DataFrameSchema({
+        "client_id": pa.Column(object, pa.Check.str_matches(_CLIENT_ID), unique=True),
+        "target": pa.Column("Int64", pa.Check.isin([0, 1])),
     }),
 }
 

@@ -1,0 +1,384 @@
+"""Step ``next_purchase``: who buys again soon, and what each client is worth.
+
+The 59 days are split into a calibration period (days ``0..calibration_end``, 0..38 by
+default) and a holdout period (39..58). On the calibration period the data layer builds
+each client's frequency / recency / T / spend summary (:func:`analysis.store.aggregates.
+rfm_table`, in the engine); the BG/NBD purchase model (:class:`models.btyd.BetaGeoCells`,
+cells, pymc-marketing's density and predictions) is fitted on the training clients, once
+with one set of parameters and once pooled by city, and predicts for the held-out
+clients P(at least one purchase day in the holdout period) and the number of them. The
+boosting baseline (:mod:`models.next_purchase`) learns the same outcome from the training
+clients' features. Both are judged on the held-out clients (ROC-AUC, log loss, ECE,
+top-decile lift, reliability) and the BTYD check compares expected with actual holdout
+purchases by calibration frequency. SHAP values explain the baseline.
+
+The deployed fit then uses every day: P(alive) at the last day, P(buy) in the next
+``calibration_end``-to-``last_day`` horizon, and, with the Gamma-Gamma spend model, each
+client's expected margin over ``value_horizon_days`` with a 94% interval, summarised by
+cluster.
+
+Outputs in ``results_dir/next_purchase/``: ``clients.parquet`` (per client),
+``metrics.parquet``, ``calibration.parquet``, ``by_frequency.parquet``,
+``pooling.parquet``, ``groups.parquet``, ``value_by_cluster.parquet``,
+``shap_importance.parquet``, ``shap_by_cluster.parquet``, ``summary.json`` and figures.
+
+Run alone: ``python -m analysis.steps.next_purchase`` or ``shopbayes run next_purchase``.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from analysis.config import Config
+from analysis.io import save_figure, write_json, write_parquet
+from analysis.pipeline import StepSkipped, optional_table, step_dir
+from analysis.steps.clean import purchases_path
+from analysis.steps.figures import reliability_figure
+from analysis.store.aggregates import RFM_COLUMNS, daily_buyers, held_out, rfm_table
+from analysis.store.engine import connect
+from analysis.store.tables import open_table
+from models import btyd
+from models import next_purchase as NP
+from models.classification_metrics import reliability
+from models.sampling import SamplerSettings
+from models.uplift import HDI_PROB
+
+CLIENT_COLUMNS = {"id": "integer", "city": "integer", "gender": "integer", "age": "integer"}
+NUMERIC = ["frequency", "recency_days", "T_days", "days_since_last", "spend", "mean_spend",
+           "items", "sale_share", "categories", "age"]
+#: the clusters are not a feature here: the segments step clusters behaviour over all 59
+#: days, holdout included (its "no history" cluster bought nothing in the holdout by
+#: construction), so a model judged on the holdout must not see them
+CATEGORICAL = ["gender", "city"]
+#: the cities with the most clients keep their own level in the baseline; others: "other"
+TOP_CITIES = 20
+
+
+def client_frame(cfg: Config, con: Any, calibration: tuple[int, int],
+                 holdout: tuple[int, int], pool_cities: int = 8) -> pd.DataFrame:
+    """One row per client with a calibration purchase: :func:`rfm_table`'s columns joined
+    (in the engine) with city, gender (known, else the gender step's label, else
+    ``unknown``), age and cluster (``all`` without the segments step); ``pool_group`` is
+    the city for the ``pool_cities`` largest, else ``other``."""
+    purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
+    t = rfm_table(purchases, calibration, holdout)
+    clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet", CLIENT_COLUMNS,
+                         "clients")
+    c = clients.select(id=clients.id.cast("int64"), city=clients.city.cast("int64"),
+                       gender=clients.gender.cast("int64"), age=clients.age.cast("float64"))
+    g = optional_table(cfg, con, "gender", "clients.parquet",
+                       {"id": "integer", "gender_label": "integer"})
+    if g is not None:
+        c = c.left_join(g.select(id=g.id.cast("int64"),
+                                 gender_label=g.gender_label.cast("int64")), "id").drop("id_right")
+        c = c.mutate(gender=c.gender.fill_null(c.gender_label)).drop("gender_label")
+    k = optional_table(cfg, con, "segments", "assignments.parquet",
+                       {"id": "integer", "cluster": "integer"})
+    if k is not None:
+        c = c.left_join(k.select(id=k.id.cast("int64"), cluster=k.cluster.cast("int64")),
+                        "id").drop("id_right")
+    t = t.left_join(c, "id").drop("id_right")
+    df = t.order_by("id").to_pandas()
+    df["gender"] = df["gender"].map({0: "0", 1: "1"}).fillna("unknown")
+    df["cluster"] = (df["cluster"].astype("Int64").astype(str).replace("<NA>", "none")
+                     if "cluster" in df else "all")
+    counts = df["city"].value_counts()
+    keep = set(counts.index[:TOP_CITIES])
+    df["city"] = np.where(df["city"].isin(keep), df["city"].astype("Int64").astype(str), "other")
+    df["sale_share"] = df["sale_items"] / df["items"].clip(lower=1)
+    df["recency_days"], df["T_days"] = df["recency"], df["T"]
+    df["repeat_days"] = df["frequency"]
+    pool = counts.index[:pool_cities]
+    df["pool_group"] = np.where(df["city"].isin([str(c) for c in pool]), df["city"], "other")
+    return df
+
+
+def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
+    """The :class:`models.btyd.ActivityClock` of days ``0..last_day`` (clients buying per
+    day, from the engine)."""
+    purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
+    d = daily_buyers(purchases, last_day).to_pandas()
+    buyers = np.zeros(last_day + 1)
+    buyers[d["dt"].astype(int).to_numpy()] = d["buyers"].to_numpy(float)
+    return btyd.ActivityClock.from_buyers(buyers, cfg.next_purchase.forecast_days)
+
+
+def _features(df: pd.DataFrame) -> pd.DataFrame:
+    return pd.concat([df[CATEGORICAL].astype(str), df[NUMERIC].astype(float)], axis=1)
+
+
+def _sampler(cfg: Config) -> SamplerSettings:
+    return SamplerSettings.from_any(cfg.sampler_for("next_purchase"))
+
+
+def _fit_bgnbd(cfg: Config, clients: pd.DataFrame, pooled: bool) -> btyd.BetaGeoCells:
+    cells = btyd.rfm_cells(clients, "pool_group" if pooled else None)
+    return btyd.BetaGeoCells(pooled=pooled, sampler=_sampler(cfg),
+                             truncated=cfg.next_purchase.window_birth).fit(cells, seed=cfg.seed)
+
+
+def _cell_predictions(model: btyd.BetaGeoCells, clients: pd.DataFrame, horizon: float,
+                      draws: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
+    """Predictions per distinct cell of ``clients``: the cells, each client's position
+    among them, and the draws per cell (cells x draws; never clients x draws)."""
+    group = (clients["pool_group"].astype(str) if model.pooled
+             else pd.Series("all", clients.index))
+    keys = pd.DataFrame({"group": group.to_numpy(),
+                         **{c: clients[c].to_numpy() for c in btyd.CELL_KEYS}})
+    cells = keys.drop_duplicates().reset_index(drop=True)
+    pos = keys.merge(cells.reset_index(), on=["group", *btyd.CELL_KEYS], how="left")["index"]
+    return cells, pos.to_numpy(), model.predict_draws(cells, horizon, draws)
+
+
+def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock) -> dict[str, Any]:
+    """Fit on the training clients' calibration period, judge on the held-out clients."""
+    npc = cfg.next_purchase
+    days = float(npc.last_day - npc.calibration_end)
+    horizon = clock.horizon(days)
+    df = clock.transform(df, npc.window_birth)
+    test = held_out(df["id"].to_numpy(), npc.holdout_share, cfg.seed)
+    train, hold = df[~test], df[test]
+    y = (hold["holdout_days"] > 0).to_numpy(int)
+    timings: dict[str, float] = {}
+    fits: dict[str, btyd.BetaGeoCells] = {}
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    variants = [False] + ([True] if npc.pool_by_city and df["pool_group"].nunique() > 1 else [])
+    for pooled in variants:
+        name = "by city" if pooled else "one for all"
+        t0 = time.perf_counter()
+        fits[name] = _fit_bgnbd(cfg, train, pooled)
+        cells, pos, d = _cell_predictions(fits[name], hold, horizon, npc.predict_draws)
+        preds[name] = {k: v.mean(1)[pos] for k, v in d.items()}
+        timings[f"bgnbd {name}"] = time.perf_counter() - t0
+    pooling = pd.DataFrame([{"variant": n, **NP.response_metrics(y, p["p_purchase"]),
+                             "converged": fits[n].convergence.ok} for n, p in preds.items()])
+    ok = pooling[pooling["converged"]]
+    chosen = (ok.sort_values("log_loss")["variant"].iloc[0] if len(ok)
+              else pooling["variant"].iloc[0])
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(cfg.seed)
+    tr = train if len(train) <= npc.classifier_clients else train.iloc[
+        np.sort(rng.choice(len(train), npc.classifier_clients, replace=False))]
+    clf = NP.fit_classifier(_features(tr), (tr["holdout_days"] > 0).to_numpy(int), CATEGORICAL,
+                            random_state=cfg.seed % (2**31))
+    p_clf = clf.predict_proba(_features(hold))[:, 1]
+    timings["classifier"] = time.perf_counter() - t0
+    p_bg = preds[chosen]["p_purchase"]
+    names = [f"BG/NBD ({chosen}, PyMC)", "gradient boosting (tuned)"]
+    metrics = pd.DataFrame([{"model": names[0], **NP.response_metrics(y, p_bg)},
+                            {"model": names[1], **NP.response_metrics(y, p_clf)}])
+    calib = pd.concat([reliability(y, p_bg).assign(model=names[0]),
+                       reliability(y, p_clf).assign(model=names[1])])
+    by_freq = btyd.purchases_by_frequency(hold["repeat_days"].to_numpy() + 1,
+                                          preds[chosen]["expected_purchases"],
+                                          hold["holdout_days"].to_numpy())
+    t0 = time.perf_counter()
+    rows = hold.sample(min(npc.shap_clients, len(hold)), random_state=cfg.seed % (2**31))
+    X = _features(rows)
+    sv = NP.shap_values(clf, X)
+    timings["shap"] = time.perf_counter() - t0
+    return {"fits": fits, "chosen": chosen, "pooling": pooling, "metrics": metrics,
+            "calibration": calib, "by_frequency": by_freq, "shap": sv, "shap_X": X,
+            "shap_groups": rows["cluster"], "timings": timings,
+            "cells": {n: int(len(btyd.rfm_cells(train, "pool_group" if f.pooled else None)))
+                      for n, f in fits.items()},
+            "clients": {"train": int(len(train)), "holdout": int(len(hold)),
+                        "classifier_train": int(len(tr))},
+            "best_params": getattr(clf, "best_params_", None), "horizon_days": days,
+            "horizon_operational": horizon}
+
+
+def deploy(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock, pooled: bool
+           ) -> dict[str, Any]:
+    """Refit on every day and predict each client's next period and value: per cell for
+    the purchase process, per client (in chunks) for spend and value."""
+    npc = cfg.next_purchase
+    df = clock.transform(df, npc.window_birth)
+    model = _fit_bgnbd(cfg, df, pooled)
+    # the spend model: repeat purchase days and the mean spend on them
+    repeat = pd.DataFrame({"frequency": df["repeat_days"], "mean_spend": df["mean_spend"]})
+    spend = btyd.SpendModel(sampler=_sampler(cfg)).fit(
+        btyd.spend_sample(repeat, npc.spend_fit_clients, cfg.seed), seed=cfg.seed)
+    near_days = float(npc.last_day - npc.calibration_end)
+    _, pos, near = _cell_predictions(model, df, clock.horizon(near_days), npc.predict_draws)
+    _, _, far = _cell_predictions(model, df, clock.horizon(npc.value_horizon_days),
+                                  npc.predict_draws)
+    out = pd.DataFrame({"id": df["id"].to_numpy(), "cluster": df["cluster"].to_numpy(),
+                        "purchase_days": df["repeat_days"].to_numpy() + 1,
+                        "p_alive": near["p_alive"].mean(1)[pos],
+                        "p_purchase": near["p_purchase"].mean(1)[pos],
+                        "expected_purchases": far["expected_purchases"].mean(1)[pos]})
+    lo, hi = btyd.hdi_rows(near["p_purchase"])
+    out["p_purchase_low"], out["p_purchase_high"] = lo[pos], hi[pos]
+    # value draws per client, a chunk at a time; cluster totals add up the chunks' draws
+    n_draws = far["expected_purchases"].shape[1]
+    cols = {k: np.empty(len(df)) for k in ("expected_spend", "value", "value_low", "value_high")}
+    totals: dict[str, np.ndarray] = {}
+    clusters = df["cluster"].astype(str).to_numpy()
+    for start in range(0, len(df), VALUE_CHUNK):
+        sl = slice(start, start + VALUE_CHUNK)
+        s_draws = spend.expected_spend_draws(df["repeat_days"].to_numpy()[sl],
+                                             df["mean_spend"].to_numpy()[sl], n_draws)
+        value = NP.customer_value(far["expected_purchases"][pos[sl]], s_draws,
+                                  cfg.business.margin)
+        cols["expected_spend"][sl] = s_draws.mean(1)
+        cols["value"][sl] = value.mean(1)
+        cols["value_low"][sl], cols["value_high"][sl] = btyd.hdi_rows(value)
+        for g in np.unique(clusters[sl]):
+            part = value[clusters[sl] == g].sum(axis=0)
+            totals[g] = totals[g] + part if g in totals else part
+    for k, v in cols.items():
+        out[k] = v
+    return {"model": model, "spend": spend, "clients": out,
+            "value_by_cluster": _value_by_cluster(out, totals)}
+
+
+#: clients whose value draws are computed at once (x draws: 20,000 x 400 = 64 MB)
+VALUE_CHUNK = 20_000
+
+
+def _value_by_cluster(out: pd.DataFrame, totals: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per cluster: clients, mean P(alive), P(buy), and the cluster's total expected
+    margin with its 94% HDI (the draws of its clients summed)."""
+    rows = []
+    for g, idx in out.groupby(out["cluster"].astype(str)).indices.items():
+        total = totals[g]
+        lo, hi = btyd.hdi_rows(total[None, :])
+        rows.append({"cluster": g, "clients": int(len(idx)),
+                     "p_alive": float(out["p_alive"].iloc[idx].mean()),
+                     "p_purchase": float(out["p_purchase"].iloc[idx].mean()),
+                     "value_per_client": float(total.mean() / len(idx)),
+                     "value_total": float(total.mean()), "value_total_low": float(lo[0]),
+                     "value_total_high": float(hi[0])})
+    return pd.DataFrame(rows).sort_values("value_per_client", ascending=False)
+
+
+def _figures(ev: dict[str, Any], dep: dict[str, Any], out: Any) -> None:
+    curves = {m: g for m, g in ev["calibration"].groupby("model")}
+    fig = reliability_figure(curves, "predicted P(buy in the holdout period)",
+                             "observed share who bought", "Calibration on held-out clients",
+                             lim=1.0)
+    save_figure(fig, out / "calibration.png")
+    bf = ev["by_frequency"]
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    x = np.arange(len(bf))
+    ax.bar(x - 0.2, bf["actual"], 0.4, label="actual")
+    ax.bar(x + 0.2, bf["expected"], 0.4, label="BG/NBD expected")
+    ax.set_xticks(x, bf["frequency_group"])
+    ax.set_xlabel("purchase days in the calibration period")
+    ax.set_ylabel("purchase days in the holdout period\n(mean per client)")
+    ax.legend(fontsize=8)
+    save_figure(fig, out / "by_frequency.png")
+    fig = NP.shap_summary_plot(ev["shap"], ev["shap_X"])
+    save_figure(fig, out / "shap_summary.png")
+    v = dep["value_by_cluster"]
+    fig, ax = plt.subplots(figsize=(6, 0.6 + 0.4 * len(v)))
+    per = v["value_total"] / v["clients"]
+    err = np.vstack([per - v["value_total_low"] / v["clients"],
+                     v["value_total_high"] / v["clients"] - per])
+    ax.barh(v["cluster"].astype(str), per, xerr=err, color="tab:green")
+    ax.invert_yaxis()
+    ax.set_xlabel("expected margin per client, next 90 days (money; 94% HDI)")
+    ax.set_ylabel("cluster")
+    save_figure(fig, out / "value_by_cluster.png")
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    npc = cfg.next_purchase
+    if not 0 <= npc.calibration_end < npc.last_day:
+        raise ValueError(f"next_purchase: calibration_end ({npc.calibration_end}) must be "
+                         f"before last_day ({npc.last_day})")
+    t_start = time.perf_counter()
+    con = connect(cfg.engine, memory_limit=cfg.engine_memory)
+    df = client_frame(cfg, con, (0, npc.calibration_end),
+                      (npc.calibration_end + 1, npc.last_day), npc.pool_cities)
+    if len(df) < 200 or (df["holdout_days"] > 0).nunique() < 2:
+        raise StepSkipped(f"next purchase: {len(df)} clients with a calibration purchase "
+                          "and a holdout period in which everyone or no one bought: nothing "
+                          "to judge a model on")
+    t0 = time.perf_counter()
+    clock = (activity_clock(con, cfg, npc.calibration_end) if npc.activity_clock
+             else btyd.ActivityClock.calendar(npc.calibration_end + 1))
+    ev = evaluate(cfg, df, clock)
+    t_eval = time.perf_counter() - t0
+    full = client_frame(cfg, con, (0, npc.last_day), (npc.last_day + 1, npc.last_day + 1),
+                        npc.pool_cities)
+    full_clock = (activity_clock(con, cfg, npc.last_day) if npc.activity_clock
+                  else btyd.ActivityClock.calendar(npc.last_day + 1))
+    t0 = time.perf_counter()
+    dep = deploy(cfg, full, full_clock, pooled=ev["chosen"] == "by city")
+    t_deploy = time.perf_counter() - t0
+    out = step_dir(cfg, "next_purchase")
+    out.mkdir(parents=True, exist_ok=True)
+    _figures(ev, dep, out)
+    write_parquet(dep["clients"], out / "clients.parquet")
+    write_parquet(ev["metrics"], out / "metrics.parquet")
+    write_parquet(ev["calibration"], out / "calibration.parquet")
+    write_parquet(ev["by_frequency"], out / "by_frequency.parquet")
+    write_parquet(ev["pooling"], out / "pooling.parquet")
+    write_parquet(dep["model"].group_table(), out / "groups.parquet")
+    write_parquet(dep["value_by_cluster"], out / "value_by_cluster.parquet")
+    write_parquet(NP.shap_importance(ev["shap"]), out / "shap_importance.parquet")
+    write_parquet(NP.shap_by_group(ev["shap"], ev["shap_groups"]), out / "shap_by_cluster.parquet")
+    fits = {f"bgnbd_{k.replace(' ', '_')}": v for k, v in ev["fits"].items()}
+    fits.update({"bgnbd_deployed": dep["model"], "gamma_gamma": dep["spend"]})
+    convergence = {k: {**v.convergence.as_dict(), "resampled_with": v.resampled_with}
+                   for k, v in fits.items()}
+    failed = [k for k, v in convergence.items() if not v["ok"]]
+    m = ev["metrics"].set_index("model")
+    bg, clf = m.iloc[0], m.iloc[1]
+    bg_model = btyd.BetaGeoCells()
+    summary = {
+        "calibration_days": [0, npc.calibration_end],
+        "holdout_days": [npc.calibration_end + 1, npc.last_day],
+        "horizon_days": ev["horizon_days"], "value_horizon_days": npc.value_horizon_days,
+        "margin": cfg.business.margin, "clients": ev["clients"],
+        "clients_deployed": int(len(full)),
+        "cells": ev["cells"], "activity_clock": bool(npc.activity_clock),
+        "activity": {"calibration_weights": clock.weights.round(4).tolist(),
+                     "forecast_level": float(clock.weights[-clock.forecast_days:].mean()),
+                     "deployed_forecast_level":
+                         float(full_clock.weights[-full_clock.forecast_days:].mean())},
+        "horizon_operational": ev["horizon_operational"],
+        "chosen": ev["chosen"], "pooling": ev["pooling"].to_dict("records"),
+        "metrics": ev["metrics"].to_dict("records"),
+        "auc_gap": float(bg["roc_auc"] - clf["roc_auc"]),
+        "classifier_params": ev["best_params"],
+        "by_frequency": ev["by_frequency"].to_dict("records"),
+        "spend_summary": dep["spend"].summary().reset_index().to_dict("records"),
+        "spend_fit_clients": int(min(npc.spend_fit_clients, (full["frequency"] > 0).sum())),
+        "spend_frequency_correlation": float(np.corrcoef(
+            full.loc[full["frequency"] > 0, "frequency"],
+            full.loc[full["frequency"] > 0, "mean_spend"])[0, 1]),
+        "window_birth": bool(npc.window_birth),
+        "priors": {k: list(v) for k, v in btyd.DEFAULT_PRIORS.items()},
+        "spend_priors": {k: list(v) for k, v in btyd.SPEND_PRIORS.items()},
+        "prior_predictive": bg_model.prior_predictive(T=npc.calibration_end + 1,
+                                                      seed=cfg.seed % (2**31)),
+        "spend_prior_predictive": btyd.SpendModel().prior_predictive(
+            mean_spend=float(full.loc[full["mean_spend"] > 0, "mean_spend"].mean()),
+            seed=cfg.seed % (2**31)),
+        "convergence": convergence, "failed_fits": failed,
+        "value_total": float(dep["clients"]["value"].sum()),
+        "hdi_prob": HDI_PROB,
+        "timings": {**{k: round(v, 1) for k, v in ev["timings"].items()},
+                    "evaluate": round(t_eval, 1), "deploy": round(t_deploy, 1),
+                    "total": round(time.perf_counter() - t_start, 1)},
+    }
+    write_json(summary, out / "summary.json")
+    verdict = "FAILED CONVERGENCE: " + ", ".join(failed) if failed else "converged"
+    return {"message": f"held-out ROC-AUC BG/NBD {bg['roc_auc']:.3f} vs boosting "
+                       f"{clf['roc_auc']:.3f} (ECE {bg['ece']:.3f} vs {clf['ece']:.3f}); "
+                       + verdict}
+
+
+if __name__ == "__main__":
+    from analysis.cli import main
+
+    sys.exit(main(["run", "next_purchase", *sys.argv[1:]]))

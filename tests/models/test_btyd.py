@@ -1,0 +1,130 @@
+"""Buy-till-you-die models: cells give the clients' likelihood exactly, the predictions are
+the library's formulas under a given posterior, planted parameters are recovered."""
+
+import arviz as az
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from models.btyd import (
+    BetaGeoCells,
+    SpendModel,
+    check_rfm,
+    hdi_rows,
+    purchases_by_frequency,
+    rfm_cells,
+    simulate_bgnbd,
+)
+from models.sampling import SamplerSettings
+
+
+def _posterior(**values):
+    """A fake posterior: 2 chains x 3 draws of each value (group dim ``all``)."""
+    return az.InferenceData(posterior=xr.Dataset(
+        {k: (("chain", "draw", "group"), np.full((2, 3, 1), v)) for k, v in values.items()},
+        coords={"group": ["all"]}))
+
+
+def test_cells_count_clients_and_reject_impossible_histories():
+    sim = simulate_bgnbd(500, 30, r=1.0, alpha=5.0, a=1.0, b=4.0, seed=1, whole_days=True)
+    sim["cluster"] = np.where(np.arange(500) % 3 == 0, "a", "b")
+    cells = rfm_cells(sim, "cluster")
+    assert cells["n"].sum() == 500 and len(cells) < 500
+    assert set(cells["group"]) == {"a", "b"}
+    bad = pd.DataFrame({"frequency": [1, 0, 2], "recency": [5, 3, 40], "T": [10, 10, 30]})
+    with pytest.raises(ValueError, match=r"2 impossible .* positions \[1, 2\]"):
+        check_rfm(bad)
+
+
+def test_cell_likelihood_equals_the_clients_likelihood():
+    sim = simulate_bgnbd(300, 30, r=1.0, alpha=5.0, a=1.0, b=4.0, seed=2, whole_days=True)
+    cells = rfm_cells(sim)
+    rows = sim.assign(group="all", n=1)
+    point = {"alpha_all_log__": np.log(4.0), "r_all_log__": np.log(0.9),
+             "phi_all_interval__": 0.3, "kappa_all_log__": np.log(2.0)}
+    lp = [BetaGeoCells().build_model(d).compile_logp(vars=None, jacobian=False)(point)
+          for d in (cells, rows)]
+    assert len(cells) < len(rows)
+    assert lp[0] == pytest.approx(lp[1], rel=1e-9)
+
+
+def test_predictions_follow_the_bgnbd_formulas():
+    m = BetaGeoCells()
+    m.idata = _posterior(alpha=5.0, r=1.0, a=2.0, b=4.0)
+    cells = pd.DataFrame({"group": "all", "frequency": [0, 3, 3], "recency": [0, 29, 5],
+                          "T": [30.0, 30.0, 30.0], "n": 1})
+    p = m.predict(cells, horizon=10)
+    assert p.loc[0, "p_alive"] == pytest.approx(1.0)  # no repeat purchase: no dropout yet
+    # the same frequency with a long silence since the last purchase: less likely alive
+    assert p.loc[2, "p_alive"] < p.loc[1, "p_alive"] < 1
+    # P(alive | x, t_x, T) of Fader, Hardie and Lee (2005), eq. (A.8)
+    a, b, r, alpha, x, tx, T = 2.0, 4.0, 1.0, 5.0, 3, 5.0, 30.0
+    odds = a / (b + x - 1) * ((alpha + T) / (alpha + tx)) ** (r + x)
+    assert p.loc[2, "p_alive"] == pytest.approx(1 / (1 + odds), rel=1e-6)
+    assert ((p["p_purchase"] > 0) & (p["p_purchase"] < 1)).all()
+    assert (p["expected_purchases"] >= p["p_purchase"]).all()
+
+
+def test_hdi_rows_matches_arviz():
+    rng = np.random.default_rng(0)
+    d = rng.gamma(2.0, 1.0, (3, 4000))
+    lo, hi = hdi_rows(d)
+    for i in range(3):
+        ref = az.hdi(d[i], hdi_prob=0.94)
+        assert lo[i] == pytest.approx(ref[0], abs=1e-9) and hi[i] == pytest.approx(ref[1], abs=1e-9)
+
+
+def test_purchases_by_frequency_groups_the_tail():
+    t = purchases_by_frequency(np.array([0, 1, 8, 9]), np.array([1.0, 2.0, 3.0, 5.0]),
+                               np.array([0, 2, 4, 4]), top=7)
+    assert list(t["frequency_group"]) == ["0", "1", "7+"]
+    assert t.set_index("frequency_group").loc["7+", "expected"] == 4.0
+
+
+def test_expected_spend_is_the_gamma_gamma_conditional_mean():
+    s = SpendModel()
+
+    class _Fit:
+        idata = az.InferenceData(posterior=xr.Dataset(
+            {k: (("chain", "draw"), np.full((1, 2), v)) for k, v in
+             {"p": 3.0, "q": 4.0, "v": 900.0}.items()}))
+
+    s.model_ = _Fit()
+    d = s.expected_spend_draws(np.array([0, 4]), np.array([0.0, 500.0]), draws=2)
+    p, q, v = 3.0, 4.0, 900.0
+    assert d[0, 0] == pytest.approx(p * v / (q - 1))
+    assert d[1, 0] == pytest.approx(p * (v + 4 * 500.0) / (p * 4 + q - 1))
+    with pytest.raises(ValueError, match="mean_spend must be positive"):
+        SpendModel._data(pd.DataFrame({"frequency": [1, 2], "mean_spend": [10.0, 0.0]}))
+
+
+def test_prior_predictive_gives_plausible_histories():
+    pp = BetaGeoCells().prior_predictive(T=39, clients=1000, seed=1)
+    assert 0 < pp["share_no_repeat"] < 1 and pp["frequency_q50"] <= pp["frequency_q99"]
+    sp = SpendModel().prior_predictive(seed=1)
+    assert 0 < sp["mean_spend_q5"] < sp["mean_spend_q50"] < sp["mean_spend_q95"]
+
+
+@pytest.mark.slow
+def test_planted_bgnbd_and_gamma_gamma_parameters_are_recovered():
+    truth = {"r": 0.8, "alpha": 8.0, "a": 0.6, "b": 3.0}
+    sim = simulate_bgnbd(4000, 60, seed=3, **truth)
+    m = BetaGeoCells(sampler=SamplerSettings(draws=1000, tune=1000)).fit(rfm_cells(sim), seed=1)
+    assert m.convergence.ok, m.convergence.problems
+    s = m.summary()
+    for k, v in truth.items():
+        row = s.loc[f"{k}[all]"]
+        assert row["hdi_3%"] <= v <= row["hdi_97%"], (k, v, row.to_dict())
+    # Gamma-Gamma: spend per purchase day z ~ Gamma(p, nu), nu ~ Gamma(q, v)
+    rng = np.random.default_rng(4)
+    p, q, v, n = 4.0, 3.0, 2000.0, 3000
+    x = rng.integers(1, 8, n)
+    nu = rng.gamma(q, 1 / v, n)
+    mean = np.array([rng.gamma(p, 1 / nu[i], x[i]).mean() for i in range(n)])
+    sm = SpendModel(sampler=SamplerSettings(draws=1000, tune=1000)).fit(
+        pd.DataFrame({"frequency": x, "mean_spend": mean}), seed=2)
+    assert sm.convergence.ok, sm.convergence.problems
+    ss = sm.summary()
+    for k, val in {"p": p, "q": q, "v": v}.items():
+        assert ss.loc[k, "hdi_3%"] <= val <= ss.loc[k, "hdi_97%"], (k, val, ss.loc[k].to_dict())
