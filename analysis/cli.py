@@ -4,10 +4,11 @@
 
     shopbayes demo-data [--out data/demo] [--clients N] [--seed S] [--design store|randomized]
                         [--format sqlite|parquet] [--chunk-clients N]
-                        [--one-click]
+                        [--one-click | --apparel]
     shopbayes check-data [DIR]
     shopbayes run [STEP] [--data DIR] [--results DIR] [--force]
     shopbayes run one-click [--data DIR]
+    shopbayes run next-purchase [--data DIR]   (the store's folder, or the apparel case's)
     shopbayes report [DIR] [-P name:value] [--results DIR] [--to html|typst|all]
     shopbayes steps
 """
@@ -35,11 +36,25 @@ def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None
     print(f"Wrote the one-click stand-in ({clients:,} clients) to {out}: {len(written)} files")
 
 
+def _apparel_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
+    from analysis.demo.apparel import is_current, write_apparel_demo
+
+    if if_needed and is_current(out, clients, seed):
+        print(f"Apparel stand-in in {out} is current.")
+        return
+    written = write_apparel_demo(out, clients, seed)
+    print(f"Wrote the apparel stand-in ({clients:,} clients) to {out}: {len(written)} files")
+
+
 def _demo_data(args: argparse.Namespace) -> int:
-    from analysis.config import ONE_CLICK_DEMO_DIR
+    from analysis.config import APPAREL_DEMO_DIR, ONE_CLICK_DEMO_DIR
     from analysis.demo.store import DemoSpec, write_demo
 
     cfg = load_config(args.config)
+    if args.apparel:
+        _apparel_demo(Path(args.out or APPAREL_DEMO_DIR), args.clients or
+                      cfg.apparel.demo_clients, args.seed, args.if_needed)
+        return 0
     if args.one_click:
         _one_click_demo(Path(args.out or ONE_CLICK_DEMO_DIR), args.clients or
                         cfg.one_click.demo_clients, args.seed, args.if_needed)
@@ -48,6 +63,8 @@ def _demo_data(args: argparse.Namespace) -> int:
     spec = DemoSpec(clients=args.clients or 104_989, seed=args.seed, design=args.design)
     if args.if_needed and cfg.one_click_dir.resolve() == ONE_CLICK_DEMO_DIR.resolve():
         _one_click_demo(ONE_CLICK_DEMO_DIR, cfg.one_click.demo_clients, args.seed, True)
+    if args.if_needed and cfg.apparel_dir.resolve() == APPAREL_DEMO_DIR.resolve():
+        _apparel_demo(APPAREL_DEMO_DIR, cfg.apparel.demo_clients, args.seed, True)
     if args.if_needed:
         if not cfg.uses_demo_data:
             print(f"Real data configured ({cfg.data_dir}); no demo data needed.")
@@ -98,6 +115,18 @@ def _run(args: argparse.Namespace) -> int:
     from analysis import pipeline
 
     step = args.step.replace("-", "_") if args.step else None
+    if step == "next_purchase" and args.data:
+        from analysis.steps.apparel_data import is_apparel_folder
+
+        if is_apparel_folder(args.data):  # the apparel case's schema: its own step
+            step = "apparel"
+    if step == "apparel":
+        cfg = load_config(args.config, results_dir=args.results)
+        if args.data:
+            cfg = replace(cfg, apparel=replace(cfg.apparel, data_dir=args.data))
+        print(f"Data: {cfg.apparel_dir}   results: {cfg.results_dir}")
+        results = pipeline.run(cfg, only=step, force=args.force)
+        return 1 if any(r["status"] == "failed" for r in results) else 0
     if step == "one_click":  # the second case reads its own folder
         cfg = load_config(args.config, results_dir=args.results)
         if args.data:
@@ -183,9 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default=None,
                    help="output folder (default data/demo, or data/demo_one_click)")
     d.add_argument("--clients", type=int, default=None,
-                   help="clients (default 104,989 for the store, 1,300 for --one-click)")
+                   help="clients (default 104,989 for the store, 1,300 for --one-click, "
+                        "5,000 for --apparel)")
     d.add_argument("--one-click", action="store_true",
                    help="write the stand-in for the one-click case instead")
+    d.add_argument("--apparel", action="store_true",
+                   help="write the stand-in for the apparel next-purchase case instead")
     d.add_argument("--seed", type=int, default=2024)
     d.add_argument("--design", choices=("store", "randomized"), default="store",
                    help="campaign 1 as the real store ran it (controls picked among window "
@@ -207,7 +239,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("step", nargs="?", default=None)
     r.add_argument("--data", default=None,
                    help="data folder (default from config); for `run one-click` the "
-                        "folder with the case's four files")
+                        "folder with the case's four files; for `run next-purchase` a "
+                        "folder with apparel-purchases.csv runs the apparel case")
     r.add_argument("--results", default=None, help="results folder (default data/results)")
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
     r.add_argument("--engine", choices=ENGINES, default=None,

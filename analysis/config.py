@@ -164,6 +164,24 @@ class NextPurchaseConfig:
 
 
 @dataclass(frozen=True)
+class ApparelConfig:
+    """The apparel store's next-purchase case (step ``apparel``): its folder (empty: the
+    ``SHOPBAYES_APPAREL_DATA`` environment variable, else ``data/apparel`` when it holds
+    the files, else the stand-in in ``data/demo_apparel``), the share of clients held out
+    and the target's horizon."""
+
+    data_dir: str = ""
+    holdout_share: float = 0.3
+    horizon_days: int = 90
+    demo_clients: int = 5000
+    classifier_clients: int = 40_000
+    shap_clients: int = 2_000
+
+
+APPAREL_DEMO_DIR = Path("data/demo_apparel")
+
+
+@dataclass(frozen=True)
 class OneClickConfig:
     """The second case ("В один клик" online store): where its files are and the settings
     of its cleaning, model comparison and action segments (documented defaults).
@@ -242,12 +260,14 @@ class Config:
                                  "uplift": {"draws": 1000, "tune": 500, "target_accept": 0.9,
                                             "low_rank": True},
                                  "next_purchase": {"draws": 800, "tune": 500, "low_rank": True},
+                                 "apparel": {"draws": 800, "tune": 500, "low_rank": True},
                                  "one_click": {"draws": 1500}})
     business: BusinessConfig = field(default_factory=BusinessConfig)
     gender: GenderConfig = field(default_factory=GenderConfig)
     segments: SegmentsConfig = field(default_factory=SegmentsConfig)
     propensity: PropensityConfig = field(default_factory=PropensityConfig)
     next_purchase: NextPurchaseConfig = field(default_factory=NextPurchaseConfig)
+    apparel: ApparelConfig = field(default_factory=ApparelConfig)
     one_click: OneClickConfig = field(default_factory=OneClickConfig)
 
     @property
@@ -261,6 +281,18 @@ class Config:
         if (Path("data/one_click") / "market_file.csv").exists():
             return Path("data/one_click")
         return ONE_CLICK_DEMO_DIR
+
+    @property
+    def apparel_dir(self) -> Path:
+        """The apparel case's data folder (see :class:`ApparelConfig`)."""
+        if self.apparel.data_dir:
+            return Path(self.apparel.data_dir)
+        env = os.environ.get("SHOPBAYES_APPAREL_DATA")
+        if env:
+            return Path(env)
+        if (Path("data/apparel") / "apparel-purchases.csv").exists():
+            return Path("data/apparel")
+        return APPAREL_DEMO_DIR
 
     def sampler_for(self, step: str) -> SamplerConfig:
         """Sampler settings of one step (``sampler`` with that step's overrides)."""
@@ -310,6 +342,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
     gender = replace(cfg.gender, **raw.pop("gender", {}))
     one_click = replace(cfg.one_click, **raw.pop("one_click", {}))
     next_purchase = replace(cfg.next_purchase, **raw.pop("next_purchase", {}))
+    apparel = replace(cfg.apparel, **raw.pop("apparel", {}))
     if "data_dir" not in raw and "data_dir" not in overrides:
         env = os.environ.get("SHOPBAYES_DATA")
         if env:
@@ -325,4 +358,4 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> Config:
                          f"{', '.join(ENGINES)}")
     return replace(cfg, sampler=sampler, business=business, gender=gender, segments=segments,
                    propensity=propensity, one_click=one_click, next_purchase=next_purchase,
-                   **values)
+                   apparel=apparel, **values)

@@ -76,7 +76,7 @@ class Step:
     config_keys: tuple[str, ...] = ("seed",)
     description: str = ""
     uses: tuple[str, ...] = ()  # optional upstream: used when it succeeded, never required
-    case: str = "store"  # whose data folder: the store's (data_dir) or "one_click"
+    case: str = "store"  # whose data folder: the store's (data_dir), "one_click", "apparel"
 
     def load(self) -> Callable[[Config], dict[str, Any]]:
         module, func = self.target.split(":")
@@ -104,6 +104,10 @@ STEPS: tuple[Step, ...] = (
          ("seed", "sampler", "sampler_overrides", "business", "next_purchase"),
          "who buys again soon and what each client is worth (BG/NBD, Gamma-Gamma)",
          uses=("gender", "segments")),
+    Step("apparel", "analysis.steps.apparel:run", (),
+         ("seed", "sampler", "sampler_overrides", "apparel"),
+         "apparel case: who buys within 90 days (BG/NBD and boosting with mailing features)",
+         case="apparel"),
     Step("one_click", "analysis.steps.one_click:run", (),
          ("seed", "sampler", "sampler_overrides", "one_click"),
          "second case: which online-store clients will buy less, and what to offer",
@@ -200,7 +204,9 @@ def _database_fingerprint(cfg: Config) -> dict[str, list[float]] | None:
 
 def data_folder(cfg: Config, step: Step) -> Path:
     """The data folder a step reads."""
-    return cfg.one_click_dir if step.case == "one_click" else cfg.data_dir
+    if step.case == "one_click":
+        return cfg.one_click_dir
+    return cfg.apparel_dir if step.case == "apparel" else cfg.data_dir
 
 
 def input_hash(cfg: Config, step: Step) -> str:

@@ -28,8 +28,9 @@ on a hash sample of clients (three parameters; :func:`spend_sample`).
 Priors (stated; :meth:`BetaGeoCells.prior_predictive` simulates purchase histories from
 them): ``alpha ~ Weibull(2, 10)``, ``r ~ Weibull(2, 1)``, ``phi = a / (a + b) ~
 Uniform(0, 1)`` (pymc-marketing's defaults) and ``kappa = a + b ~ LogNormal(2, 1.5)``
-(median 7.4; the library's ``Pareto(1, 1)`` has so heavy a tail that a store without
-visible dropout left ``b`` with a posterior SD of 2 million and slow sampling). A group's
+(median 7.4, truncated at :data:`KAPPA_MAX`; the library's ``Pareto(1, 1)`` has so heavy
+a tail that a store without visible dropout left ``b`` with a posterior SD of 2 million
+and slow sampling). A group's
 deviations from the store's value ``~ ZeroSumNormal(1.0)`` on the log / logit scale; the
 spread is fixed, not learned: with a handful of groups a learned one is barely identified
 (four learned spreads over three groups gave divergences and 420 s). Gamma-Gamma
@@ -214,6 +215,21 @@ def _prior(pm: Any, name: str, spec: tuple[Any, ...], **kw: Any) -> Any:
     raise ValueError(f"unknown prior {kind} for {name}")
 
 
+#: upper bound of ``kappa = a + b``: beyond it pymc-marketing's BG/NBD log-density loses
+#: its precision (a chain on the apparel stand-in ran off to kappa = 1e85, where the
+#: density's beta functions cancel into nonsense); the store's posterior is near 1e3
+KAPPA_MAX = 1e5
+
+
+def _kappa(pm: Any, spec: tuple[Any, ...]) -> Any:
+    """``kappa_all``: the prior ``spec`` (LogNormal) truncated at :data:`KAPPA_MAX`."""
+    if spec[0] != "LogNormal":
+        return _prior(pm, "kappa_all", spec)
+    log_k = pm.TruncatedNormal("log_kappa_all", mu=spec[1], sigma=spec[2],
+                               upper=float(np.log(KAPPA_MAX)))
+    return pm.Deterministic("kappa_all", pm.math.exp(log_k))
+
+
 def _library_model(posterior: xr.Dataset, cells: pd.DataFrame) -> Any:
     """pymc-marketing's ``BetaGeoModel`` on ``cells`` holding ``posterior`` (``alpha, r,
     a, b`` with dims chain, draw) as its fit, for its predictive methods."""
@@ -296,7 +312,7 @@ class BetaGeoCells:
             alpha0 = _prior(pm, "alpha_all", pri["alpha"])
             r0 = _prior(pm, "r_all", pri["r"])
             phi0 = _prior(pm, "phi_all", pri["phi"])
-            kappa0 = _prior(pm, "kappa_all", pri["kappa"])
+            kappa0 = _kappa(pm, pri["kappa"])
             if self.pooled and len(self.groups_) > 1:
                 # a fixed spread: with a handful of groups a learned one is barely
                 # identified (4 learned spreads over 3 groups gave divergences and 420 s)

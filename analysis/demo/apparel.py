@@ -41,7 +41,7 @@ FILES = {"purchases": "apparel-purchases.csv", "messages": "apparel-messages.csv
 START = pd.Timestamp("2022-05-16")
 DAYS = 640  # 2022-05-16 .. 2024-02-15, as the case's data span
 HORIZON = 90
-TRUE = {"r": 0.3, "alpha": 700.0, "a": 2.0, "b": 1.2}
+TRUE = {"r": 0.5, "alpha": 120.0, "a": 3.0, "b": 1.0}
 #: log-odds of opening a message: base, alive, per log purchase rate (centred)
 OPEN = {"base": -2.3, "alive": 1.2, "log_rate": 0.5}
 CLICK_GIVEN_OPEN = 0.18
@@ -106,8 +106,9 @@ def make_apparel(clients: int = 5000, seed: int = 7) -> dict:
     rows_day = np.repeat(day, items)
     m = len(rows_client)
     price = np.round(np.exp(rng.normal(7.4, 0.7, m)) // 10 * 10 + 9, 0)
-    cat_pool = [["4", "28", "57", "431"], ["4", "28", "62", "135"], ["4", "27", "176", "458"],
-                ["2", "18", "212", "726"], ["5562", "5630", "5649", "675"], ["4", "28", "260", "420"],
+    cat_pool = [["4", "28", "57", "431"], ["4", "28", "62", "135"],
+                ["4", "27", "176", "458"], ["2", "18", "212", "726"],
+                ["5562", "5630", "5649", "675"], ["4", "28", "260", "420"],
                 ["3", "31", "120", "611"], ["5562", "5632", "5549", "None"]]
     pick = rng.integers(0, len(cat_pool), m)
     cats = np.array([str(c).replace('"', "'").replace("'None'", "None") for c in cat_pool],

@@ -337,7 +337,8 @@ def run(cfg: Config) -> dict[str, Any]:
     summary = {
         "calibration_days": [0, npc.calibration_end],
         "holdout_days": [npc.calibration_end + 1, npc.last_day],
-        "horizon_days": ev["horizon_days"], "value_horizon_days": npc.value_horizon_days,
+        "horizon_days": ev["horizon_days"], "forecast_days": npc.forecast_days,
+        "value_horizon_days": npc.value_horizon_days,
         "margin": cfg.business.margin, "clients": ev["clients"],
         "clients_deployed": int(len(full)),
         "cells": ev["cells"], "activity_clock": bool(npc.activity_clock),

@@ -42,7 +42,7 @@ def test_cell_likelihood_equals_the_clients_likelihood():
     cells = rfm_cells(sim)
     rows = sim.assign(group="all", n=1)
     point = {"alpha_all_log__": np.log(4.0), "r_all_log__": np.log(0.9),
-             "phi_all_interval__": 0.3, "kappa_all_log__": np.log(2.0)}
+             "phi_all_interval__": 0.3, "log_kappa_all_interval__": -2.0}
     lp = [BetaGeoCells().build_model(d).compile_logp(vars=None, jacobian=False)(point)
           for d in (cells, rows)]
     assert len(cells) < len(rows)
