@@ -31,7 +31,7 @@ run: data
 # a failed step still gets a report (with a warning box); make then exits non-zero
 report: data
 	@status=0; $(RUN_ENV) $(BIN)/shopbayes run || status=$$?; \
-	$(BIN)/shopbayes report && echo "Open report/_site/index.html (and one_click.html; PDFs beside them)"; \
+	$(BIN)/shopbayes report && echo "Open report/_site/index.html (and one_click.html, apparel.html; PDFs beside them)"; \
 	exit $$status
 
 test: install

@@ -63,6 +63,30 @@ CASES: dict[str, tuple[str, float]] = {
                                  "'roc_auc': s['metrics'][0]['roc_auc'], "
                                  "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "
                                  "'converged': s['convergence']['ok']}"), 90.0),
+    # issue 23: next purchase and customer value (BG/NBD, Gamma-Gamma, boosting, SHAP)
+    "next_purchase_real_scale": (
+        _step_case("next_purchase", "{'inner_seconds': s['timings']['total'], "
+                                    "'evaluate_seconds': s['timings']['evaluate'], "
+                                    "'deploy_seconds': s['timings']['deploy'], "
+                                    "'cells': s['cells'], "
+                                    "'roc_auc': s['metrics'][0]['roc_auc'], "
+                                    "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "
+                                    "'ece': s['metrics'][0]['ece'], "
+                                    "'ece_boosting': s['metrics'][1]['ece'], "
+                                    "'failed_fits': s['failed_fits']}"), 60.0),
+    "apparel_stand_in": (
+        "from analysis.config import load_config\nfrom analysis import pipeline\n"
+        "from dataclasses import replace\nimport json, time\n"
+        "from analysis.demo.apparel import write_apparel_demo\n"
+        f"write_apparel_demo(r'{WORK / 'apparel'}', 5000, 7)\n"
+        f"cfg = load_config(None, results_dir=r'{WORK / 'res'}')\n"
+        f"cfg = replace(cfg, apparel=replace(cfg.apparel, data_dir=r'{WORK / 'apparel'}'))\n"
+        "t = time.perf_counter()\npipeline.run(cfg, only='apparel', echo=lambda s: None)\n"
+        "t = time.perf_counter() - t\n"
+        f"s = json.load(open(r'{WORK / 'res' / 'apparel' / 'summary.json'}'))\n"
+        "extra = {'inner_seconds': t, 'roc_auc': s['metrics'][0]['roc_auc'], "
+        "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "
+        "'ceiling': s['truth']['ceiling_auc'], 'converged': s['convergence']['ok']}", 60.0),
     "uplift_step_real_scale": (
         _step_case("uplift", "{'inner_seconds': t, "
                              "'compile_seconds': "
