@@ -36,7 +36,7 @@ sampling). A group's deviations from the store's value ``~ ZeroSumNormal(1.0)`` 
 logit scale; the spread is fixed, not learned: with a handful of groups a learned one is
 barely identified (four learned spreads over three groups gave divergences and 420 s).
 Gamma-Gamma (library default ``HalfFlat``): ``p ~ Gamma(2, 0.5)``, ``q ~ Gamma(5, 1)`` (q >
-1 for a finite mean), ``v ~ Exponential`` with mean twice the fitted clients' mean spend
+1 for a finite mean), ``v ~ Exponential`` with the fitted clients' mean spend as its mean
 (money has no natural scale: scaled to the data, as rstanarm's autoscaling does), checked by
 :meth:`SpendModel.prior_predictive`."""
 
@@ -70,9 +70,11 @@ DEFAULT_PRIORS: dict[str, tuple[Any, ...]] = {
 SPEND_PRIORS: dict[str, tuple[Any, ...]] = {
     "p": ("Gamma", 2.0, 0.5),
     "q": ("Gamma", 5.0, 1.0),
-    # rate 1 / (2 x the fitted clients' mean spend): money has no natural scale, so the
-    # prior is scaled to the data as rstanarm's autoscaling does (mean 2 x mean spend)
-    "v": ("Gamma", 1.0, "1 / (2 mean spend)"),
+    # rate 1 / (the fitted clients' mean spend): money has no natural scale, so the prior
+    # is scaled to the data as rstanarm's autoscaling does; with the prior means of p (4)
+    # and q (5) the prior's population mean spend p v / (q - 1) is then the observed one
+    # (twice that pulled v, and q with it, up: q = 3 fell outside its 94% HDI)
+    "v": ("Gamma", 1.0, "1 / mean spend"),
 }
 
 
@@ -558,9 +560,9 @@ class SpendModel:
 
     @staticmethod
     def _rate(rate: Any, data: pd.DataFrame) -> float:
-        """A prior's rate: a number, or ``"1 / (2 mean spend)"`` of ``data``."""
+        """A prior's rate: a number, or ``"1 / mean spend"`` of ``data``."""
         if isinstance(rate, str):
-            return 1.0 / (2.0 * float(data["monetary_value"].mean()))
+            return 1.0 / float(data["monetary_value"].mean())
         return float(rate)
 
     def fit(self, clients: pd.DataFrame, seed: int = 0, retry_draws: int = 1500) -> SpendModel:
