@@ -389,7 +389,8 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
     project = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
     formats = formats_to_render(project or {}, to)
     paths, errors = [], []
-    for qmd in sorted(report_dir.glob("*.qmd")):
+    # the main page first (its outputs lead the list), then the others by name
+    for qmd in sorted(report_dir.glob("*.qmd"), key=lambda q: (q.stem != "index", q.name)):
         written, failed = render_file(qmd, project or {}, params or {}, formats=formats)
         paths += written
         errors += failed
