@@ -56,6 +56,8 @@ def test_predictions_follow_the_bgnbd_formulas():
                           "T": [30.0, 30.0, 30.0], "n": 1})
     p = m.predict(cells, horizon=10)
     assert p.loc[0, "p_alive"] == pytest.approx(1.0)  # no repeat purchase: no dropout yet
+    # x = 0: no purchase in the horizon is the Poisson-gamma zero, ((alpha+T)/(alpha+T+t))^r
+    assert p.loc[0, "p_purchase"] == pytest.approx(1 - (35 / 45) ** 1.0)
     # the same frequency with a long silence since the last purchase: less likely alive
     assert p.loc[2, "p_alive"] < p.loc[1, "p_alive"] < 1
     # P(alive | x, t_x, T) of Fader, Hardie and Lee (2005), eq. (A.8)
@@ -64,6 +66,22 @@ def test_predictions_follow_the_bgnbd_formulas():
     assert p.loc[2, "p_alive"] == pytest.approx(1 / (1 + odds), rel=1e-6)
     assert ((p["p_purchase"] > 0) & (p["p_purchase"] < 1)).all()
     assert (p["expected_purchases"] >= p["p_purchase"]).all()
+
+
+def test_no_repeat_purchase_predictions_match_simulation_where_the_library_fails():
+    m = BetaGeoCells()
+    m.idata = _posterior(alpha=120.0, r=0.5, a=3.0, b=0.9)  # b < 1: the library's x = 0 bug
+    cells = pd.DataFrame({"group": "all", "frequency": [0, 0], "recency": [0.0, 0.0],
+                          "T": [100.0, 400.0], "n": 1})
+    p = m.predict(cells, horizon=90, draws=None)
+    rng = np.random.default_rng(0)
+    for i, T in enumerate((100.0, 400.0)):
+        # clients with no purchase after their first in T days: lambda | data ~ Gamma(r, alpha + T)
+        lam = rng.gamma(0.5, 1 / (120.0 + T), 400_000)
+        n90 = rng.poisson(lam * 90)  # alive until a purchase: the first one is certain
+        assert p.loc[i, "p_purchase"] == pytest.approx((n90 > 0).mean(), abs=0.003)
+    assert (p["expected_purchases"] >= p["p_purchase"]).all()
+    assert np.isfinite(p["expected_purchases"]).all()
 
 
 def test_hdi_rows_matches_arviz():
