@@ -99,7 +99,7 @@ def test_pdf_needs_the_tools_and_says_how_to_install_them(monkeypatch):
 def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_path):
     """Every step on small data, then the report: sections, figures, key numbers, no error.
 
-    Slow (140 to 190 s: every step, then the render), so it runs in ``make test-slow``; the
+    Slow (250 to 330 s: every step, then the render), so it runs in ``make test-slow``; the
     default run renders the report on stored results in the tests below."""
     import re
     import shutil
@@ -114,13 +114,28 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
     rewrite_csv(oc_data, "market_file.csv", lambda df: df.replace(
         {"Популярная_категория": {df["Популярная_категория"].mode()[0]: HOSTILE}}))
     cfg = quick_one_click(cfg, oc_data)
+    from dataclasses import replace
+
+    from analysis.demo.apparel import write_apparel_demo
+
+    write_apparel_demo(tmp_path / "apparel", clients=1500, seed=3)
+    cfg = replace(cfg, apparel=replace(cfg.apparel, data_dir=str(tmp_path / "apparel"),
+                                       shap_clients=200),
+                  next_purchase=replace(cfg.next_purchase, shap_clients=200,
+                                        predict_draws=100))
     res = {r["step"]: r for r in pipeline.run(cfg)}
-    assert all(r["status"] == "ok" for r in res.values()), res
+    assert all(r["status"] == "ok" for r in res.values()), {
+        k: (r["status"], r["message"]) for k, r in res.items()}
     shutil.copytree(ROOT / "report", tmp_path / "report", ignore=shutil.ignore_patterns("_site"))
-    html, pdf, oc_html, oc_pdf = render_project(tmp_path / "report",
-                                                {"results_dir": str(tmp_path / "res")})
-    assert (oc_html.name, pdf.name, oc_pdf.name) == ("one_click.html", "index.pdf",
-                                                     "one_click.pdf")
+    html, pdf, ap_html, ap_pdf, oc_html, oc_pdf = render_project(
+        tmp_path / "report", {"results_dir": str(tmp_path / "res")})
+    assert (oc_html.name, pdf.name, oc_pdf.name, ap_html.name, ap_pdf.name) == (
+        "one_click.html", "index.pdf", "one_click.pdf", "apparel.html", "apparel.pdf")
+    ap = ap_html.read_text()
+    for section in ("The answer first", "Two models, one question", "What drives the forecast",
+                    "Diagnostics"):
+        assert section in ap, section
+    assert "could not be drawn" not in ap and "Traceback" not in ap
     oc = oc_html.read_text()
     # the hostile category reaches the report (tables, offers) only as text
     assert not re.search(r"<[^<>]*onerror", oc), "data text became an HTML tag"
@@ -139,8 +154,10 @@ def test_full_report_on_small_synthetic_results(demo_copy, one_click_demo, tmp_p
                     "Segments: who the clients are",
                     "Campaign 2: billboard discount days in city 1134",
                     "Targeting city 1188: whom to contact, about what, how many",
+                    "Who buys again soon, and what clients are worth",
                     "Appendix: methods, priors and diagnostics"):
         assert section in text, section
+    assert "Expected margin over the next 90 days by cluster" in text
     assert "P(conversion uplift &gt; 0)" in text or "P(conversion uplift > 0)" in text
     assert "Recommendation:" in text and "Placebo" in text
     assert len(re.findall(r'<img[^>]*src="data:image/png;base64', text)) >= 12
