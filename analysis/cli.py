@@ -26,45 +26,36 @@ from analysis.config import load_config
 from analysis.store.engine import ENGINES
 
 
-def _one_click_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
-    from analysis.demo.one_click import is_current, write_one_click_demo
+def _stand_in(case: str, out: Path, clients: int, seed: int, if_needed: bool) -> None:
+    """Write a second case's synthetic stand-in (``one_click`` or ``apparel``: its module
+    ``analysis.demo.<case>``), or with ``if_needed`` say that ``out`` holds it already."""
+    import importlib
 
-    if if_needed and is_current(out, clients, seed):
-        print(f"One-click stand-in in {out} is current.")
+    module = importlib.import_module(f"analysis.demo.{case}")
+    label = {"one_click": "one-click", "apparel": "apparel"}[case]
+    if if_needed and module.is_current(out, clients, seed):
+        print(f"{label.capitalize()} stand-in in {out} is current.")
         return
-    written = write_one_click_demo(out, clients, seed)
-    print(f"Wrote the one-click stand-in ({clients:,} clients) to {out}: {len(written)} files")
-
-
-def _apparel_demo(out: Path, clients: int, seed: int, if_needed: bool) -> None:
-    from analysis.demo.apparel import is_current, write_apparel_demo
-
-    if if_needed and is_current(out, clients, seed):
-        print(f"Apparel stand-in in {out} is current.")
-        return
-    written = write_apparel_demo(out, clients, seed)
-    print(f"Wrote the apparel stand-in ({clients:,} clients) to {out}: {len(written)} files")
+    written = getattr(module, f"write_{case}_demo")(out, clients, seed)
+    print(f"Wrote the {label} stand-in ({clients:,} clients) to {out}: {len(written)} files")
 
 
 def _demo_data(args: argparse.Namespace) -> int:
-    from analysis.config import APPAREL_DEMO_DIR, ONE_CLICK_DEMO_DIR
+    from analysis.config import CASE_DEMO_DIRS
     from analysis.demo.store import DemoSpec, write_demo
 
     cfg = load_config(args.config)
-    if args.apparel:
-        _apparel_demo(Path(args.out or APPAREL_DEMO_DIR), args.clients or
-                      cfg.apparel.demo_clients, args.seed, args.if_needed)
-        return 0
-    if args.one_click:
-        _one_click_demo(Path(args.out or ONE_CLICK_DEMO_DIR), args.clients or
-                        cfg.one_click.demo_clients, args.seed, args.if_needed)
-        return 0
+    for case in CASE_DEMO_DIRS:
+        if getattr(args, case):  # --one-click, --apparel: that case's stand-in only
+            _stand_in(case, Path(args.out or CASE_DEMO_DIRS[case]),
+                      args.clients or getattr(cfg, case).demo_clients, args.seed,
+                      args.if_needed)
+            return 0
     args.out = args.out or "data/demo"
     spec = DemoSpec(clients=args.clients or 104_989, seed=args.seed, design=args.design)
-    if args.if_needed and cfg.one_click_dir.resolve() == ONE_CLICK_DEMO_DIR.resolve():
-        _one_click_demo(ONE_CLICK_DEMO_DIR, cfg.one_click.demo_clients, args.seed, True)
-    if args.if_needed and cfg.apparel_dir.resolve() == APPAREL_DEMO_DIR.resolve():
-        _apparel_demo(APPAREL_DEMO_DIR, cfg.apparel.demo_clients, args.seed, True)
+    for case, demo_dir in CASE_DEMO_DIRS.items():  # the cases' stand-ins, when they are used
+        if args.if_needed and cfg.case_dir(case).resolve() == demo_dir.resolve():
+            _stand_in(case, demo_dir, getattr(cfg, case).demo_clients, args.seed, True)
     if args.if_needed:
         if not cfg.uses_demo_data:
             print(f"Real data configured ({cfg.data_dir}); no demo data needed.")
@@ -120,18 +111,12 @@ def _run(args: argparse.Namespace) -> int:
 
         if is_apparel_folder(args.data):  # the apparel case's schema: its own step
             step = "apparel"
-    if step == "apparel":
+    case = pipeline.get_step(step).case if step in pipeline.step_names() else "store"
+    if case != "store":  # a second case reads its own folder
         cfg = load_config(args.config, results_dir=args.results)
         if args.data:
-            cfg = replace(cfg, apparel=replace(cfg.apparel, data_dir=args.data))
-        print(f"Data: {cfg.apparel_dir}   results: {cfg.results_dir}")
-        results = pipeline.run(cfg, only=step, force=args.force)
-        return 1 if any(r["status"] == "failed" for r in results) else 0
-    if step == "one_click":  # the second case reads its own folder
-        cfg = load_config(args.config, results_dir=args.results)
-        if args.data:
-            cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=args.data))
-        print(f"Data: {cfg.one_click_dir}   results: {cfg.results_dir}")
+            cfg = replace(cfg, **{case: replace(getattr(cfg, case), data_dir=args.data)})
+        print(f"Data: {cfg.case_dir(case)}   results: {cfg.results_dir}")
         results = pipeline.run(cfg, only=step, force=args.force)
         return 1 if any(r["status"] == "failed" for r in results) else 0
     overrides = {"engine": args.engine} if args.engine else {}

@@ -210,6 +210,10 @@ class OneClickConfig:
 
 
 ONE_CLICK_DEMO_DIR = Path("data/demo_one_click")
+#: each second case's stand-in folder, and the real folder with the file that marks it
+CASE_DEMO_DIRS = {"one_click": ONE_CLICK_DEMO_DIR, "apparel": APPAREL_DEMO_DIR}
+CASE_FOLDERS = {"one_click": (Path("data/one_click"), "market_file.csv"),
+                "apparel": (Path("data/apparel"), "apparel-purchases.csv")}
 
 
 @dataclass(frozen=True)
@@ -270,29 +274,28 @@ class Config:
     apparel: ApparelConfig = field(default_factory=ApparelConfig)
     one_click: OneClickConfig = field(default_factory=OneClickConfig)
 
+    def case_dir(self, case: str) -> Path:
+        """The data folder of a second case (``one_click`` or ``apparel``): its section's
+        ``data_dir``, else the environment variable ``SHOPBAYES_<CASE>_DATA``, else
+        ``data/<case>`` when it holds the case's files, else the case's stand-in."""
+        configured = getattr(self, case).data_dir
+        if configured:
+            return Path(configured)
+        env = os.environ.get(f"SHOPBAYES_{case.upper()}_DATA")
+        if env:
+            return Path(env)
+        real, marker = CASE_FOLDERS[case]
+        return real if (real / marker).exists() else CASE_DEMO_DIRS[case]
+
     @property
     def one_click_dir(self) -> Path:
         """The one-click case's data folder (see :class:`OneClickConfig`)."""
-        if self.one_click.data_dir:
-            return Path(self.one_click.data_dir)
-        env = os.environ.get("SHOPBAYES_ONE_CLICK_DATA")
-        if env:
-            return Path(env)
-        if (Path("data/one_click") / "market_file.csv").exists():
-            return Path("data/one_click")
-        return ONE_CLICK_DEMO_DIR
+        return self.case_dir("one_click")
 
     @property
     def apparel_dir(self) -> Path:
         """The apparel case's data folder (see :class:`ApparelConfig`)."""
-        if self.apparel.data_dir:
-            return Path(self.apparel.data_dir)
-        env = os.environ.get("SHOPBAYES_APPAREL_DATA")
-        if env:
-            return Path(env)
-        if (Path("data/apparel") / "apparel-purchases.csv").exists():
-            return Path("data/apparel")
-        return APPAREL_DEMO_DIR
+        return self.case_dir("apparel")
 
     def sampler_for(self, step: str) -> SamplerConfig:
         """Sampler settings of one step (``sampler`` with that step's overrides)."""

@@ -205,9 +205,7 @@ def _database_fingerprint(cfg: Config) -> dict[str, list[float]] | None:
 
 def data_folder(cfg: Config, step: Step) -> Path:
     """The data folder a step reads."""
-    if step.case == "one_click":
-        return cfg.one_click_dir
-    return cfg.apparel_dir if step.case == "apparel" else cfg.data_dir
+    return cfg.data_dir if step.case == "store" else cfg.case_dir(step.case)
 
 
 def input_hash(cfg: Config, step: Step) -> str:

@@ -188,6 +188,34 @@ class ActivityClock:
         return out
 
 
+def client_cells(clients: pd.DataFrame, group: str | None = None
+                 ) -> tuple[pd.DataFrame, np.ndarray]:
+    """The distinct ``(group, frequency, recency, T)`` cells of ``clients`` (``group``
+    ``"all"`` without a group column) and each client's position among them: predict per
+    cell (cells x draws, never clients x draws), then index the cells' results by the
+    positions.
+
+    Returns
+    -------
+    (cells, positions)
+        ``cells`` with ``group`` and :data:`CELL_KEYS`; ``positions`` (clients,) int.
+    """
+    g = clients[group].astype(str).to_numpy() if group else np.full(len(clients), "all")
+    keys = pd.DataFrame({"group": g, **{c: clients[c].to_numpy() for c in CELL_KEYS}})
+    cells = keys.drop_duplicates().reset_index(drop=True)
+    pos = keys.merge(cells.reset_index(), on=["group", *CELL_KEYS], how="left")["index"]
+    return cells, pos.to_numpy()
+
+
+def thin(ds: xr.Dataset, draws: int | None) -> xr.Dataset:
+    """``ds`` (dims chain, draw) with every k-th draw kept, about ``draws`` in all (all of
+    them when ``draws`` is ``None``)."""
+    if not draws:
+        return ds
+    step = max(1, int(ds.sizes["chain"] * ds.sizes["draw"] // draws))
+    return ds.isel(draw=slice(None, None, step))
+
+
 def check_rfm(df: pd.DataFrame) -> None:
     """Raise ``ValueError`` naming the rows when a ``(frequency, recency, T)`` row is not a
     possible purchase history."""
@@ -287,6 +315,7 @@ class BetaGeoCells:
         self.convergence: Convergence | None = None
         self.resampled_with: dict[str, Any] | None = None
         self.groups_: list[str] = ["all"]
+        self.cells_: int = 0  # cells of the fitted data
 
     # ------------------------------------------------------------------ model
     def _group_index(self, cells: pd.DataFrame) -> np.ndarray:
@@ -374,6 +403,7 @@ class BetaGeoCells:
             Random seed: same seed, same draws.
         """
         model = self.build_model(cells)
+        self.cells_ = len(cells)
         sampler = Sampler(model, self.sampler or SamplerSettings(draws=1000, tune=500,
                                                                  low_rank=True))
         with warnings.catch_warnings():
@@ -396,11 +426,7 @@ class BetaGeoCells:
         g = group if self.pooled else "all"
         if g not in self.groups_:
             raise ValueError(f"group {group!r} was not fitted; groups are {self.groups_}")
-        ds = post[BG_PARAMETERS].sel(group=g)
-        if draws:
-            step = max(1, int(ds.sizes["chain"] * ds.sizes["draw"] // draws))
-            ds = ds.isel(draw=slice(None, None, step))
-        return ds.drop_vars("group")
+        return thin(post[BG_PARAMETERS].sel(group=g), draws).drop_vars("group")
 
     def predict_draws(self, cells: pd.DataFrame, horizon: float, draws: int | None = None
                       ) -> dict[str, np.ndarray]:
@@ -530,17 +556,13 @@ def _no_repeat(res: dict[str, np.ndarray], post: xr.Dataset, T: np.ndarray, hori
 
 
 def hdi_rows(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[np.ndarray, np.ndarray]:
-    """94% HDI of each row of ``draws`` (rows x draws), as two arrays."""
+    """94% HDI of each row of ``draws`` (rows x draws), as two arrays (ArviZ's ``hdi``
+    with the rows as its variable's shape)."""
     if draws.shape[1] == 0:
         nan = np.full(draws.shape[0], np.nan)
         return nan, nan
-    s = np.sort(draws, axis=1)
-    n = s.shape[1]
-    k = max(1, int(np.floor(prob * n)))
-    width = s[:, k:] - s[:, : n - k]
-    i = np.argmin(width, axis=1)
-    rows = np.arange(len(s))
-    return s[rows, i], s[rows, i + k]
+    h = az.hdi(np.asarray(draws, float).T[None, :, :], hdi_prob=prob)
+    return h[:, 0], h[:, 1]
 
 
 # --------------------------------------------------------------------------- spend
@@ -627,11 +649,7 @@ class SpendModel:
         """``p, q, v`` draws (chain, draw), thinned to about ``draws``."""
         if self.model_ is None:
             raise RuntimeError("fit the model first")
-        ds = self.model_.idata.posterior[GG_PARAMETERS]
-        if draws:
-            step = max(1, int(ds.sizes["chain"] * ds.sizes["draw"] // draws))
-            ds = ds.isel(draw=slice(None, None, step))
-        return ds
+        return thin(self.model_.idata.posterior[GG_PARAMETERS], draws)
 
     def expected_spend_draws(self, frequency: np.ndarray, mean_spend: np.ndarray,
                              draws: int = 500) -> np.ndarray:

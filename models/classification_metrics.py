@@ -39,3 +39,14 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10,
     """Observed share against mean prediction per bin (a reliability curve)."""
     frac, mean = calibration_curve(np.asarray(y).astype(int), p, n_bins=bins, strategy=strategy)
     return pd.DataFrame({"predicted": mean, "observed": frac})
+
+
+def top_share_lift(y: np.ndarray, w: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
+    """Buy rate among the top ``share`` of rows by prediction over the overall rate (ties at
+    the cut-off are split proportionally)."""
+    order = np.argsort(-p, kind="stable")
+    y, w = y[order], w[order]
+    cum = np.cumsum(w)
+    cut = share * cum[-1]
+    take = np.clip(cut - (cum - w), 0, w)
+    return float((take * y).sum() / take.sum() / ((w * y).sum() / w.sum()))

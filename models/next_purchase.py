@@ -15,46 +15,49 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.compose import ColumnTransformer
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import GridSearchCV, StratifiedKFold
 from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
 
-from models.classification_metrics import binary_metrics
-
-#: the baseline's grid (3-fold stratified cross-validation, log loss)
-PARAM_GRID = {"boost__learning_rate": [0.05, 0.1], "boost__max_leaf_nodes": [15, 31],
-              "boost__min_samples_leaf": [40, 200]}
-
-
-def top_decile_lift(y: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
-    """Buying rate among the ``share`` of clients with the highest ``p`` over the overall
-    rate (ties broken by position)."""
-    y = np.asarray(y, float)
-    k = max(1, int(round(share * len(y))))
-    top = np.argsort(-np.asarray(p, float), kind="stable")[:k]
-    base = y.mean()
-    return float(y[top].mean() / base) if base > 0 else float("nan")
+from models.classification_metrics import binary_metrics, reliability, top_share_lift
+from models.propensity_eval import PARAM_GRID, ordinal_encoder
 
 
 def response_metrics(y: np.ndarray, p: np.ndarray) -> dict[str, float]:
     """:func:`binary_metrics` plus ``top_decile_lift``, ``base_rate`` and
     ``mean_prediction`` of predicted probabilities ``p`` for outcomes ``y`` (0/1)."""
     out = binary_metrics(y, p)
-    out.update({"top_decile_lift": top_decile_lift(y, p), "base_rate": float(np.mean(y)),
+    y = np.asarray(y, float)
+    out.update({"top_decile_lift": top_share_lift(y, np.ones(len(y)), np.asarray(p, float)),
+                "base_rate": float(np.mean(y)),
                 "mean_prediction": float(np.mean(p)), "clients": int(len(y))})
     return out
+
+
+def compare(y: np.ndarray, preds: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`response_metrics` (one row per model, ``model`` first) and decile
+    reliability curves (``predicted``, ``observed``, ``model``) of each model's predicted
+    probabilities ``preds[name]`` for the same outcomes ``y``. Deciles: equal-width bins
+    left a bin of a few clients far from the rest."""
+    metrics = pd.DataFrame([{"model": n, **response_metrics(y, p)} for n, p in preds.items()])
+    calib = pd.concat([reliability(y, p, strategy="quantile").assign(model=n)
+                       for n, p in preds.items()])
+    return metrics, calib
+
+
+def subsample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
+    """At most ``size`` of ``rows`` (a seeded random choice, in their order)."""
+    if len(rows) <= size:
+        return rows
+    rng = np.random.default_rng(seed)
+    return rows.iloc[np.sort(rng.choice(len(rows), size, replace=False))]
 
 
 def classifier(categorical: list[str], random_state: int = 0) -> Pipeline:
     """Gradient boosting with the ``categorical`` columns ordinal-encoded (unknown: -1,
     the codes used as numbers so that SHAP values are exact); the other columns as they
     are."""
-    enc = ColumnTransformer(
-        [("cat", OrdinalEncoder(handle_unknown="use_encoded_value", unknown_value=-1,
-                                encoded_missing_value=-1), categorical)],
-        remainder="passthrough", verbose_feature_names_out=False)
+    enc = ordinal_encoder(categorical)
     # the codes are numbers to the trees, not native categorical splits: shap's
     # TreeExplainer reads those as numeric thresholds, and its values then no longer add
     # up to the model's log-odds (by up to 6 in a test)
@@ -65,7 +68,8 @@ def classifier(categorical: list[str], random_state: int = 0) -> Pipeline:
 
 def fit_classifier(X: pd.DataFrame, y: np.ndarray, categorical: list[str],
                    random_state: int = 0, tune: bool = True) -> Pipeline:
-    """Fit :func:`classifier`, tuned over :data:`PARAM_GRID` by 3-fold stratified
+    """Fit :func:`classifier`, tuned over the propensity baseline's grid
+    (:data:`models.propensity_eval.PARAM_GRID`) by 3-fold stratified
     cross-validation on log loss (``tune=False``: the default settings).
 
     Parameters

@@ -21,6 +21,7 @@ from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 
+from models.classification_metrics import top_share_lift
 from models.propensity import client_features
 
 CATEGORICAL = ["city", "cluster", "gender", "category"]
@@ -52,17 +53,6 @@ def expand(cells: pd.DataFrame, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
     """(y, weight, prediction) with two weighted rows per cell (buyers, non-buyers)."""
     pos, y, w = weighted_rows(cells)
     return y, w, np.asarray(p)[pos]
-
-
-def top_share_lift(y: np.ndarray, w: np.ndarray, p: np.ndarray, share: float = 0.1) -> float:
-    """Buy rate among the top ``share`` of rows by prediction over the overall rate (ties at
-    the cut-off are split proportionally)."""
-    order = np.argsort(-p, kind="stable")
-    y, w = y[order], w[order]
-    cum = np.cumsum(w)
-    cut = share * cum[-1]
-    take = np.clip(cut - (cum - w), 0, w)
-    return float((take * y).sum() / take.sum() / ((w * y).sum() / w.sum()))
 
 
 def holdout_metrics(cells: pd.DataFrame, p: np.ndarray) -> dict[str, float]:
@@ -110,10 +100,10 @@ def baseline_model(random_state: int = 0, features: list[str] | None = None) -> 
     hgb = HistGradientBoostingClassifier(categorical_features=list(range(len(cats))),
                                          max_iter=200, learning_rate=0.1,
                                          early_stopping=False, random_state=random_state)
-    return Pipeline([("encode", _encoder(cats)), ("boost", hgb)])
+    return Pipeline([("encode", ordinal_encoder(cats)), ("boost", hgb)])
 
 
-def _encoder(categorical: list[str]) -> ColumnTransformer:
+def ordinal_encoder(categorical: list[str]) -> ColumnTransformer:
     """Ordinal codes for the ``categorical`` columns (unknown and missing: -1) first, the
     other columns passed through: the boosting models' input."""
     return ColumnTransformer(
@@ -212,7 +202,7 @@ def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, 
         boost = HistGradientBoostingRegressor(
             categorical_features=list(range(len(enc_cols))), max_iter=200,
             random_state=random_state, **reg_params)
-        return Pipeline([("encode", _encoder(enc_cols)), ("boost", boost)])
+        return Pipeline([("encode", ordinal_encoder(enc_cols)), ("boost", boost)])
 
     tau1 = regressor().fit(X[t], d[t], boost__sample_weight=w[t])
     tau0 = regressor().fit(X[~t], d[~t], boost__sample_weight=w[~t])

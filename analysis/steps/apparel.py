@@ -23,7 +23,6 @@ import json
 import time
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from analysis.config import Config
@@ -34,7 +33,6 @@ from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import held_out
 from models import btyd
 from models import next_purchase as NP
-from models.classification_metrics import reliability
 from models.sampling import SamplerSettings
 
 FEATURES = ["frequency", "recency", "T", "days_since_last", "spend", "mean_spend", "items",
@@ -62,27 +60,21 @@ def run(cfg: Config) -> dict[str, Any]:
     cells = btyd.rfm_cells(train)
     sampler = SamplerSettings.from_any(cfg.sampler_for("apparel"))
     bg = btyd.BetaGeoCells(sampler=sampler).fit(cells, seed=cfg.seed)
-    hold_cells = btyd.rfm_cells(hold.assign(n=1))
-    pred = bg.predict(hold_cells, horizon=float(ac.horizon_days), draws=400)
-    key = ["frequency", "recency", "T"]
-    p_bg = hold[key].merge(pred[key + ["p_purchase", "expected_purchases"]], on=key,
-                           how="left")
+    hold_cells, pos = btyd.client_cells(hold)
+    pred = bg.predict_draws(hold_cells, float(ac.horizon_days), 400)
+    p_bg = {k: pred[k].mean(1)[pos] for k in ("p_purchase", "expected_purchases")}
     t_bg = time.perf_counter() - t0
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    tr = train if len(train) <= ac.classifier_clients else train.iloc[
-        np.sort(rng.choice(len(train), ac.classifier_clients, replace=False))]
+    tr = NP.subsample(train, ac.classifier_clients, cfg.seed)
     clf = NP.fit_classifier(tr[FEATURES].astype(float), tr["target"].to_numpy(int), [],
                             random_state=cfg.seed % (2**31))
     p_clf = clf.predict_proba(hold[FEATURES].astype(float))[:, 1]
     t_clf = time.perf_counter() - t0
     names = ["BG/NBD (PyMC, purchases only)", "gradient boosting (tuned, purchases + mailings)"]
-    preds = {names[0]: p_bg["p_purchase"].to_numpy(), names[1]: p_clf}
-    metrics = pd.DataFrame([{"model": n, **NP.response_metrics(y, p)} for n, p in preds.items()])
-    calib = pd.concat([reliability(y, p, strategy="quantile").assign(model=n)
-                       for n, p in preds.items()])
+    preds = {names[0]: p_bg["p_purchase"], names[1]: p_clf}
+    metrics, calib = NP.compare(y, preds)
     by_freq = btyd.purchases_by_frequency(hold["frequency"].to_numpy(),
-                                          p_bg["expected_purchases"].to_numpy(), y, top=3)
+                                          p_bg["expected_purchases"], y, top=3)
     by_freq = by_freq.rename(columns={"actual": "bought_share"})
     rows = hold.sample(min(ac.shap_clients, len(hold)), random_state=cfg.seed % (2**31))
     sv = NP.shap_values(clf, rows[FEATURES].astype(float))
@@ -106,7 +98,7 @@ def run(cfg: Config) -> dict[str, Any]:
     summary = {
         "folder": str(folder), "log": data.log, "clients": {"train": int(len(train)),
                                                             "holdout": int(len(hold))},
-        "horizon_days": ac.horizon_days, "cells": int(len(cells)),
+        "horizon_days": ac.horizon_days, "cells": bg.cells_,
         "metrics": metrics.to_dict("records"),
         "auc_gap": float(m["roc_auc"].iloc[0] - m["roc_auc"].iloc[1]),
         "classifier_params": getattr(clf, "best_params_", None),

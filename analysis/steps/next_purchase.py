@@ -37,17 +37,17 @@ import pandas as pd
 
 from analysis.config import Config
 from analysis.io import save_figure, write_json, write_parquet
-from analysis.pipeline import StepSkipped, optional_table, step_dir
+from analysis.pipeline import StepSkipped, step_dir
 from analysis.steps.clean import purchases_path
+from analysis.steps.client_labels import with_clusters, with_gender_labels
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import RFM_COLUMNS, daily_buyers, held_out, rfm_table
 from analysis.store.engine import connect
 from analysis.store.tables import open_table
 from models import btyd
 from models import next_purchase as NP
-from models.classification_metrics import reliability
 from models.sampling import SamplerSettings
-from models.uplift import HDI_PROB
+from models.uplift import HDI_PROB, hdi
 
 CLIENT_COLUMNS = {"id": "integer", "city": "integer", "gender": "integer", "age": "integer"}
 NUMERIC = ["frequency", "recency_days", "T_days", "days_since_last", "spend", "mean_spend",
@@ -72,17 +72,9 @@ def client_frame(cfg: Config, con: Any, calibration: tuple[int, int],
                          "clients")
     c = clients.select(id=clients.id.cast("int64"), city=clients.city.cast("int64"),
                        gender=clients.gender.cast("int64"), age=clients.age.cast("float64"))
-    g = optional_table(cfg, con, "gender", "clients.parquet",
-                       {"id": "integer", "gender_label": "integer"})
-    if g is not None:
-        c = c.left_join(g.select(id=g.id.cast("int64"),
-                                 gender_label=g.gender_label.cast("int64")), "id").drop("id_right")
-        c = c.mutate(gender=c.gender.fill_null(c.gender_label)).drop("gender_label")
-    k = optional_table(cfg, con, "segments", "assignments.parquet",
-                       {"id": "integer", "cluster": "integer"})
-    if k is not None:
-        c = c.left_join(k.select(id=k.id.cast("int64"), cluster=k.cluster.cast("int64")),
-                        "id").drop("id_right")
+    c = with_gender_labels(cfg, con, c)
+    k = with_clusters(cfg, con, c)
+    c = c if k is None else k
     t = t.left_join(c, "id").drop("id_right")
     df = t.order_by("id").to_pandas()
     df["gender"] = df["gender"].map({0: "0", 1: "1"}).fillna("unknown")
@@ -123,17 +115,9 @@ def _fit_bgnbd(cfg: Config, clients: pd.DataFrame, pooled: bool) -> btyd.BetaGeo
                              truncated=cfg.next_purchase.window_birth).fit(cells, seed=cfg.seed)
 
 
-def _cell_predictions(model: btyd.BetaGeoCells, clients: pd.DataFrame, horizon: float,
-                      draws: int) -> tuple[pd.DataFrame, np.ndarray, dict[str, np.ndarray]]:
-    """Predictions per distinct cell of ``clients``: the cells, each client's position
-    among them, and the draws per cell (cells x draws; never clients x draws)."""
-    group = (clients["pool_group"].astype(str) if model.pooled
-             else pd.Series("all", clients.index))
-    keys = pd.DataFrame({"group": group.to_numpy(),
-                         **{c: clients[c].to_numpy() for c in btyd.CELL_KEYS}})
-    cells = keys.drop_duplicates().reset_index(drop=True)
-    pos = keys.merge(cells.reset_index(), on=["group", *btyd.CELL_KEYS], how="left")["index"]
-    return cells, pos.to_numpy(), model.predict_draws(cells, horizon, draws)
+def _pool(model: btyd.BetaGeoCells) -> str | None:
+    """The clients' column of a fit's groups."""
+    return "pool_group" if model.pooled else None
 
 
 def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock) -> dict[str, Any]:
@@ -153,7 +137,8 @@ def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock) -> dict[s
         name = "by city" if pooled else "one for all"
         t0 = time.perf_counter()
         fits[name] = _fit_bgnbd(cfg, train, pooled)
-        cells, pos, d = _cell_predictions(fits[name], hold, horizon, npc.predict_draws)
+        cells, pos = btyd.client_cells(hold, _pool(fits[name]))
+        d = fits[name].predict_draws(cells, horizon, npc.predict_draws)
         preds[name] = {k: v.mean(1)[pos] for k, v in d.items()}
         timings[f"bgnbd {name}"] = time.perf_counter() - t0
     pooling = pd.DataFrame([{"variant": n, **NP.response_metrics(y, p["p_purchase"]),
@@ -162,20 +147,14 @@ def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock) -> dict[s
     chosen = (ok.sort_values("log_loss")["variant"].iloc[0] if len(ok)
               else pooling["variant"].iloc[0])
     t0 = time.perf_counter()
-    rng = np.random.default_rng(cfg.seed)
-    tr = train if len(train) <= npc.classifier_clients else train.iloc[
-        np.sort(rng.choice(len(train), npc.classifier_clients, replace=False))]
+    tr = NP.subsample(train, npc.classifier_clients, cfg.seed)
     clf = NP.fit_classifier(_features(tr), (tr["holdout_days"] > 0).to_numpy(int), CATEGORICAL,
                             random_state=cfg.seed % (2**31))
     p_clf = clf.predict_proba(_features(hold))[:, 1]
     timings["classifier"] = time.perf_counter() - t0
     p_bg = preds[chosen]["p_purchase"]
     names = [f"BG/NBD ({chosen}, PyMC)", "gradient boosting (tuned)"]
-    metrics = pd.DataFrame([{"model": names[0], **NP.response_metrics(y, p_bg)},
-                            {"model": names[1], **NP.response_metrics(y, p_clf)}])
-    # decile bins: equal-width bins left one bin of a few clients at 0.4
-    calib = pd.concat([reliability(y, p_bg, strategy="quantile").assign(model=names[0]),
-                       reliability(y, p_clf, strategy="quantile").assign(model=names[1])])
+    metrics, calib = NP.compare(y, {names[0]: p_bg, names[1]: p_clf})
     by_freq = btyd.purchases_by_frequency(hold["repeat_days"].to_numpy() + 1,
                                           preds[chosen]["expected_purchases"],
                                           hold["holdout_days"].to_numpy())
@@ -187,8 +166,7 @@ def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock) -> dict[s
     return {"fits": fits, "chosen": chosen, "pooling": pooling, "metrics": metrics,
             "calibration": calib, "by_frequency": by_freq, "shap": sv, "shap_X": X,
             "shap_groups": rows["cluster"], "timings": timings,
-            "cells": {n: int(len(btyd.rfm_cells(train, "pool_group" if f.pooled else None)))
-                      for n, f in fits.items()},
+            "cells": {n: f.cells_ for n, f in fits.items()},
             "clients": {"train": int(len(train)), "holdout": int(len(hold)),
                         "classifier_train": int(len(tr))},
             "best_params": getattr(clf, "best_params_", None), "horizon_days": days,
@@ -207,9 +185,9 @@ def deploy(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock, pooled: boo
     spend = btyd.SpendModel(sampler=_sampler(cfg)).fit(
         btyd.spend_sample(repeat, npc.spend_fit_clients, cfg.seed), seed=cfg.seed)
     near_days = float(npc.last_day - npc.calibration_end)
-    _, pos, near = _cell_predictions(model, df, clock.horizon(near_days), npc.predict_draws)
-    _, _, far = _cell_predictions(model, df, clock.horizon(npc.value_horizon_days),
-                                  npc.predict_draws)
+    cells, pos = btyd.client_cells(df, _pool(model))
+    near = model.predict_draws(cells, clock.horizon(near_days), npc.predict_draws)
+    far = model.predict_draws(cells, clock.horizon(npc.value_horizon_days), npc.predict_draws)
     out = pd.DataFrame({"id": df["id"].to_numpy(), "cluster": df["cluster"].to_numpy(),
                         "purchase_days": df["repeat_days"].to_numpy() + 1,
                         "p_alive": near["p_alive"].mean(1)[pos],
@@ -250,13 +228,13 @@ def _value_by_cluster(out: pd.DataFrame, totals: dict[str, np.ndarray]) -> pd.Da
     rows = []
     for g, idx in out.groupby(out["cluster"].astype(str)).indices.items():
         total = totals[g]
-        lo, hi = btyd.hdi_rows(total[None, :])
+        lo, hi = hdi(total)
         rows.append({"cluster": g, "clients": int(len(idx)),
                      "p_alive": float(out["p_alive"].iloc[idx].mean()),
                      "p_purchase": float(out["p_purchase"].iloc[idx].mean()),
                      "value_per_client": float(total.mean() / len(idx)),
-                     "value_total": float(total.mean()), "value_total_low": float(lo[0]),
-                     "value_total_high": float(hi[0])})
+                     "value_total": float(total.mean()), "value_total_low": lo,
+                     "value_total_high": hi})
     return pd.DataFrame(rows).sort_values("value_per_client", ascending=False)
 
 

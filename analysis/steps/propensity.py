@@ -41,6 +41,7 @@ from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
 from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
 from analysis.steps.clean import purchase_ranges, purchases_path, read_campaign_ids
+from analysis.steps.client_labels import with_clusters, with_gender_labels
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import (
     PROPENSITY_COLUMNS,
@@ -88,22 +89,12 @@ def client_table(cfg: Config, con: Any, treated: list[int]) -> Any:
     if pooled:
         city = t.city.isin([int(c) for c in pooled]).ifelse("other", city)
     t = t.mutate(city=city)
-    g = optional_table(cfg, con, "gender", "clients.parquet",
-                       {"id": "integer", "gender_label": "integer"})
-    if g is not None:
-        g = g.select(id=g.id.cast("int64"), gender_label=g.gender_label.cast("int64"))
-        t = t.left_join(g, "id").drop("id_right")
-        t = t.mutate(gender=t.gender.fill_null(t.gender_label)).drop("gender_label")
+    t = with_gender_labels(cfg, con, t)
     t = t.mutate(gender=ibis.cases((t.gender == 0, "0"), (t.gender == 1, "1"),
                                    else_="unknown"))
-    k = optional_table(cfg, con, "segments", "assignments.parquet",
-                       {"id": "integer", "cluster": "integer"})
-    if k is not None:
-        t = t.left_join(k.select(id=k.id.cast("int64"), cluster=k.cluster.cast("int64")),
-                        "id").drop("id_right")
-        t = t.mutate(cluster=cluster_label(t.cluster))
-    else:
-        t = t.mutate(cluster=ibis.literal("all"))
+    k = with_clusters(cfg, con, t)
+    t = (k.mutate(cluster=cluster_label(k.cluster)) if k is not None
+         else t.mutate(cluster=ibis.literal("all")))
     t = t.left_join(id_table(treated).mutate(contacted=ibis.literal(True)), "id").drop(
         "id_right")
     return t.mutate(contacted=t.contacted.fill_null(False),

@@ -5,21 +5,22 @@ import pandas as pd
 import pytest
 from scipy.special import logit
 
+from models.classification_metrics import top_share_lift
 from models.next_purchase import (
     customer_value,
     fit_classifier,
     shap_by_group,
     shap_importance,
     shap_values,
-    top_decile_lift,
 )
 
 
 def test_top_decile_lift_counts_the_top_tenth():
     y = np.array([1] * 10 + [0] * 90)
     p = np.linspace(1, 0, 100)  # the buyers first
-    assert top_decile_lift(y, p) == pytest.approx(10.0)
-    assert top_decile_lift(y, -p) == pytest.approx(0.0)
+    w = np.ones(100)
+    assert top_share_lift(y, w, p) == pytest.approx(10.0)
+    assert top_share_lift(y, w, -p) == pytest.approx(0.0)
 
 
 def test_shap_values_add_up_to_the_log_odds():
