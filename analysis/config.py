@@ -151,8 +151,10 @@ class NextPurchaseConfig:
     #: so over-rates a client whose first purchase in the data came late
     window_birth: bool = True
     #: clients the Gamma-Gamma spend model is fitted on (a seeded sample of those with a
-    #: repeat purchase day: three parameters need no more)
-    spend_fit_clients: int = 20_000
+    #: repeat purchase day: three parameters need no more) and its draws per chain (at
+    #: real scale 20,000 clients x 800 draws reached bulk / tail ESS 1,517 / 1,138 in 12 s)
+    spend_fit_clients: int = 10_000
+    spend_draws: int = 500
     #: training clients the boosting baseline learns from (a seeded sample), at most
     classifier_clients: int = 40_000
     #: held-out clients explained with SHAP values
@@ -263,7 +265,8 @@ class Config:
                                  "propensity": {"draws": 1000, "tune": 500, "low_rank": True},
                                  "uplift": {"draws": 1000, "tune": 500, "target_accept": 0.9,
                                             "low_rank": True},
-                                 "next_purchase": {"draws": 800, "tune": 500, "low_rank": True},
+                                 "next_purchase": {"draws": 600, "tune": 500, "low_rank": True,
+                                                   "target_accept": 0.95},
                                  "apparel": {"draws": 800, "tune": 500, "low_rank": True},
                                  "one_click": {"draws": 1500}})
     business: BusinessConfig = field(default_factory=BusinessConfig)

@@ -42,6 +42,7 @@ Gamma-Gamma (library default ``HalfFlat``): ``p ~ Gamma(2, 0.5)``, ``q ~ Gamma(5
 
 from __future__ import annotations
 
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -296,36 +297,75 @@ class BetaGeoCells:
         the window's start (:meth:`ActivityClock.transform` with ``window_birth``): the
         likelihood is divided by ``P(X(T) >= 1) = 1 - (alpha / (alpha + T))^r`` (a client
         alive at the start stays so until a purchase).
+    groups : list of str, optional
+        The model's groups (default: the cells' groups when ``pooled``, else one group
+        ``all``). A fit with ``pooled=False`` and several groups has the pooled model's
+        structure with the groups' spread set to 0 (every group has the store's
+        parameters: the one-for-all model exactly), so that it and the pooled fit, and
+        later fits on other cells, share one compiled model (``fit(..., reuse=...)``).
 
     Examples
     --------
     >>> cells = rfm_cells(rfm, group="cluster")  # doctest: +SKIP
     >>> m = BetaGeoCells(pooled=True).fit(cells, seed=1)  # doctest: +SKIP
     >>> m.predict(cells, horizon=20)  # doctest: +SKIP
+
+    One compiled model for the one-for-all fit, the pooled fit and a refit on new cells
+    (nutpie compiles each PyMC model for about 10 s; sampling these cells takes less):
+
+    >>> groups = sorted(cells["group"].unique())  # doctest: +SKIP
+    >>> one = BetaGeoCells(groups=groups).fit(cells)  # doctest: +SKIP
+    >>> pooled = BetaGeoCells(pooled=True, groups=groups).fit(cells, reuse=one)  # doctest: +SKIP
     """
 
     pooled: bool = False
     priors: dict[str, tuple[Any, ...]] | None = None
     sampler: SamplerSettings | None = None
     truncated: bool = False
+    groups: list[str] | None = None
 
     def __post_init__(self) -> None:
         self.priors_ = {**DEFAULT_PRIORS, **(self.priors or {})}
         self.idata: az.InferenceData | None = None
         self.convergence: Convergence | None = None
         self.resampled_with: dict[str, Any] | None = None
-        self.groups_: list[str] = ["all"]
+        self.groups_: list[str] = [str(g) for g in self.groups] if self.groups else ["all"]
         self.cells_: int = 0  # cells of the fitted data
+        self.sampler_: Sampler | None = None  # the compiled model (shared by ``reuse``)
+        #: wall seconds of the fit: ``compile`` (0 when it reused a compiled model) and
+        #: ``sample`` (every run, a rerun included)
+        self.timings_: dict[str, float] = {}
 
     # ------------------------------------------------------------------ model
     def _group_index(self, cells: pd.DataFrame) -> np.ndarray:
-        if not self.pooled:
+        if not self.pooled or "group" not in cells:
+            # one for all: every cell reads the first group (the store's parameters)
             return np.zeros(len(cells), dtype=int)
         index = {g: i for i, g in enumerate(self.groups_)}
         missing = sorted(set(cells["group"].astype(str)) - set(index))
         if missing:
             raise ValueError(f"groups {missing} were not in the fitted cells {self.groups_}")
         return cells["group"].astype(str).map(index).to_numpy()
+
+    def _spread(self) -> float:
+        """The groups' deviations' scale: the prior's when pooled, else 0."""
+        return float(self.priors_["sigma_group"][1]) if self.pooled else 0.0
+
+    def _structure(self) -> tuple[Any, ...]:
+        """What the compiled model depends on (not the cells, not the spread)."""
+        return (tuple(self.groups_), self.truncated,
+                tuple(sorted((k, tuple(v)) for k, v in self.priors_.items())))
+
+    def _data(self, cells: pd.DataFrame) -> dict[str, np.ndarray]:
+        """The values of the model's ``pm.Data`` containers for ``cells``."""
+        data = {"T": cells["T"].to_numpy(float),
+                "obs": np.stack([cells["recency"].to_numpy(float),
+                                 cells["frequency"].to_numpy(float)], axis=1),
+                "n": cells["n"].to_numpy(float),
+                "group_index": self._group_index(cells).astype(np.int64)}
+        if len(self.groups_) > 1:  # one group has no deviations
+            data["group_spread"] = np.asarray(self._spread())
+        return data
 
     def build_model(self, cells: pd.DataFrame) -> Any:
         """The PyMC model: group parameters and the cells' count-weighted BG/NBD
@@ -334,9 +374,9 @@ class BetaGeoCells:
         from pymc_marketing.clv.distributions import BetaGeoNBD
 
         check_rfm(cells)
-        if self.pooled:
+        if self.pooled and self.groups is None:
             self.groups_ = sorted(cells["group"].astype(str).unique().tolist())
-        gi = self._group_index(cells)
+        data = self._data(cells)
         pri = self.priors_
         coords = {"group": self.groups_}
         with pm.Model(coords=coords) as model:
@@ -344,36 +384,32 @@ class BetaGeoCells:
             r0 = _prior(pm, "r_all", pri["r"])
             phi0 = _prior(pm, "phi_all", pri["phi"])
             kappa0 = _kappa(pm, pri["kappa"])
-            if self.pooled and len(self.groups_) > 1:
-                # a fixed spread: with a handful of groups a learned one is barely
-                # identified (4 learned spreads over 3 groups gave divergences and 420 s)
-                s = float(pri["sigma_group"][1])
-                # kappa (the dropout's concentration) is shared: a group's own could leave
-                # the bound where the density stays precise, and a pooled model whose
+            if len(self.groups_) > 1:
+                # a fixed spread (data: the prior's when pooled, 0 for one for all, so both
+                # fits share one compiled model): with a handful of groups a learned one is
+                # barely identified (4 learned spreads over 3 groups gave divergences and
+                # 420 s). kappa (the dropout's concentration) is shared: a group's own could
+                # leave the bound where the density stays precise, and a pooled model whose
                 # groups' kappa did hung the sampler
-                dev = {name: pm.ZeroSumNormal(f"{name}_dev", sigma=s, dims="group")
+                spread = pm.Data("group_spread", data["group_spread"])
+                dev = {name: spread * pm.ZeroSumNormal(f"{name}_z", sigma=1.0, dims="group")
                        for name in ("alpha", "r", "phi")}
                 alpha = pm.Deterministic("alpha", alpha0 * pm.math.exp(dev["alpha"]), dims="group")
                 r = pm.Deterministic("r", r0 * pm.math.exp(dev["r"]), dims="group")
                 phi = pm.Deterministic("phi", pm.math.invlogit(pm.math.logit(phi0) + dev["phi"]),
                                        dims="group")
-                kappa = pm.Deterministic("kappa", pm.math.stack([kappa0] * len(self.groups_)),
-                                         dims="group")
             else:
-                alpha = pm.Deterministic("alpha", pm.math.stack([alpha0] * len(self.groups_)),
-                                         dims="group")
-                r = pm.Deterministic("r", pm.math.stack([r0] * len(self.groups_)), dims="group")
-                phi = pm.Deterministic("phi", pm.math.stack([phi0] * len(self.groups_)),
-                                       dims="group")
-                kappa = pm.Deterministic("kappa", pm.math.stack([kappa0] * len(self.groups_)),
-                                         dims="group")
+                alpha = pm.Deterministic("alpha", alpha0[None], dims="group")
+                r = pm.Deterministic("r", r0[None], dims="group")
+                phi = pm.Deterministic("phi", phi0[None], dims="group")
+            kappa = pm.Deterministic("kappa", pm.math.stack([kappa0] * len(self.groups_)),
+                                     dims="group")
             a = pm.Deterministic("a", phi * kappa, dims="group")
             b = pm.Deterministic("b", (1 - phi) * kappa, dims="group")
-            T = pm.Data("T", cells["T"].to_numpy(float))
-            obs = pm.Data("obs", np.stack([cells["recency"].to_numpy(float),
-                                           cells["frequency"].to_numpy(float)], axis=1))
-            n = pm.Data("n", cells["n"].to_numpy(float))
-            idx = pm.Data("group_index", gi)
+            T = pm.Data("T", data["T"])
+            obs = pm.Data("obs", data["obs"])
+            n = pm.Data("n", data["n"])
+            idx = pm.Data("group_index", data["group_index"])
             dist = BetaGeoNBD.dist(a=a[idx], b=b[idx], r=r[idx], alpha=alpha[idx], T=T)
             loglik = pm.logp(dist, obs)
             if self.truncated:
@@ -390,8 +426,8 @@ class BetaGeoCells:
             names += ["alpha", "r", "a", "b"]
         return names
 
-    def fit(self, cells: pd.DataFrame, seed: int = 0, retry_draws: int = 1500
-            ) -> BetaGeoCells:
+    def fit(self, cells: pd.DataFrame, seed: int = 0, retry_draws: int = 1500,
+            reuse: BetaGeoCells | None = None) -> BetaGeoCells:
         """Sample the posterior (nutpie or PyMC NUTS), check convergence and, when a check
         fails, sample once more with more draws (:func:`models.sampling.sample_checked`).
 
@@ -401,16 +437,32 @@ class BetaGeoCells:
             :func:`rfm_cells` output.
         seed : int
             Random seed: same seed, same draws.
+        reuse : BetaGeoCells, optional
+            A fitted model whose compiled model this fit samples with its own cells and
+            spread (nutpie's ``with_data``), when both have the same groups, priors and
+            truncation; otherwise this fit compiles its own.
         """
-        model = self.build_model(cells)
+        check_rfm(cells)
         self.cells_ = len(cells)
-        sampler = Sampler(model, self.sampler or SamplerSettings(draws=1000, tune=500,
-                                                                 low_rank=True))
+        if self.pooled and self.groups is None:
+            self.groups_ = sorted(cells["group"].astype(str).unique().tolist())
+        shared = (reuse is not None and reuse.sampler_ is not None
+                  and reuse._structure() == self._structure())
+        if shared:
+            sampler = reuse.sampler_
+            sampler.settings = self.sampler or reuse.sampler_.settings
+        else:
+            sampler = Sampler(self.build_model(cells),
+                              self.sampler or SamplerSettings(draws=1000, tune=500, low_rank=True))
+        self.sampler_ = sampler
+        t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=".*Potential.*")
             self.idata, self.convergence, self.resampled_with = sample_checked(
                 sampler, seed, lambda i: check_convergence(i, var_names=self._free()),
-                retry_draws)
+                retry_draws, data=self._data(cells))
+        self.timings_ = {"compile": 0.0 if shared else round(sampler.compile_seconds, 2),
+                         "sample": round(time.perf_counter() - t0, 2)}
         return self
 
     def _require_fit(self) -> az.InferenceData:
@@ -423,7 +475,9 @@ class BetaGeoCells:
         """``alpha, r, a, b`` draws of one group (dims chain, draw), thinned to about
         ``draws`` in all when given."""
         post = self._require_fit().posterior
-        g = group if self.pooled else "all"
+        if not self.pooled:  # one for all: every group holds the store's parameters
+            return thin(post[BG_PARAMETERS].sel(group=self.groups_[0]), draws).drop_vars("group")
+        g = group
         if g not in self.groups_:
             raise ValueError(f"group {group!r} was not fitted; groups are {self.groups_}")
         return thin(post[BG_PARAMETERS].sel(group=g), draws).drop_vars("group")
@@ -474,8 +528,12 @@ class BetaGeoCells:
         return out
 
     def summary(self) -> pd.DataFrame:
-        """ArviZ summary (mean, 94% HDI, ESS, r_hat) of the purchase-process parameters."""
-        return az.summary(self._require_fit(), var_names=BG_PARAMETERS, hdi_prob=HDI_PROB)
+        """ArviZ summary (mean, 94% HDI, ESS, r_hat) of the purchase-process parameters
+        (per group when pooled; once, group ``all``, otherwise)."""
+        post = self._require_fit().posterior[BG_PARAMETERS]
+        if not self.pooled:
+            post = post.isel(group=[0]).assign_coords(group=["all"])
+        return az.summary(post, hdi_prob=HDI_PROB)
 
     def group_table(self) -> pd.DataFrame:
         """Per group: mean purchase days per day while alive (``r / alpha``) and the
@@ -484,8 +542,9 @@ class BetaGeoCells:
         rate = (post["r"] / post["alpha"]).stack(s=("chain", "draw"))
         drop = (post["a"] / (post["a"] + post["b"])).stack(s=("chain", "draw"))
         rows = []
-        for g in self.groups_:
-            row: dict[str, Any] = {"group": g}
+        # one for all: every group holds the store's parameters, shown once as "all"
+        for g in self.groups_ if self.pooled else self.groups_[:1]:
+            row: dict[str, Any] = {"group": g if self.pooled else "all"}
             for name, x in (("purchase_rate", rate), ("dropout", drop)):
                 v = x.sel(group=g).values
                 lo, hi = az.hdi(v, hdi_prob=HDI_PROB)
@@ -596,6 +655,8 @@ class SpendModel:
         self.model_: Any = None
         self.convergence: Convergence | None = None
         self.resampled_with: dict[str, Any] | None = None
+        #: wall seconds of the fit: ``compile`` and ``sample`` (every run)
+        self.timings_: dict[str, float] = {}
 
     def _library(self, data: pd.DataFrame) -> Any:
         from pymc_extras.prior import Prior
@@ -628,8 +689,11 @@ class SpendModel:
         self.model_.build_model()
         sampler = Sampler(self.model_.model, self.sampler or SamplerSettings(draws=1000,
                                                                              tune=1000))
+        t0 = time.perf_counter()
         idata, self.convergence, self.resampled_with = sample_checked(
             sampler, seed, lambda i: check_convergence(i, var_names=GG_PARAMETERS), retry_draws)
+        self.timings_ = {"compile": round(sampler.compile_seconds, 2),
+                         "sample": round(time.perf_counter() - t0, 2)}
         self.model_.idata = az.InferenceData(posterior=idata.posterior[GG_PARAMETERS],
                                              sample_stats=idata.sample_stats)
         return self

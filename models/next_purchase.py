@@ -56,12 +56,15 @@ def subsample(rows: pd.DataFrame, size: int, seed: int) -> pd.DataFrame:
 def classifier(categorical: list[str], random_state: int = 0) -> Pipeline:
     """Gradient boosting with the ``categorical`` columns ordinal-encoded (unknown: -1,
     the codes used as numbers so that SHAP values are exact); the other columns as they
-    are."""
+    are. At most 200 rounds, stopped early on a 10% validation split."""
     enc = ordinal_encoder(categorical)
     # the codes are numbers to the trees, not native categorical splits: shap's
     # TreeExplainer reads those as numeric thresholds, and its values then no longer add
     # up to the model's log-odds (by up to 6 in a test)
-    hgb = HistGradientBoostingClassifier(max_iter=200, early_stopping=False,
+    # early stopping on a 10% validation split (scikit-learn's defaults: 10 rounds without
+    # a better log loss): on the store demo the tuned model stopped at 38 rounds, the grid
+    # search took 4.8 s instead of 13.4 s, held-out ROC-AUC 0.6497 vs 0.6494 with 200
+    hgb = HistGradientBoostingClassifier(max_iter=200, early_stopping=True,
                                          random_state=random_state)
     return Pipeline([("encode", enc), ("boost", hgb)])
 

@@ -4,6 +4,7 @@ PyMC's own NUTS otherwise. Both return ArviZ ``InferenceData`` with ``sample_sta
 from __future__ import annotations
 
 import importlib.util
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
@@ -77,13 +78,26 @@ class Sampler:
         self.settings = settings or SamplerSettings()
         self.backend = chosen_backend(self.settings)
         self._compiled: Any = None
+        #: wall seconds spent compiling (nutpie; PyMC's NUTS compiles inside ``sample``)
+        #: and in the last call of :meth:`sample` (tuning and draws)
+        self.compile_seconds = 0.0
+        self.sample_seconds = 0.0
         if self.backend == "nutpie":
             import nutpie
 
+            t0 = time.perf_counter()
             self._compiled = nutpie.compile_pymc_model(model)
+            self.compile_seconds = time.perf_counter() - t0
 
     def sample(self, seed: int = 0, data: dict[str, Any] | None = None) -> az.InferenceData:
         """Sample with NUTS (same seed and data, same draws), optionally on new data."""
+        t0 = time.perf_counter()
+        try:
+            return self._sample(seed, data)
+        finally:
+            self.sample_seconds = time.perf_counter() - t0
+
+    def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:
         s = self.settings
         if self.backend == "nutpie":
             import nutpie
@@ -114,11 +128,13 @@ def sample(model: pm.Model, settings: SamplerSettings | None = None, seed: int =
 
 def sample_checked(sampler: Sampler, seed: int,
                    check: Callable[[az.InferenceData], Convergence],
-                   retry_draws: int, retry_target_accept: float = 0.95
+                   retry_draws: int, retry_target_accept: float = 0.95,
+                   data: dict[str, Any] | None = None
                    ) -> tuple[az.InferenceData, Convergence, dict[str, Any] | None]:
     """Sample, check, and when the checks fail sample once more on the same compiled
     model: longer (``retry_draws``), and with smaller steps (``retry_target_accept``) when
-    the first run diverged.
+    the first run diverged. ``data``: new values of the model's ``pm.Data`` containers
+    (:meth:`Sampler.sample`), used by both runs.
 
     A lean default (fast on the data it was tuned on) can leave a scale parameter short
     of ESS or r_hat on other data; the second run's checks are the ones reported, so a
@@ -130,7 +146,7 @@ def sample_checked(sampler: Sampler, seed: int,
         ``resampled_with`` is ``None`` when the first run passed, else the second run's
         ``draws`` and ``target_accept`` and the first run's problems.
     """
-    idata = sampler.sample(seed=seed)
+    idata = sampler.sample(seed=seed, data=data)
     conv = check(idata)
     if conv.ok:
         return idata, conv, None
@@ -143,7 +159,7 @@ def sample_checked(sampler: Sampler, seed: int,
                  "target_accept": sampler.settings.target_accept,
                  "first_run_problems": conv.problems}
     try:
-        idata = sampler.sample(seed=seed)
+        idata = sampler.sample(seed=seed, data=data)
     finally:
         sampler.settings = first
     return idata, check(idata), resampled

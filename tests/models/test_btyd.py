@@ -124,6 +124,33 @@ def test_prior_predictive_gives_plausible_histories():
     assert 0 < sp["mean_spend_q5"] < sp["mean_spend_q50"] < sp["mean_spend_q95"]
 
 
+def test_one_compiled_model_serves_one_for_all_the_pooled_fit_and_new_cells():
+    sims = [simulate_bgnbd(400, 30, r=r, alpha=5.0, a=1.0, b=4.0, seed=i, whole_days=True)
+            .assign(city=c) for i, (r, c) in enumerate(((0.5, "a"), (1.0, "b"), (2.0, "c")))]
+    sim = pd.concat(sims, ignore_index=True)
+    groups = ["a", "b", "c"]
+    fast = SamplerSettings(draws=200, tune=300, low_rank=True)
+    one = BetaGeoCells(groups=groups, sampler=fast).fit(rfm_cells(sim), seed=1)
+    pooled = BetaGeoCells(pooled=True, groups=groups, sampler=fast).fit(
+        rfm_cells(sim, "city"), seed=1, reuse=one)
+    later = BetaGeoCells(pooled=True, groups=groups, sampler=fast).fit(
+        rfm_cells(sim.iloc[::2], "city"), seed=1, reuse=pooled)
+    assert one.timings_["compile"] > 0
+    assert pooled.timings_["compile"] == later.timings_["compile"] == 0
+    assert pooled.sampler_ is one.sampler_ is later.sampler_
+    assert later.cells_ < pooled.cells_
+    # one for all: spread 0, every group holds the store's parameters, shown once
+    r_one = one.idata.posterior["r"].values
+    assert np.array_equal(r_one[..., 0], r_one[..., 2])
+    assert list(one.group_table()["group"]) == ["all"]
+    # pooled: the planted order of the groups' purchase rates r / alpha
+    rates = pooled.group_table().set_index("group")["purchase_rate"]
+    assert rates["a"] < rates["b"] < rates["c"]
+    # another structure (other groups, truncation) would compile its own model
+    assert BetaGeoCells(groups=["a", "b"])._structure() != one._structure()
+    assert BetaGeoCells(groups=groups, truncated=True)._structure() != one._structure()
+
+
 @pytest.mark.slow
 def test_planted_bgnbd_and_gamma_gamma_parameters_are_recovered():
     truth = {"r": 0.8, "alpha": 8.0, "a": 0.6, "b": 3.0}

@@ -9,9 +9,11 @@ class _FakeSampler:
     def __init__(self) -> None:
         self.settings = SamplerSettings(draws=1000, target_accept=0.85)
         self.runs: list[SamplerSettings] = []
+        self.data: list[object] = []
 
-    def sample(self, seed: int = 0):
+    def sample(self, seed: int = 0, data=None):
         self.runs.append(self.settings)
+        self.data.append(data)
         return len(self.runs)
 
 
@@ -48,3 +50,9 @@ def test_a_run_short_of_ess_only_is_repeated_longer_at_the_same_step_size():
     _, _, resampled = sample_checked(s, 1, check, retry_draws=3000)
     assert (s.runs[1].draws, s.runs[1].target_accept) == (3000, 0.85)
     assert resampled["target_accept"] == 0.85
+
+
+def test_new_data_reach_both_runs():
+    s = _FakeSampler()
+    sample_checked(s, 1, _check(2), retry_draws=3000, data={"x": 1})
+    assert s.data == [{"x": 1}, {"x": 1}]
