@@ -199,6 +199,12 @@ class OneClickConfig:
     outer_folds: int = 5
     inner_folds: int = 5
     permutation_repeats: int = 10
+    #: Kernel SHAP of each outer fold's winner: rows of its test fold explained (0: none),
+    #: background rows from its training part, coalitions per row (cost: their product
+    #: in predictions per fold; about 0.1 s per row for an SVM on the real files)
+    shap_clients_per_fold: int = 50
+    shap_background: int = 20
+    shap_nsamples: int = 200
     #: action segments: P(decline) from which a client is "at risk", the profit quantile
     #: that splits high from lower profit, promo share and unpaid-items quantile of the
     #: promo-driven cart segment, and how far (in SD) a feature must stand out to drive an

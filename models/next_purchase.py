@@ -5,13 +5,11 @@ is what an analyst would build with them: scikit-learn's ``HistGradientBoostingC
 on RFM and behaviour features, tuned by cross-validation (log loss), trained on clients
 whose holdout outcome is known. Both are judged on the same held-out clients with
 :func:`models.classification_metrics.binary_metrics` (ROC-AUC, log loss, Brier, ECE) and
-top-decile lift. The baseline is explained with SHAP values (Lundberg and Lee 2017; the
-``shap`` package's ``TreeExplainer``, exact for trees) in log-odds.
+top-decile lift. The baseline is explained with SHAP values (:func:`models.explain.
+tree_shap`).
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -92,64 +90,6 @@ def fit_classifier(X: pd.DataFrame, y: np.ndarray, categorical: list[str],
     best = search.best_estimator_
     best.best_params_ = search.best_params_
     return best
-
-
-def shap_values(model: Pipeline, X: pd.DataFrame) -> pd.DataFrame:
-    """SHAP values (log-odds) of a fitted :func:`classifier` for the rows of ``X``
-    (clients x features, the columns of ``X``), by ``shap.TreeExplainer`` on the boosting
-    step with the encoded features.
-
-    Raises
-    ------
-    ImportError
-        When the ``shap`` package is not installed.
-    """
-    import shap
-
-    enc = model.named_steps["encode"]
-    Z = enc.transform(X)
-    names = list(enc.get_feature_names_out())
-    explainer = shap.TreeExplainer(model.named_steps["boost"])
-    vals = np.asarray(explainer.shap_values(Z))
-    if vals.ndim == 3:  # (rows, features, classes) in some shap versions
-        vals = vals[..., -1]
-    return pd.DataFrame(vals, columns=names, index=X.index)[list(X.columns)]
-
-
-def shap_importance(values: pd.DataFrame) -> pd.DataFrame:
-    """Mean |SHAP| per feature (log-odds), largest first."""
-    imp = values.abs().mean().sort_values(ascending=False)
-    return pd.DataFrame({"feature": imp.index, "mean_abs_shap": imp.to_numpy()})
-
-
-def shap_by_group(values: pd.DataFrame, groups: pd.Series, top: int = 3) -> pd.DataFrame:
-    """The ``top`` features by mean |SHAP| within each group (e.g. cluster), with the mean
-    signed SHAP value (does the feature raise or lower the group's odds on average)."""
-    rows = []
-    for g, idx in values.groupby(groups.to_numpy()).groups.items():
-        v = values.loc[idx]
-        imp = v.abs().mean().sort_values(ascending=False).head(top)
-        for rank, (f, m) in enumerate(imp.items(), start=1):
-            rows.append({"group": str(g), "rank": rank, "feature": f,
-                         "mean_abs_shap": float(m), "mean_shap": float(v[f].mean()),
-                         "clients": int(len(v))})
-    return pd.DataFrame(rows)
-
-
-def shap_summary_plot(values: pd.DataFrame, X: pd.DataFrame, max_display: int = 12) -> Any:
-    """shap's beeswarm summary plot (one dot per client and feature) on a new figure."""
-    import matplotlib.pyplot as plt
-    import shap
-
-    num = X.copy()
-    for c in num.columns:
-        if not pd.api.types.is_numeric_dtype(num[c]):
-            num[c] = pd.Categorical(num[c]).codes
-    shap.summary_plot(values.to_numpy(), num, max_display=max_display, show=False,
-                      plot_size=(7.5, 0.35 * min(max_display, values.shape[1]) + 1.5))
-    fig = plt.gcf()
-    fig.axes[0].set_xlabel("SHAP value (log-odds of buying in the holdout period)")
-    return fig
 
 
 def customer_value(purchases: np.ndarray, spend: np.ndarray, margin: float) -> np.ndarray:

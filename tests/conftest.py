@@ -80,7 +80,7 @@ def quick_one_click(cfg, folder: Path):
     from dataclasses import replace
 
     oc = replace(cfg.one_click, data_dir=str(folder), outer_folds=3, inner_folds=3,
-                 permutation_repeats=2)
+                 permutation_repeats=2, shap_clients_per_fold=20, shap_nsamples=100)
     overrides = {**cfg.sampler_overrides, "one_click": {"draws": 600, "tune": 500}}
     return replace(cfg, one_click=oc, sampler_overrides=overrides)
 

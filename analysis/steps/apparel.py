@@ -31,7 +31,7 @@ from analysis.pipeline import StepSkipped, step_dir
 from analysis.steps.apparel_data import is_apparel_folder, load_apparel
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import held_out
-from models import btyd
+from models import btyd, explain
 from models import next_purchase as NP
 from models.sampling import SamplerSettings
 
@@ -77,7 +77,7 @@ def run(cfg: Config) -> dict[str, Any]:
                                           p_bg["expected_purchases"], y, top=3)
     by_freq = by_freq.rename(columns={"actual": "bought_share"})
     rows = hold.sample(min(ac.shap_clients, len(hold)), random_state=cfg.seed % (2**31))
-    sv = NP.shap_values(clf, rows[FEATURES].astype(float))
+    sv = explain.tree_shap(clf, rows[FEATURES].astype(float))
     truth = _truth(folder)
     out = step_dir(cfg, "apparel")
     out.mkdir(parents=True, exist_ok=True)
@@ -85,11 +85,13 @@ def run(cfg: Config) -> dict[str, Any]:
                              "predicted P(buy within 90 days)", "observed share who bought",
                              "Calibration on held-out clients (deciles)")
     save_figure(fig, out / "calibration.png")
-    save_figure(NP.shap_summary_plot(sv, rows[FEATURES].astype(float)), out / "shap_summary.png")
+    fig = explain.shap_summary_plot(sv, rows[FEATURES].astype(float),
+                                    xlabel="SHAP value (log-odds of the target)")
+    save_figure(fig, out / "shap_summary.png")
     write_parquet(metrics, out / "metrics.parquet")
     write_parquet(calib, out / "calibration.parquet")
     write_parquet(by_freq, out / "by_frequency.parquet")
-    write_parquet(NP.shap_importance(sv), out / "shap_importance.parquet")
+    write_parquet(explain.shap_importance(sv), out / "shap_importance.parquet")
     write_parquet(pd.DataFrame({"client_id": hold["client_id"].to_numpy(), "target": y,
                                 "p_bgnbd": preds[names[0]], "p_boosting": p_clf}),
                   out / "scores.parquet")

@@ -46,7 +46,7 @@ from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import RFM_COLUMNS, daily_buyers, held_out, rfm_table
 from analysis.store.engine import connect
 from analysis.store.tables import open_table
-from models import btyd
+from models import btyd, explain
 from models import next_purchase as NP
 from models.sampling import SamplerSettings
 from models.uplift import HDI_PROB, hdi
@@ -60,6 +60,7 @@ NUMERIC = ["frequency", "recency_days", "T_days", "days_since_last", "spend", "m
 CATEGORICAL = ["gender", "city"]
 #: the cities with the most clients keep their own level in the baseline; others: "other"
 TOP_CITIES = 20
+SHAP_LABEL = "SHAP value (log-odds of buying in the holdout period)"
 
 
 def client_frame(cfg: Config, con: Any, calibration: tuple[int, int],
@@ -143,7 +144,7 @@ def _baseline(cfg: Config, train: pd.DataFrame, hold: pd.DataFrame) -> dict[str,
     t0 = time.perf_counter()
     rows = hold.sample(min(npc.shap_clients, len(hold)), random_state=cfg.seed % (2**31))
     X = _features(rows)
-    return {"model": clf, "p": p_clf, "shap": NP.shap_values(clf, X), "shap_X": X,
+    return {"model": clf, "p": p_clf, "shap": explain.tree_shap(clf, X), "shap_X": X,
             "shap_groups": rows["cluster"], "train_clients": int(len(tr)),
             "timings": {"classifier": t_fit, "shap": time.perf_counter() - t0}}
 
@@ -282,7 +283,7 @@ def _figures(ev: dict[str, Any], dep: dict[str, Any], out: Any) -> None:
     ax.set_ylabel("purchase days in the holdout period\n(mean per client)")
     ax.legend(fontsize=8)
     save_figure(fig, out / "by_frequency.png")
-    fig = NP.shap_summary_plot(ev["shap"], ev["shap_X"])
+    fig = explain.shap_summary_plot(ev["shap"], ev["shap_X"], xlabel=SHAP_LABEL)
     save_figure(fig, out / "shap_summary.png")
     v = dep["value_by_cluster"]
     fig, ax = plt.subplots(figsize=(6, 0.6 + 0.4 * len(v)))
@@ -332,8 +333,9 @@ def run(cfg: Config) -> dict[str, Any]:
     write_parquet(ev["pooling"], out / "pooling.parquet")
     write_parquet(dep["model"].group_table(), out / "groups.parquet")
     write_parquet(dep["value_by_cluster"], out / "value_by_cluster.parquet")
-    write_parquet(NP.shap_importance(ev["shap"]), out / "shap_importance.parquet")
-    write_parquet(NP.shap_by_group(ev["shap"], ev["shap_groups"]), out / "shap_by_cluster.parquet")
+    write_parquet(explain.shap_importance(ev["shap"]), out / "shap_importance.parquet")
+    write_parquet(explain.shap_by_group(ev["shap"], ev["shap_groups"]),
+                  out / "shap_by_cluster.parquet")
     fits = {f"bgnbd_{k.replace(' ', '_')}": v for k, v in ev["fits"].items()}
     fits.update({"bgnbd_deployed": dep["model"], "gamma_gamma": dep["spend"]})
     convergence = {k: {**v.convergence.as_dict(), "resampled_with": v.resampled_with}

@@ -8,9 +8,10 @@ will buy less, why, and what to offer them.
    pooling over favourite category and service type (:mod:`models.hierarchical_logit`,
    compiled once, refitted per fold). ROC-AUC, log loss, Brier, ECE and reliability
    curves from the out-of-fold probabilities.
-3. Explain: permutation importance of the search winner on held-out folds, posterior
-   coefficients of the Bayesian model (fitted on all clients, every convergence check
-   reported), and where the two agree.
+3. Explain: permutation importance of the search winner on held-out folds, Kernel SHAP
+   values of each fold's winner for held-out clients (:mod:`models.explain`; a summary
+   plot and the top drivers per action segment), posterior coefficients of the Bayesian
+   model (fitted on all clients, every convergence check reported), and where they agree.
 4. Act: action segments from P(decline) (out of fold, from the model with the lower
    log loss) and profit, profiled, with offers generated from each segment's numbers and
    the profit at risk with a 94% interval from the Bayesian posterior.
@@ -48,6 +49,7 @@ from analysis.model_store import save_model
 from analysis.pipeline import StepSkipped, step_dir
 from analysis.steps.figures import reliability_figure
 from analysis.steps.one_click_data import CATEGORICAL, FEATURES, LABELS, NUMERIC, load_one_click
+from models import explain
 from models.classification_metrics import binary_metrics, reliability
 from models.cv_checks import (
     BaseRateCheck,
@@ -232,7 +234,8 @@ def run(cfg: Config) -> dict[str, Any]:
 
     t0 = time.perf_counter()
     nested = nested_cv(X, y, CATEGORICAL, NUMERIC, splits, oc.inner_folds, cfg.seed, n_jobs,
-                       oc.permutation_repeats)
+                       oc.permutation_repeats, oc.shap_clients_per_fold, oc.shap_background,
+                       oc.shap_nsamples)
     nested_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     final = search(X, y, CATEGORICAL, NUMERIC, oc.inner_folds, cfg.seed, n_jobs)
@@ -312,6 +315,7 @@ def run(cfg: Config) -> dict[str, Any]:
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(bayes.idata_, tmp)
     _figures(calib, nested.importance, bayes, clients, thresholds, out)
+    shap_summary = _shap_outputs(nested.shap, X, segment, out)
     ppc = pd.concat([bayes.posterior_predictive(X, y, g, seed=cfg.seed, p_draws=draws)
                      .rename(columns={g: "level"}).assign(group=g) for g in BAYES_GROUPS])
     write_parquet(ppc, out / "posterior_predictive.parquet")
@@ -332,6 +336,7 @@ def run(cfg: Config) -> dict[str, Any]:
                    "by_family": final.by_family().to_dict("records"),
                    "nested_folds": nested.folds.to_dict("records")},
         "agreement": agreement,
+        "shap": shap_summary,
         "priors": {k: list(v[:2]) if v[0] == "HalfNormal" else list(v)
                    for k, v in bayes.priors.items()},
         "prior_predictive": bayes.prior_predictive(X, seed=cfg.seed),
@@ -363,6 +368,30 @@ def run(cfg: Config) -> dict[str, Any]:
     return {"message": f"{len(y)} clients; CV ROC-AUC search {m[SKLEARN_NAME]:.3f}, "
                        f"Bayesian {m[BAYES_NAME]:.3f}{verdict}; Bayesian fit {status}",
             "convergence_ok": conv.ok}
+
+
+def _shap_outputs(values: pd.DataFrame, X: pd.DataFrame, segment: pd.Series, out: Path
+                  ) -> dict[str, Any] | None:
+    """Write the out-of-fold SHAP values' importance, their top drivers per action segment
+    (when there are segments) and shap's summary plot; return what the report states."""
+    files = ("shap_importance.parquet", "shap_by_segment.parquet", "shap_summary.png")
+    for name in files:  # an earlier run's explanations must not outlive this one's
+        (out / name).unlink(missing_ok=True)
+    if values.empty:
+        return None
+    imp = explain.shap_importance(values)
+    write_parquet(imp, out / "shap_importance.parquet")
+    seg = segment.reindex(values.index)
+    if seg.notna().any():
+        write_parquet(explain.shap_by_group(values[seg.notna()], seg[seg.notna()]),
+                      out / "shap_by_segment.parquet")
+    rows = X.loc[values.index]
+    fig = explain.shap_summary_plot(values.rename(columns=LABELS), rows.rename(columns=LABELS),
+                                    xlabel="SHAP value (log-odds of a decline)")
+    save_figure(fig, out / "shap_summary.png")
+    plt.close("all")
+    return {"clients": int(len(values)), "top": imp["feature"].head(5).tolist(),
+            "mean_abs_top": imp["mean_abs_shap"].head(5).round(4).tolist()}
 
 
 def _figures(calib: pd.DataFrame, importance: pd.DataFrame, bayes: HierarchicalLogit,
