@@ -157,6 +157,11 @@ class NextPurchaseConfig:
     spend_draws: int = 500
     #: training clients the boosting baseline learns from (a seeded sample), at most
     classifier_clients: int = 40_000
+    #: also judge boosting as it could be deployed: trained on the period before the
+    #: holdout (features up to ``calibration_end`` minus the holdout's length, labels in
+    #: the next as many days), since the holdout's own labels are never there when a
+    #: forecast is needed
+    previous_period_baseline: bool = True
     #: held-out clients explained with SHAP values
     shap_clients: int = 2_000
     #: customer value horizon (days) after the last day

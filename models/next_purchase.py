@@ -11,6 +11,8 @@ tree_shap`).
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
@@ -68,10 +70,12 @@ def classifier(categorical: list[str], random_state: int = 0) -> Pipeline:
 
 
 def fit_classifier(X: pd.DataFrame, y: np.ndarray, categorical: list[str],
-                   random_state: int = 0, tune: bool = True) -> Pipeline:
+                   random_state: int = 0, tune: bool = True,
+                   params: dict[str, Any] | None = None) -> Pipeline:
     """Fit :func:`classifier`, tuned over the propensity baseline's grid
     (:data:`models.propensity_eval.PARAM_GRID`) by 3-fold stratified
-    cross-validation on log loss (``tune=False``: the default settings).
+    cross-validation on log loss (``tune=False``: the default settings; ``params``: these
+    settings, e.g. another fit's ``best_params_``, without tuning).
 
     Parameters
     ----------
@@ -81,6 +85,8 @@ def fit_classifier(X: pd.DataFrame, y: np.ndarray, categorical: list[str],
         1 when the client bought in the holdout period.
     """
     model = classifier(categorical, random_state)
+    if params:
+        return model.set_params(**params).fit(X, y)
     if not tune:
         return model.fit(X, y)
     search = GridSearchCV(model, PARAM_GRID, scoring="neg_log_loss",

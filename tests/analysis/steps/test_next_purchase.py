@@ -14,7 +14,7 @@ def steps_for_next_purchase(monkeypatch):
                                                  ("clean", "segments", "next_purchase")))
 
 
-@pytest.mark.slow  # five MCMC fits and a tuned baseline: 120-330 s
+@pytest.mark.slow  # four MCMC fits (one compile for the three BG/NBD) and two baselines: 85 s
 def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
     cfg = replace(cfg, sampler=SamplerConfig(draws=300, tune=300), sampler_overrides={},
@@ -24,10 +24,15 @@ def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
     assert [r["status"] for r in res] == ["ok", "ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "next_purchase"
     s = json.loads((out / "summary.json").read_text())
-    assert [m["model"].split(" (")[0] for m in s["metrics"]] == ["BG/NBD", "gradient boosting"]
+    assert [m["model"].split(" (")[0] for m in s["metrics"]] == [
+        "BG/NBD", "gradient boosting", "gradient boosting, trained on the previous period"]
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])
-    # the BG/NBD fits read cells, far fewer than clients
+    assert s["previous_period"]["label_days"] == [19, 38]
+    # the BG/NBD fits read cells, far fewer than clients, and share one compiled model
     assert s["cells"]["one for all"] < s["clients"]["train"]
+    ft = s["fit_timings"]
+    assert ft["bgnbd_one_for_all"]["compile"] > 0
+    assert ft["bgnbd_by_city"]["compile"] == ft["bgnbd_deployed"]["compile"] == 0
     assert {p["variant"] for p in s["pooling"]} == {"one for all", "by city"}
     # expected against actual holdout purchases, every held-out client in a group
     bf = pd.DataFrame(s["by_frequency"])
