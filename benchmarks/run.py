@@ -73,6 +73,9 @@ CASES: dict[str, tuple[str, float]] = {
                                     "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "
                                     "'ece': s['metrics'][0]['ece'], "
                                     "'ece_boosting': s['metrics'][1]['ece'], "
+                                    "'roc_auc_previous_period': s['metrics'][-1]['roc_auc'], "
+                                    "'ece_previous_period': s['metrics'][-1]['ece'], "
+                                    "'fit_seconds': s['fit_timings'], "
                                     "'failed_fits': s['failed_fits']}"), 60.0),
     "apparel_stand_in": (
         "from analysis.config import load_config\nfrom analysis import pipeline\n"
