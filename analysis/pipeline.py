@@ -23,6 +23,7 @@ from typing import Any
 
 from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
+from models import sampling
 
 VERSION = "0.1.0"
 # code that only draws the report or parses the command line cannot change a result
@@ -247,6 +248,7 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
                 why += f" ({m.get('message')})"
             return _finish(cfg, step, status, why, 0.0, {})
     t0 = time.perf_counter()
+    sampling.reset_log()
     try:
         summary = step.load()(cfg) or {}
         status, message = "ok", summary.pop("message", "")
@@ -260,10 +262,17 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
 
 def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
             summary: dict[str, Any]) -> dict[str, Any]:
+    mcmc = sampling.summarize_log()
+    if mcmc["compiles"] or mcmc["runs"]:
+        # where the time went: compiling and sampling the step's MCMC fits, and the rest
+        mcmc["other_seconds"] = round(seconds - mcmc["compile_seconds"]
+                                      - mcmc["sample_seconds"], 2)
+    sampling.reset_log()
     m = {
         "step": step.name, "status": status, "message": message,
         "input_hash": input_hash(cfg, step) if status == "ok" else None,
         "seconds": round(seconds, 2), "peak_rss_mib": round(_peak_rss_mib(), 1),
+        "mcmc": mcmc,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_dir": str(data_folder(cfg, step)), "summary": summary,
     }
@@ -284,7 +293,11 @@ def run(cfg: Config, only: str | None = None, force: bool = False,
         if res.get("reused"):
             echo(f"      unchanged, reused (it ran in {res['seconds']:.1f} s){extra}")
         else:
+            mc = res.get("mcmc") or {}
+            split = (f"; MCMC compile {mc['compile_seconds']:.1f} s, sampling "
+                     f"{mc['sample_seconds']:.1f} s, other {mc['other_seconds']:.1f} s"
+                     if "other_seconds" in mc else "")
             echo(f"      {res['status']} in {res['seconds']:.1f} s "
-                 f"(peak RSS {res['peak_rss_mib']:.0f} MiB){extra}")
+                 f"(peak RSS {res['peak_rss_mib']:.0f} MiB{split}){extra}")
         results.append(res)
     return results

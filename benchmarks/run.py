@@ -18,14 +18,16 @@ WORK = Path(tempfile.gettempdir()) / "shopbayes-bench"
 
 def _step_case(step: str, extra: str) -> str:
     """Code that runs pipeline ``step`` on the benchmark data (after what it needs) and sets
-    ``extra`` from the step's ``summary`` (``s``) or the timed part (``t``)."""
+    ``extra`` from the step's ``summary`` (``s``) or the timed part (``t``), with where its
+    MCMC time went (the manifest's ``mcmc``: compile, sampling, other seconds, lowest ESS)."""
     return ("from analysis.config import load_config\nfrom analysis import pipeline\n"
             f"cfg = load_config(None, data_dir=r'{WORK / 'data'}', results_dir=r'{WORK / 'res'}')\n"
             "import json, time\nt = time.perf_counter()\n"
             f"pipeline.run(cfg, only='{step}', echo=lambda s: None)\n"
             "t = time.perf_counter() - t\n"
             f"s = json.load(open(r'{WORK / 'res' / step / 'summary.json'}'))\n"
-            f"extra = {extra}")
+            f"m = json.load(open(r'{WORK / 'res' / step / 'manifest.json'}'))\n"
+            f"extra = {{**{extra}, 'mcmc': m.get('mcmc')}}")
 
 
 #: name -> (python code run in a fresh process, budget in seconds from the issues)

@@ -43,6 +43,39 @@ class SamplerSettings:
         return cls(**{k: src[k] for k in keys if k in src})
 
 
+#: What every :class:`Sampler` in this process did, in order: ``{"event": "compile",
+#: "seconds"}``, ``{"event": "sample", "seconds", "draws", "tune", "chains"}`` and, from
+#: :func:`sample_checked`, ``{"event": "checked", "min_ess_bulk", "min_ess_tail", "ok",
+#: "reran"}``. The pipeline resets it before a step and summarises it after
+#: (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
+MCMC_LOG: list[dict[str, Any]] = []
+
+
+def reset_log() -> None:
+    """Empty :data:`MCMC_LOG`."""
+    MCMC_LOG.clear()
+
+
+def summarize_log(log: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Where the MCMC time of :data:`MCMC_LOG` (or ``log``) went: compilations and their
+    seconds, sampling runs (tuning and draws) and their seconds, checked fits, the lowest
+    bulk and tail ESS they reached and how many failed their checks (after any rerun)."""
+    log = MCMC_LOG if log is None else log
+    comp = [e for e in log if e["event"] == "compile"]
+    runs = [e for e in log if e["event"] == "sample"]
+    checked = [e for e in log if e["event"] == "checked"]
+    out: dict[str, Any] = {
+        "compiles": len(comp), "compile_seconds": round(sum(e["seconds"] for e in comp), 2),
+        "runs": len(runs), "sample_seconds": round(sum(e["seconds"] for e in runs), 2),
+        "draws": int(sum(e["draws"] * e["chains"] for e in runs)),
+        "checked_fits": len(checked), "reruns": sum(bool(e["reran"]) for e in checked),
+        "failed_checks": sum(not e["ok"] for e in checked)}
+    if checked:
+        out["min_ess_bulk"] = round(min(e["min_ess_bulk"] for e in checked), 1)
+        out["min_ess_tail"] = round(min(e["min_ess_tail"] for e in checked), 1)
+    return out
+
+
 def nutpie_available() -> bool:
     return importlib.util.find_spec("nutpie") is not None
 
@@ -88,6 +121,7 @@ class Sampler:
             t0 = time.perf_counter()
             self._compiled = nutpie.compile_pymc_model(model)
             self.compile_seconds = time.perf_counter() - t0
+            MCMC_LOG.append({"event": "compile", "seconds": self.compile_seconds})
 
     def sample(self, seed: int = 0, data: dict[str, Any] | None = None) -> az.InferenceData:
         """Sample with NUTS (same seed and data, same draws), optionally on new data."""
@@ -96,6 +130,9 @@ class Sampler:
             return self._sample(seed, data)
         finally:
             self.sample_seconds = time.perf_counter() - t0
+            s = self.settings
+            MCMC_LOG.append({"event": "sample", "seconds": self.sample_seconds,
+                             "draws": s.draws, "tune": s.tune, "chains": s.chains})
 
     def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:
         s = self.settings
@@ -149,6 +186,7 @@ def sample_checked(sampler: Sampler, seed: int,
     idata = sampler.sample(seed=seed, data=data)
     conv = check(idata)
     if conv.ok:
+        _log_check(conv, reran=False)
         return idata, conv, None
     first = sampler.settings
     # smaller steps only against divergences; r_hat or ESS short needs more draws only
@@ -162,4 +200,12 @@ def sample_checked(sampler: Sampler, seed: int,
         idata = sampler.sample(seed=seed, data=data)
     finally:
         sampler.settings = first
-    return idata, check(idata), resampled
+    conv = check(idata)
+    _log_check(conv, reran=True)
+    return idata, conv, resampled
+
+
+def _log_check(conv: Convergence, reran: bool) -> None:
+    MCMC_LOG.append({"event": "checked", "min_ess_bulk": float(conv.min_ess_bulk),
+                     "min_ess_tail": float(conv.min_ess_tail), "ok": bool(conv.ok),
+                     "reran": reran})

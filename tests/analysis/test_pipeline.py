@@ -96,3 +96,37 @@ def test_a_table_stored_as_a_folder_of_parquet_parts_is_part_of_the_data_digest(
     assert set(before) == {"purchases.parquet", "ids_first_company_positive.txt"}
     (parts / "part-1.parquet").write_bytes(b"two")
     assert data_digest(tmp_path)["purchases.parquet"] != before["purchases.parquet"]
+
+
+def test_the_manifest_and_progress_line_say_where_a_steps_mcmc_time_went(demo_copy, tmp_path,
+                                                                         monkeypatch):
+    import time
+
+    from models import sampling
+
+    def fake_step(cfg):
+        # what a Sampler and sample_checked record while a step fits a model
+        sampling.MCMC_LOG.append({"event": "compile", "seconds": 0.01})
+        sampling.MCMC_LOG.append({"event": "sample", "seconds": 0.02, "draws": 100,
+                                  "tune": 50, "chains": 2})
+        sampling.MCMC_LOG.append({"event": "checked", "min_ess_bulk": 450.0,
+                                  "min_ess_tail": 410.0, "ok": True, "reran": False})
+        time.sleep(0.05)
+        return {"message": "fitted"}
+
+    class FakeStep(pipeline.Step):
+        def load(self):
+            return fake_step
+
+    monkeypatch.setattr(pipeline, "STEPS", (FakeStep("fake", "unused:run"),))
+    sampling.MCMC_LOG.append({"event": "compile", "seconds": 99.0})  # before the step
+    lines = []
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    res = pipeline.run(cfg, echo=lines.append)[0]
+    mc = res["mcmc"]
+    assert (mc["compiles"], mc["runs"], mc["draws"], mc["checked_fits"]) == (1, 1, 200, 1)
+    assert (mc["min_ess_bulk"], mc["min_ess_tail"], mc["failed_checks"]) == (450.0, 410.0, 0)
+    assert mc["other_seconds"] == pytest.approx(res["seconds"] - 0.03, abs=0.01)
+    assert "MCMC compile 0.0 s, sampling 0.0 s" in lines[-1]
+    assert sampling.MCMC_LOG == []
+    assert pipeline.manifest(cfg, "fake")["mcmc"] == mc
