@@ -139,7 +139,8 @@ def test_five_declined_with_three_folds_builds_no_segments_and_says_why(one_clic
     root = Path(__file__).resolve().parents[3]
     shutil.copytree(root / "report", tmp_path / "report",
                     ignore=shutil.ignore_patterns("_site"))
-    html = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "res")},
-                          to="html")[1].read_text()
+    pages = render_project(tmp_path / "report", {"results_dir": str(tmp_path / "res")},
+                           to="html")
+    html = next(p for p in pages if p.name == "one_click.html").read_text()
     assert "<strong>Warning:</strong> No segments or offers: Neither model" in html
     assert "What to offer" not in html and "Action segments" not in html
