@@ -169,7 +169,9 @@ def test_step_modules_run_as_the_readme_says(command, tmp_path):
 def _with_paths(command: str, data: Path, one_click: Path, results: Path) -> list[str]:
     """A README example with its paths pointed at test folders."""
     argv = concrete(split(command)[1][1:])
-    subs = {"/path/to/folder": str(data), "../shared/data/one_click": str(one_click)}
+    # the database example reads the test folder's own SQLite file through Ibis
+    subs = {"/path/to/folder": str(data), "../shared/data/one_click": str(one_click),
+            "URL": f"sqlite:///{(data / 'shop_database.db').resolve()}"}
     argv = [subs.get(a, a) for a in argv]
     if argv[0] == "run" and "--data" not in argv:  # `shopbayes run` on the configured data
         argv += ["--data", str(one_click if "one-click" in argv else data)]
