@@ -37,7 +37,7 @@ import pandas as pd
 from scipy.special import expit
 
 from models.diagnostics import Convergence, check_convergence
-from models.sampling import Sampler, SamplerSettings
+from models.sampling import Sampler, SamplerSettings, log_check
 
 if TYPE_CHECKING:
     import arviz as az
@@ -189,6 +189,7 @@ class HierarchicalLogit:
         self.convergence_ = check_convergence(
             idata, var_names=["alpha", "beta"] + [f"sigma_{g}" for g in self.groups]
             + [f"u_{g}" for g in self.groups])
+        log_check(self.convergence_)
         self.n_train_ = len(y)
         self.base_rate_ = float(y.mean())
         return self

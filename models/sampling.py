@@ -45,9 +45,9 @@ class SamplerSettings:
 
 #: What every :class:`Sampler` in this process did, in order: ``{"event": "compile",
 #: "seconds"}``, ``{"event": "sample", "seconds", "draws", "tune", "chains"}`` and, from
-#: :func:`sample_checked`, ``{"event": "checked", "min_ess_bulk", "min_ess_tail", "ok",
-#: "reran"}``. The pipeline resets it before a step and summarises it after
-#: (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
+#: :func:`sample_checked` (or :func:`log_check`), ``{"event": "checked", "min_ess_bulk",
+#: "min_ess_tail", "ok", "reran"}``. The pipeline resets it before a step and summarises
+#: it after (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
 MCMC_LOG: list[dict[str, Any]] = []
 
 
@@ -186,7 +186,7 @@ def sample_checked(sampler: Sampler, seed: int,
     idata = sampler.sample(seed=seed, data=data)
     conv = check(idata)
     if conv.ok:
-        _log_check(conv, reran=False)
+        log_check(conv, reran=False)
         return idata, conv, None
     first = sampler.settings
     # smaller steps only against divergences; r_hat or ESS short needs more draws only
@@ -201,11 +201,13 @@ def sample_checked(sampler: Sampler, seed: int,
     finally:
         sampler.settings = first
     conv = check(idata)
-    _log_check(conv, reran=True)
+    log_check(conv, reran=True)
     return idata, conv, resampled
 
 
-def _log_check(conv: Convergence, reran: bool) -> None:
+def log_check(conv: Convergence, reran: bool = False) -> None:
+    """Record in :data:`MCMC_LOG` what a fit's convergence checks reached (for a model that
+    samples and checks without :func:`sample_checked`)."""
     MCMC_LOG.append({"event": "checked", "min_ess_bulk": float(conv.min_ess_bulk),
                      "min_ess_tail": float(conv.min_ess_tail), "ok": bool(conv.ok),
                      "reran": reran})

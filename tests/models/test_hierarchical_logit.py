@@ -57,14 +57,21 @@ def test_bad_input():
 
 
 def test_compiled_once_refits_on_other_rows():
+    from models.sampling import reset_log, summarize_log
+
     X, y, _ = simulate(800, seed=2)
     m = _model(draws=400)
+    reset_log()
     sampler = m.compile(X, y)
     a = m.fit(X.iloc[:600], y[:600], seed=1, sampler=sampler).coefficients()
     b = m.fit(X.iloc[200:], y[200:], seed=1, sampler=sampler).coefficients()
     assert not np.allclose(a["mean"], b["mean"])
     again = m.fit(X.iloc[200:], y[200:], seed=1, sampler=sampler).coefficients()
     assert np.allclose(b["mean"], again["mean"])  # same seed, same numbers
+    # one compilation, three sampling runs, each fit's checks recorded for the run log
+    log = summarize_log()
+    assert (log["compiles"], log["runs"], log["checked_fits"]) == (1, 3, 3)
+    assert 0 < log["min_ess_bulk"] <= m.convergence_.min_ess_bulk
 
 
 @pytest.mark.slow
