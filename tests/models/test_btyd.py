@@ -124,6 +124,21 @@ def test_prior_predictive_gives_plausible_histories():
     assert 0 < sp["mean_spend_q5"] < sp["mean_spend_q50"] < sp["mean_spend_q95"]
 
 
+def test_one_for_all_is_the_pooled_structure_with_spread_zero():
+    """Without sampling: what lets the three fits share one compiled model."""
+    sim = simulate_bgnbd(300, 30, r=1.0, alpha=5.0, a=1.0, b=4.0, seed=4, whole_days=True)
+    sim["city"] = np.where(np.arange(300) % 3 == 0, "a", "b")
+    one, pooled = BetaGeoCells(groups=["a", "b"]), BetaGeoCells(pooled=True, groups=["a", "b"])
+    assert one._structure() == pooled._structure()
+    d_one, d_pooled = one._data(rfm_cells(sim)), pooled._data(rfm_cells(sim, "city"))
+    assert float(d_one["group_spread"]) == 0.0 and float(d_pooled["group_spread"]) == 1.0
+    assert (d_one["group_index"] == 0).all() and set(d_pooled["group_index"]) == {0, 1}
+    assert "group_spread" not in BetaGeoCells()._data(rfm_cells(sim))  # one group: none
+    with pytest.raises(ValueError, match="not in the fitted cells"):
+        BetaGeoCells(pooled=True, groups=["a"])._data(rfm_cells(sim, "city"))
+
+
+@pytest.mark.slow  # one nutpie compilation and three short samplings: 20 s
 def test_one_compiled_model_serves_one_for_all_the_pooled_fit_and_new_cells():
     sims = [simulate_bgnbd(400, 30, r=r, alpha=5.0, a=1.0, b=4.0, seed=i, whole_days=True)
             .assign(city=c) for i, (r, c) in enumerate(((0.5, "a"), (1.0, "b"), (2.0, "c")))]
