@@ -347,6 +347,11 @@ class BetaGeoCells:
             raise ValueError(f"groups {missing} were not in the fitted cells {self.groups_}")
         return cells["group"].astype(str).map(index).to_numpy()
 
+    def _set_groups(self, cells: pd.DataFrame) -> None:
+        """A pooled model without given ``groups`` takes the cells' groups."""
+        if self.pooled and self.groups is None:
+            self.groups_ = sorted(cells["group"].astype(str).unique().tolist())
+
     def _spread(self) -> float:
         """The groups' deviations' scale: the prior's when pooled, else 0."""
         return float(self.priors_["sigma_group"][1]) if self.pooled else 0.0
@@ -374,8 +379,7 @@ class BetaGeoCells:
         from pymc_marketing.clv.distributions import BetaGeoNBD
 
         check_rfm(cells)
-        if self.pooled and self.groups is None:
-            self.groups_ = sorted(cells["group"].astype(str).unique().tolist())
+        self._set_groups(cells)
         data = self._data(cells)
         pri = self.priors_
         coords = {"group": self.groups_}
@@ -444,8 +448,7 @@ class BetaGeoCells:
         """
         check_rfm(cells)
         self.cells_ = len(cells)
-        if self.pooled and self.groups is None:
-            self.groups_ = sorted(cells["group"].astype(str).unique().tolist())
+        self._set_groups(cells)
         shared = (reuse is not None and reuse.sampler_ is not None
                   and reuse._structure() == self._structure())
         if shared:
@@ -475,9 +478,8 @@ class BetaGeoCells:
         """``alpha, r, a, b`` draws of one group (dims chain, draw), thinned to about
         ``draws`` in all when given."""
         post = self._require_fit().posterior
-        if not self.pooled:  # one for all: every group holds the store's parameters
-            return thin(post[BG_PARAMETERS].sel(group=self.groups_[0]), draws).drop_vars("group")
-        g = group
+        # one for all: every group holds the store's parameters, the first stands for all
+        g = group if self.pooled else self.groups_[0]
         if g not in self.groups_:
             raise ValueError(f"group {group!r} was not fitted; groups are {self.groups_}")
         return thin(post[BG_PARAMETERS].sel(group=g), draws).drop_vars("group")

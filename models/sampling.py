@@ -112,9 +112,7 @@ class Sampler:
         self.backend = chosen_backend(self.settings)
         self._compiled: Any = None
         #: wall seconds spent compiling (nutpie; PyMC's NUTS compiles inside ``sample``)
-        #: and in the last call of :meth:`sample` (tuning and draws)
         self.compile_seconds = 0.0
-        self.sample_seconds = 0.0
         if self.backend == "nutpie":
             import nutpie
 
@@ -129,9 +127,8 @@ class Sampler:
         try:
             return self._sample(seed, data)
         finally:
-            self.sample_seconds = time.perf_counter() - t0
             s = self.settings
-            MCMC_LOG.append({"event": "sample", "seconds": self.sample_seconds,
+            MCMC_LOG.append({"event": "sample", "seconds": time.perf_counter() - t0,
                              "draws": s.draws, "tune": s.tune, "chains": s.chains})
 
     def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:

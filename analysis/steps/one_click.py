@@ -389,7 +389,6 @@ def _shap_outputs(values: pd.DataFrame, X: pd.DataFrame, segment: pd.Series, out
     fig = explain.shap_summary_plot(values.rename(columns=LABELS), rows.rename(columns=LABELS),
                                     xlabel="SHAP value (log-odds of a decline)")
     save_figure(fig, out / "shap_summary.png")
-    plt.close("all")
     return {"clients": int(len(values)), "top": imp["feature"].head(5).tolist(),
             "mean_abs_top": imp["mean_abs_shap"].head(5).round(4).tolist()}
 
