@@ -184,11 +184,11 @@ class HierarchicalLogit:
             if any(unseen.values()):
                 raise ValueError(f"levels absent from the compiled model: {unseen}")
             data = self.data_for(d, y)
-        idata = sampler.sample(seed=seed, data=data)
-        self.idata_ = idata
-        self.convergence_ = check_convergence(
-            idata, var_names=["alpha", "beta"] + [f"sigma_{g}" for g in self.groups]
-            + [f"u_{g}" for g in self.groups])
+        checked = ["alpha", "beta"] + [f"sigma_{g}" for g in self.groups] + [
+            f"u_{g}" for g in self.groups]
+        # draws sized by the checks when the settings ask for it (min_draws)
+        self.idata_, self.convergence_ = sampler.sample_until(
+            seed, lambda idata: check_convergence(idata, var_names=checked), data)
         log_check(self.convergence_)
         self.n_train_ = len(y)
         self.base_rate_ = float(y.mean())

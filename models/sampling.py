@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 if TYPE_CHECKING:  # importing PyMC takes seconds; the CLI and config must not pay for it
     import arviz as az
@@ -31,6 +34,10 @@ class SamplerSettings:
     #: nutpie's low-rank modified mass matrix (Seyboldt 2024, nutpie docs): adapts to the
     #: correlated directions of a posterior as well as the scales; ignored by PyMC's NUTS
     low_rank: bool = False
+    #: draws sized by the checks (nutpie, in :func:`sample_checked`): the first check after
+    #: this many draws per chain, then the same chains go on to the draws the checks ask
+    #: for, ``draws`` at most; 0 samples exactly ``draws`` (as PyMC's NUTS always does)
+    min_draws: int = 0
 
     @classmethod
     def from_any(cls, obj: Any) -> SamplerSettings:
@@ -38,13 +45,15 @@ class SamplerSettings:
             return cls()
         if isinstance(obj, cls):
             return obj
-        keys = ("draws", "tune", "chains", "target_accept", "backend", "low_rank")
+        keys = ("draws", "tune", "chains", "target_accept", "backend", "low_rank",
+                "min_draws")
         src = obj if isinstance(obj, dict) else {k: getattr(obj, k) for k in keys}
         return cls(**{k: src[k] for k in keys if k in src})
 
 
 #: What every :class:`Sampler` in this process did, in order: ``{"event": "compile",
-#: "seconds"}``, ``{"event": "sample", "seconds", "draws", "tune", "chains"}`` and, from
+#: "seconds"}``, ``{"event": "sample", "seconds", "draws", "tune", "chains"}`` (``draws``:
+#: per chain, kept; a run sized by its checks adds ``"checks"``, the draws at each) and, from
 #: :func:`sample_checked` (or :func:`log_check`), ``{"event": "checked", "min_ess_bulk",
 #: "min_ess_tail", "ok", "reran"}``. The pipeline resets it before a step and summarises
 #: it after (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
@@ -131,6 +140,88 @@ class Sampler:
             MCMC_LOG.append({"event": "sample", "seconds": time.perf_counter() - t0,
                              "draws": s.draws, "tune": s.tune, "chains": s.chains})
 
+    @property
+    def sizes_draws(self) -> bool:
+        """Whether :meth:`sample_until` sizes the draws by the checks (nutpie and
+        ``min_draws`` set); otherwise it samples ``draws`` and checks once."""
+        return self.backend == "nutpie" and 0 < self.settings.min_draws < self.settings.draws
+
+    def sample_until(self, seed: int, check: Callable[[az.InferenceData], Convergence],
+                     data: dict[str, Any] | None = None
+                     ) -> tuple[az.InferenceData, Convergence]:
+        """Sample until the checks pass: draws sized by what the fit needs, not fixed.
+
+        The chains run in the background towards ``settings.draws`` per chain (the
+        ceiling). At ``min_draws`` per chain the checks run on the draws so far; when they
+        fail for too few effective draws the same chains go on (no new tuning) to the next
+        check, set where ESS, which grows about in proportion to the draws, should pass
+        (``n * 400 / ESS`` plus 10%, at least 1.25 and at most 4 times ``n``; twice ``n``
+        when only r_hat failed); a divergence or the ceiling ends the run with the checks
+        of the draws so far, which then decide. Sampling stops at the first check that
+        passes and returns exactly the draws it checked.
+
+        Every check is at a number of draws that the earlier draws alone decide, and the
+        first ``n`` draws of a chain do not depend on how long it runs (nutpie's chains are
+        seeded apart; its tuning depends on ``tune`` only), so the same seed gives the same
+        draws, however fast the machine. The checks are the full ones of the fit (r_hat,
+        bulk and tail ESS >= 400, divergences, E-BFMI; Vehtari et al. 2021), and a fit
+        reported as converged met every one of them on the very draws it returns. Stopping
+        at the first look that passes favours a look whose noisy ESS estimate came out
+        high; the looks are few (each at least 1.25 times the draws of the one before) and
+        the threshold is the usual one, not lowered for them.
+
+        Without nutpie, or with ``min_draws`` 0, this samples ``draws`` and checks once.
+
+        Returns
+        -------
+        (idata, convergence)
+            The draws kept (``min_draws`` to ``draws`` per chain) and their checks.
+        """
+        if not self.sizes_draws:
+            idata = self.sample(seed=seed, data=data)
+            return idata, check(idata)
+        t0 = time.perf_counter()
+        s = self.settings
+        checks: list[int] = []
+        try:
+            idata, conv = self._sample_until(seed, check, data, checks)
+        finally:
+            MCMC_LOG.append({"event": "sample", "seconds": time.perf_counter() - t0,
+                             "draws": checks[-1] if checks else 0, "tune": s.tune,
+                             "chains": s.chains, "checks": checks})
+        return idata, conv
+
+    def _sample_until(self, seed: int, check: Callable[[az.InferenceData], Convergence],
+                      data: dict[str, Any] | None, checks: list[int]
+                      ) -> tuple[az.InferenceData, Convergence]:
+        import nutpie
+
+        s = self.settings
+        compiled = self._compiled.with_data(**data) if data else self._compiled
+        run = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=seed,
+                            target_accept=s.target_accept, progress_bar=False, cores=s.chains,
+                            low_rank_modified_mass_matrix=s.low_rank, save_warmup=False,
+                            blocking=False)
+        n = s.min_draws
+        whole: az.InferenceData | None = None  # the trace once the run has finished
+        try:
+            while True:
+                if whole is None:
+                    trace, finished = _trace_with(run, n)
+                    whole = trace if finished else None
+                else:
+                    trace = whole
+                n = min(n, _draws_per_chain(trace))  # fewer only if the run ended early
+                kept = trace.isel(draw=slice(0, n))
+                checks.append(n)
+                conv = check(kept)
+                if conv.ok or conv.divergences or n >= s.draws:
+                    return kept, conv
+                n = next_check(n, conv, s.draws)
+        finally:
+            if not _finished(run):
+                run.cancel()
+
     def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:
         s = self.settings
         if self.backend == "nutpie":
@@ -154,6 +245,69 @@ class Sampler:
                              compute_convergence_checks=False)
 
 
+def next_check(n: int, conv: Convergence, ceiling: int, ess_min: float = 400.0) -> int:
+    """Draws per chain at the next check of :meth:`Sampler.sample_until`, after checks at
+    ``n`` draws fell short: ESS grows about in proportion to the draws, so where the
+    lowest bulk or tail ESS should reach ``ess_min`` with 10% to spare (between 1.25 and 4
+    times ``n``; twice ``n`` when the ESS passed and r_hat or E-BFMI did not), rounded up
+    to a multiple of 50 and at most ``ceiling``."""
+    ess = min(conv.min_ess_bulk, conv.min_ess_tail)
+    if ess >= ess_min or not ess == ess:  # ESS passed (or undefined): r_hat / E-BFMI short
+        target = 2.0 * n
+    else:
+        target = min(4.0 * n, max(1.25 * n, 1.1 * n * ess_min / max(ess, 1.0)))
+    return int(min(ceiling, 50 * -(-int(target) // 50)))
+
+
+def _draws_per_chain(trace: az.InferenceData) -> int:
+    """Draws every chain of a nutpie trace has reached (``inspect`` pads the chains that
+    are behind with NaN at the end)."""
+    post = trace.posterior
+    if not post.sizes.get("draw"):
+        return 0
+    var = next((v for v in post.data_vars.values() if v.dtype.kind == "f"), None)
+    if var is None:
+        return int(post.sizes["draw"])
+    first = var.values.reshape(post.sizes["chain"], post.sizes["draw"], -1)[:, :, 0]
+    return int((~np.isnan(first)).sum(axis=1).min())
+
+
+def _finished(run: Any) -> bool:
+    """Whether nutpie's background ``run`` has finished (nutpie 0.16 answers "not yet"
+    with a ``TimeoutError``)."""
+    try:
+        return bool(run.is_finished)
+    except TimeoutError:
+        return False
+
+
+def _trace_with(run: Any, n: int) -> tuple[az.InferenceData, bool]:
+    """The trace of nutpie's background ``run`` once every chain has ``n`` draws, or the
+    whole trace when it finishes first, and whether it finished. Looks as often as the
+    chains' pace says it should: once they draw, about when ``n`` is due (each look
+    copies the trace)."""
+    pace: tuple[float, int] | None = None  # (time, draws) of the first look with draws
+    wait = 0.5
+    while True:
+        if _finished(run):
+            return run.wait(), True
+        time.sleep(wait)
+        with warnings.catch_warnings():  # a look while the chains tune has no draws yet
+            warnings.filterwarnings("ignore", "More chains", UserWarning)
+            trace = run.inspect()
+        have = _draws_per_chain(trace)
+        if have >= n:
+            return trace, False
+        now = time.perf_counter()
+        if have and pace is None:
+            pace = (now, have)
+        if pace and have > pace[1]:
+            rate = (have - pace[1]) / (now - pace[0])  # draws per second per chain
+            wait = min(10.0, max(0.2, 1.05 * (n - have) / rate))
+        else:
+            wait = min(2.0, wait * 1.5)  # still tuning
+
+
 def sample(model: pm.Model, settings: SamplerSettings | None = None, seed: int = 0
            ) -> az.InferenceData:
     """Sample ``model`` with NUTS; same seed, same draws."""
@@ -172,16 +326,18 @@ def sample_checked(sampler: Sampler, seed: int,
 
     A lean default (fast on the data it was tuned on) can leave a scale parameter short
     of ESS or r_hat on other data; the second run's checks are the ones reported, so a
-    fit that still fails is reported as failed.
+    fit that still fails is reported as failed. With ``min_draws`` set (nutpie) each run
+    sizes its draws by the checks (:meth:`Sampler.sample_until`): a run short of ESS goes
+    on with the same chains, so a second run is left for divergences (it stops at the
+    first check that finds one) and for fits that reach the ceiling without passing.
 
     Returns
     -------
     (idata, convergence, resampled_with)
         ``resampled_with`` is ``None`` when the first run passed, else the second run's
-        ``draws`` and ``target_accept`` and the first run's problems.
+        ``draws`` (per chain, kept) and ``target_accept`` and the first run's problems.
     """
-    idata = sampler.sample(seed=seed, data=data)
-    conv = check(idata)
+    idata, conv = sampler.sample_until(seed, check, data)
     if conv.ok:
         log_check(conv, reran=False)
         return idata, conv, None
@@ -194,10 +350,12 @@ def sample_checked(sampler: Sampler, seed: int,
                  "target_accept": sampler.settings.target_accept,
                  "first_run_problems": conv.problems}
     try:
-        idata = sampler.sample(seed=seed, data=data)
+        idata, conv = sampler.sample_until(seed, check, data)
     finally:
         sampler.settings = first
-    conv = check(idata)
+    posterior = getattr(idata, "posterior", None)
+    if posterior is not None:  # draws sized by the checks: what the rerun kept
+        resampled["draws"] = int(posterior.sizes["draw"])
     log_check(conv, reran=True)
     return idata, conv, resampled
 

@@ -343,8 +343,10 @@ def run(cfg: Config) -> dict[str, Any]:
         "posterior_predictive_inside_90": float(ppc["inside"].mean()),
         "convergence": conv.as_dict(),
         "convergence_folds": bayes_folds,
-        "sampler": {"backend": chosen_backend(bayes.sampler), "draws": bayes.sampler.draws,
-                    "chains": bayes.sampler.chains,
+        "sampler": {"backend": chosen_backend(bayes.sampler),
+                    # per chain: kept (sized by the checks), and the ceiling
+                    "draws": int(bayes.idata_.posterior.sizes["draw"]),
+                    "max_draws": bayes.sampler.draws, "chains": bayes.sampler.chains,
                     "target_accept": bayes.sampler.target_accept},
         "segment_rules": thresholds,
         "segments": profiles.to_dict("records"),
