@@ -66,7 +66,10 @@ def search_space(random_state: int = 0) -> list[dict[str, list[Any]]]:
     margin-based models). 56 candidates."""
     scalers = [StandardScaler(), MinMaxScaler()]
     return [
-        {"model": [LogisticRegression(max_iter=2000, solver="liblinear")],
+        # liblinear shuffles the data: without a seed it draws from numpy's global state,
+        # which differs from process to process (same seed, same numbers)
+        {"model": [LogisticRegression(max_iter=2000, solver="liblinear",
+                                      random_state=random_state)],
          "model__C": [0.01, 0.1, 1.0, 10.0], "model__penalty": ["l1", "l2"],
          "pre__num": scalers},
         {"model": [SVC(random_state=random_state)], "model__C": [0.1, 1.0, 10.0],
