@@ -39,7 +39,7 @@ from sklearn.linear_model import LogisticRegression
 
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
-from analysis.pipeline import StepSkipped, optional_table, step_dir, succeeded
+from analysis.pipeline import StepSkipped, step_dir, succeeded
 from analysis.steps.clean import purchase_ranges, purchases_path, read_campaign_ids
 from analysis.steps.client_labels import with_clusters, with_gender_labels
 from analysis.steps.figures import reliability_figure
@@ -259,25 +259,6 @@ def _gains(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray, margin
             "p_profit_positive": (gain > 0).mean(axis=0)}
 
 
-def _client_value(cfg: Config, con: Any, best: pd.DataFrame
-                  ) -> tuple[pd.DataFrame, dict[str, Any] | None]:
-    """The ranked list with each client's P(alive) and expected margin over the next
-    days (``value_90d`` and its 94% HDI, money) from the ``next_purchase`` step, when it
-    succeeded (a client without a purchase has none: NaN). The ranking stays the contact's
-    expected incremental profit; the value says what a client is worth beyond it."""
-    t = optional_table(cfg, con, "next_purchase", "clients.parquet",
-                       {"id": "integer", "p_alive": "number", "value": "number",
-                        "value_low": "number", "value_high": "number"})
-    if t is None:
-        return best, None
-    ids = id_table(best["id"].astype("int64").tolist())
-    v = t.semi_join(ids, t.id == ids.id).select(
-        id=t.id.cast("int64"), p_alive=t.p_alive, value_90d=t.value,
-        value_90d_low=t.value_low, value_90d_high=t.value_high).to_pandas()
-    out = best.merge(v, on="id", how="left")
-    return out, {"clients_with_value": int(out["value_90d"].notna().sum())}
-
-
 def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: PropensityModel,
                  categories: list[str], value: pd.Series, out: Path
                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
@@ -367,9 +348,8 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
                 "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
                 "p_uplift_positive", "expected_profit_gain", "profit_gain_low",
                 "profit_gain_high", "p_profit_positive", "expected_profit_gain_no_discount"]
-    best, value_note = _client_value(cfg, con, best)
-    if value_note:
-        csv_cols += ["p_alive", "value_90d", "value_90d_low", "value_90d_high"]
+    # each client's value (P(alive), 90-day margin) is joined by the `targets` step, which
+    # waits for next_purchase; this step does not, so the two fit side by side
     write_text(best[csv_cols].round(6).to_csv(index=False), out / "targets.csv")
     write_parquet(curve, out / "budget_curve.parquet")
     top_by_cluster = (by_cluster.sort_values(["cluster", "p_contacted"],
@@ -437,10 +417,6 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
                    "expected_profit_top_100": _at(gain_at, min(100, len(curve))),
                    "expected_profit_all": _at(gain_at, len(curve))},
     }
-    if value_note:  # what the recommended clients are worth beyond this campaign
-        top = best.head(n_contact)["value_90d"]
-        summary["client_value"] = {**value_note, "recommended_value_90d": float(top.sum()),
-                                   "recommended_with_value": int(top.notna().sum())}
     write_json(summary, out / "summary.json")
     status = "converged" if conv.ok else "FAILED CONVERGENCE: " + "; ".join(conv.problems)
     bayes, boost = metrics.iloc[0], metrics.iloc[1]

@@ -76,25 +76,3 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     assert s["data"]["train_cells"] > 0 and s["data"]["train_clients_with_history_sampled"] > 0
     if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
         assert "FAILED" in res[-1]["message"]
-
-
-def test_the_ranked_list_gets_each_clients_value_when_next_purchase_ran(tmp_path):
-    from analysis.io import write_json
-    from analysis.steps.propensity import _client_value
-    from analysis.store.engine import connect
-
-    cfg = load_config(None, results_dir=tmp_path / "res")
-    best = pd.DataFrame({"rank": [1, 2, 3], "id": [30, 10, 20]})
-    con = connect("duckdb")
-    same, note = _client_value(cfg, con, best)  # no next_purchase result: list unchanged
-    assert note is None and same.equals(best)
-    out = tmp_path / "res" / "next_purchase"
-    out.mkdir(parents=True)
-    pd.DataFrame({"id": [10, 30, 99], "p_alive": [0.9, 0.5, 1.0], "value": [100.0, 50.0, 7.0],
-                  "value_low": [90.0, 40.0, 6.0], "value_high": [110.0, 60.0, 8.0]}
-                 ).to_parquet(out / "clients.parquet")
-    write_json({"status": "ok"}, out / "manifest.json")
-    got, note = _client_value(cfg, con, best)
-    assert list(got["id"]) == [30, 10, 20]  # the ranking's order is kept
-    assert got["value_90d"].tolist()[:2] == [50.0, 100.0] and pd.isna(got["value_90d"].iloc[2])
-    assert note == {"clients_with_value": 2}
