@@ -105,6 +105,9 @@ def _run(args: argparse.Namespace) -> int:
 
     from analysis import pipeline
 
+    if args.jobs is not None and args.jobs < 1:
+        print(f"error: --jobs {args.jobs}: at least 1 step must run at a time", file=sys.stderr)
+        return 2
     step = args.step.replace("-", "_") if args.step else None
     if step == "next_purchase" and args.data:
         from analysis.steps.apparel_data import is_apparel_folder
@@ -117,7 +120,7 @@ def _run(args: argparse.Namespace) -> int:
         if args.data:
             cfg = replace(cfg, **{case: replace(getattr(cfg, case), data_dir=args.data)})
         print(f"Data: {cfg.case_dir(case)}   results: {cfg.results_dir}")
-        results = pipeline.run(cfg, only=step, force=args.force)
+        results = pipeline.run(cfg, only=step, force=args.force, jobs=args.jobs)
         return 1 if any(r["status"] == "failed" for r in results) else 0
     overrides = {"engine": args.engine} if args.engine else {}
     if args.database:
@@ -132,7 +135,7 @@ def _run(args: argparse.Namespace) -> int:
               "(make demo data with `shopbayes demo-data`)", file=sys.stderr)
         return 2
     try:
-        results = pipeline.run(cfg, only=step, force=args.force)
+        results = pipeline.run(cfg, only=step, force=args.force, jobs=args.jobs)
     except KeyError as exc:
         print(f"error: {exc.args[0]}", file=sys.stderr)
         return 2
@@ -157,7 +160,7 @@ def _results_problem(folder: Path) -> str | None:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from analysis.render.report import RenderError, render_project
+    from analysis.render.report import RenderError, last_render, render_project
 
     params = {}
     for item in args.param or []:
@@ -171,6 +174,13 @@ def _report(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    kept = None if args.force else last_render(args.dir, params, to=args.to)
+    if kept:
+        print("Report unchanged (the same results, sources and options as at its last "
+              "render; --force renders it again):")
+        for out in kept:
+            print(f"  {out}")
+        return 0
     try:
         outputs = render_project(args.dir, params, to=args.to)
     except RenderError as exc:
@@ -228,6 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder with apparel-purchases.csv runs the apparel case")
     r.add_argument("--results", default=None, help="results folder (default data/results)")
     r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
+    r.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="steps run at once, each in its own process (default: the config's "
+                        "jobs, 2); 1 runs them one after the other; results are the same")
     r.add_argument("--engine", choices=ENGINES, default=None,
                    help="query engine for the aggregates (default from config: duckdb)")
     r.add_argument("--database", default=None, metavar="URL",
@@ -242,6 +255,9 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--to", choices=["html", "typst", "all"], default=None,
                     help="output format, as quarto render --to (typst = PDF); default: "
                          "every format in _quarto.yml")
+    rp.add_argument("--force", action="store_true",
+                    help="render even when the results, the sources and the options are "
+                         "those of the last render (whose documents are otherwise kept)")
     rp.set_defaults(func=_report)
     s = sub.add_parser("steps", help="list the analysis steps")
     s.set_defaults(func=_steps)

@@ -1,4 +1,4 @@
-"""The step runner: runs analysis steps in order, skipping those whose inputs are unchanged.
+"""The step runner: runs analysis steps, skipping those whose inputs are unchanged.
 
 Each step writes into ``results_dir/<step>/`` and leaves a ``manifest.json`` holding the
 hash of what it read (data files, its part of the config, the manifests of the steps it
@@ -6,11 +6,18 @@ builds on) and of the code that computed it (the analysis and model sources and 
 versions of the numerical libraries). A rerun compares hashes, so a stale result, also
 one from an older version of shopbayes, is detected and recomputed, never silently
 reused; a step whose upstream failed is not run.
+
+Steps run ``jobs`` at a time (config ``jobs``, ``--jobs``; default 2), each in a fresh
+worker process as soon as the steps it builds on have finished, the longest chain of
+steps first (:func:`run_concurrently`); with ``jobs`` 1 they run one after the other in
+this process. Either way the results are the same. ``run.json`` in the results folder
+records the last run that computed a step: its wall time and each step's start and end.
 """
 
 from __future__ import annotations
 
 import importlib
+import os
 import resource
 import sys
 import time
@@ -78,6 +85,9 @@ class Step:
     description: str = ""
     uses: tuple[str, ...] = ()  # optional upstream: used when it succeeded, never required
     case: str = "store"  # whose data folder: the store's (data_dir), "one_click", "apparel"
+    #: about how long the step takes on the real-scale demo (2 cores, alone): orders the
+    #: steps of a concurrent run that has no earlier run's manifests (critical_path)
+    typical_seconds: float = 60.0
 
     def load(self) -> Callable[[Config], dict[str, Any]]:
         module, func = self.target.split(":")
@@ -86,34 +96,40 @@ class Step:
 
 STEPS: tuple[Step, ...] = (
     Step("clean", "analysis.steps.clean:run", (), ("min_city_clients", "database"),
-         "load, validate and clean the data folder"),
+         "load, validate and clean the data folder", typical_seconds=10),
     Step("gender", "analysis.steps.gender:run", ("clean",), ("seed", "gender"),
-         "restore the lost gender (scikit-learn, cross-validated)"),
+         "restore the lost gender (scikit-learn, cross-validated)", typical_seconds=25),
     Step("segments", "analysis.steps.segments:run", ("clean",), ("seed", "segments"),
-         "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",)),
+         "Gaussian mixture clusters chosen by evidence, profiled", uses=("gender",),
+         typical_seconds=25),
     Step("uplift", "analysis.steps.uplift:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "min_city_clients",
           "max_cities", "uplift_store_sample"),
-         "campaign 1: trust checks, Bayesian A/B and hierarchical uplift", uses=("segments",)),
+         "campaign 1: trust checks, Bayesian A/B and hierarchical uplift", uses=("segments",),
+         typical_seconds=55),
     Step("campaign2", "analysis.steps.campaign2:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business"),
-         "campaign 2: billboard days in city 1134 against comparable cities"),
+         "campaign 2: billboard days in city 1134 against comparable cities",
+         typical_seconds=60),
     Step("next_purchase", "analysis.steps.next_purchase:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "next_purchase"),
          "who buys again soon and what each client is worth (BG/NBD, Gamma-Gamma)",
-         uses=("gender", "segments")),
+         uses=("gender", "segments"), typical_seconds=67),
     Step("propensity", "analysis.steps.propensity:run", ("clean",),
          ("seed", "sampler", "sampler_overrides", "business", "propensity"),
          "who in city 1188 buys which category when contacted",
-         uses=("gender", "segments", "next_purchase")),
+         uses=("gender", "segments"), typical_seconds=145),
+    Step("targets", "analysis.steps.targets:run", ("propensity",), ("seed",),
+         "the contact list: city 1188's ranked clients with what each is worth",
+         uses=("next_purchase",), typical_seconds=5),
     Step("apparel", "analysis.steps.apparel:run", (),
          ("seed", "sampler", "sampler_overrides", "apparel"),
          "apparel case: who buys within 90 days (BG/NBD and boosting with mailing features)",
-         case="apparel"),
+         case="apparel", typical_seconds=30),
     Step("one_click", "analysis.steps.one_click:run", (),
          ("seed", "sampler", "sampler_overrides", "one_click"),
          "second case: which online-store clients will buy less, and what to offer",
-         case="one_click"),
+         case="one_click", typical_seconds=85),
 )
 
 
@@ -281,23 +297,204 @@ def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
 
 
 def run(cfg: Config, only: str | None = None, force: bool = False,
-        echo: Callable[[str], None] = print) -> list[dict[str, Any]]:
-    """Run every step in order (or just ``only``), printing one progress line per step."""
-    steps = [get_step(only)] if only else list(STEPS)
-    results = []
-    for i, step in enumerate(steps, 1):
-        echo(f"[{i}/{len(steps)}] {step.name}: {step.description} ...")
-        sys.stdout.flush()
-        res = run_step(cfg, step, force=force or only is not None)
-        extra = f" - {res['message']}" if res.get("message") else ""
-        if res.get("reused"):
-            echo(f"      unchanged, reused (it ran in {res['seconds']:.1f} s){extra}")
-        else:
-            mc = res.get("mcmc") or {}
-            split = (f"; MCMC compile {mc['compile_seconds']:.1f} s, sampling "
-                     f"{mc['sample_seconds']:.1f} s, other {mc['other_seconds']:.1f} s"
-                     if "other_seconds" in mc else "")
-            echo(f"      {res['status']} in {res['seconds']:.1f} s "
-                 f"(peak RSS {res['peak_rss_mib']:.0f} MiB{split}){extra}")
-        results.append(res)
+        echo: Callable[[str], None] = print, jobs: int | None = None,
+        steps: tuple[Step, ...] | None = None) -> list[dict[str, Any]]:
+    """Run every step (or just ``only``), printing one progress line per step.
+
+    With ``jobs`` (default ``cfg.jobs``) above 1 the steps run in worker processes,
+    ``jobs`` at a time, each as soon as the steps it builds on (``needs`` and ``uses``)
+    have finished (:func:`run_concurrently`); with 1, one after the other in this process.
+    Either way each step reads the same inputs and seeds, so the results are the same.
+    Returns the steps' results in pipeline order.
+    """
+    plan = [get_step(only)] if only else list(steps or STEPS)
+    jobs = cfg.jobs if jobs is None else jobs
+    t0, began = time.perf_counter(), datetime.now(UTC)
+    if jobs > 1 and len(plan) > 1:
+        results = run_concurrently(cfg, plan, force=force, echo=echo, jobs=jobs, t0=t0)
+    else:
+        jobs, results = 1, []
+        for i, step in enumerate(plan, 1):
+            echo(f"[{i}/{len(plan)}] {step.name}: {step.description} ...")
+            sys.stdout.flush()
+            start = time.perf_counter() - t0
+            res = run_step(cfg, step, force=force or only is not None)
+            res.update(run_start=round(start, 2), run_end=round(time.perf_counter() - t0, 2))
+            echo(_outcome(res))
+            results.append(res)
+    if only is None and not all(r.get("reused") for r in results):
+        # the record describes the last run that computed something (a rerun that reuses
+        # every step leaves it, and the report, as they were)
+        write_run_record(cfg, results, jobs, began, time.perf_counter() - t0)
     return results
+
+
+def write_run_record(cfg: Config, results: list[dict[str, Any]], jobs: int,
+                     began: datetime, seconds: float) -> None:
+    """``run.json`` in the results folder: when the whole run began, its wall seconds, the
+    steps run at once, and when each step started and ended (seconds from the start;
+    reused steps take none)."""
+    write_json({"began": began.isoformat(timespec="seconds"), "seconds": round(seconds, 2),
+                "jobs": jobs,
+                "steps": [{"step": r["step"], "status": r["status"],
+                           "reused": bool(r.get("reused")), "start": r.get("run_start"),
+                           "end": r.get("run_end")} for r in results]},
+               cfg.results_dir / "run.json")
+
+
+def _outcome(res: dict[str, Any], name: str = "") -> str:
+    """The progress line of a finished step (``name`` first when steps interleave)."""
+    extra = f" - {res['message']}" if res.get("message") else ""
+    who = f"{name}: " if name else ""
+    if res.get("reused"):
+        return f"      {who}unchanged, reused (it ran in {res['seconds']:.1f} s){extra}"
+    mc = res.get("mcmc") or {}
+    split = (f"; MCMC compile {mc['compile_seconds']:.1f} s, sampling "
+             f"{mc['sample_seconds']:.1f} s, other {mc['other_seconds']:.1f} s"
+             if "other_seconds" in mc else "")
+    return (f"      {who}{res['status']} in {res['seconds']:.1f} s "
+            f"(peak RSS {res['peak_rss_mib']:.0f} MiB{split}){extra}")
+
+
+def critical_path(cfg: Config, plan: list[Step]) -> dict[str, float]:
+    """Seconds from each step's start to the end of the longest chain of steps that wait
+    for it, from the seconds each step took last time (its manifest; its
+    ``typical_seconds`` when it never ran): steps on the longest chain start first (Hu
+    1961's level scheduling)."""
+    names = {s.name for s in plan}
+    took = {s.name: float((manifest(cfg, s.name) or {}).get("seconds") or s.typical_seconds)
+            for s in plan}
+    waiting = {s.name: [t.name for t in plan if s.name in t.needs + t.uses] for s in plan}
+    level: dict[str, float] = {}
+
+    def walk(name: str) -> float:
+        if name not in level:
+            level[name] = took[name] + max((walk(w) for w in waiting[name] if w in names),
+                                           default=0.0)
+        return level[name]
+
+    for s in plan:
+        walk(s.name)
+    return level
+
+
+#: ``os.nice`` increment of a step that does not head the longest chain of steps left
+BACKGROUND_NICE = 10
+
+
+def _run_in_worker(cfg: Config, step: Step, nice: int = 0) -> dict[str, Any]:
+    """One step in a worker process (its own MCMC log and peak RSS), at scheduling
+    priority ``nice`` (``os.nice``: a step off the longest chain yields the cores to the
+    one on it and takes what that leaves idle).
+
+    Idle pool processes a library keeps for reuse (joblib's loky workers, which
+    scikit-learn's ``n_jobs`` starts) are ended with the step: a worker process waits for
+    its children before it exits, and loky's idle for up to 300 s (the one-click step's
+    kept its worker, and the pipeline's second slot, for 250 s after its result)."""
+    import multiprocessing
+
+    if nice:
+        os.nice(nice)
+    try:
+        return run_step(cfg, step, force=True)
+    finally:
+        for child in multiprocessing.active_children():
+            child.terminate()
+            child.join(10)
+
+
+def _worker_init() -> None:
+    """Runs in a fresh worker before it imports any numerical library: OpenMP threads
+    (scikit-learn's boosting, in the wheels' libgomp) that wait for work sleep instead of
+    spinning. Spinning threads of two steps on two cores took each other's time: the
+    gender step beside the campaign-2 sampler took 64 s (68 s of CPU) with the default
+    policy and 38 s (32 s of CPU, as alone) with this one. Same threads, same results."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
+                     echo: Callable[[str], None] = print, jobs: int = 2,
+                     t0: float | None = None) -> list[dict[str, Any]]:
+    """Run ``plan`` in ``jobs`` worker processes: a step starts when every step it builds
+    on (``needs``, and ``uses`` when planned) has finished, the longest chain first
+    (:func:`critical_path`), so one step's single-threaded work (compiling a model,
+    scikit-learn, the engine) overlaps another's sampling. The step heading the longest
+    chain of steps left runs at normal priority, the others at ``BACKGROUND_NICE``: they
+    use what it leaves idle rather than slow the chain that decides the run's length.
+
+    Each step runs in a fresh process (spawned, one per step) with the same config and
+    seed and reads only its inputs and its upstream steps' results, as in the sequential
+    run, so the results are the same; a step whose results are current is reused here
+    without a worker. A worker that dies (killed, out of memory) fails its own step, whose
+    manifest says so; the other steps go on.
+    """
+    import multiprocessing
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+    from concurrent.futures.process import BrokenProcessPool
+
+    order = {s.name: i for i, s in enumerate(plan)}
+    planned = set(order)
+    waits_for = {s.name: [d for d in s.needs + s.uses if d in planned] for s in plan}
+    level = critical_path(cfg, plan)
+    done: dict[str, dict[str, Any]] = {}
+    # a pool of one fresh process per step: a worker that dies takes no other step along
+    running: dict[Any, tuple[Step, float, ProcessPoolExecutor]] = {}
+    ended: list[ProcessPoolExecutor] = []
+    started = 0
+    spawn = multiprocessing.get_context("spawn")
+    t0 = time.perf_counter() if t0 is None else t0
+    try:
+        while len(done) < len(plan):
+            busy = {s.name for s, _, _ in running.values()}
+            ready = sorted((s for s in plan if s.name not in done and s.name not in busy
+                            and all(d in done for d in waits_for[s.name])),
+                           key=lambda s: (-level[s.name], order[s.name]))
+            progressed = False
+            for step in ready:
+                if not force and is_current(cfg, step):
+                    started += 1
+                    echo(f"[{started}/{len(plan)}] {step.name}: {step.description} ...")
+                    now = round(time.perf_counter() - t0, 2)
+                    done[step.name] = {**(manifest(cfg, step.name) or {}), "status": "ok",
+                                       "reused": True, "run_start": now, "run_end": now}
+                    echo(_outcome(done[step.name], step.name))
+                    progressed = True
+                    break  # what is ready may have changed
+                if len(running) < jobs:
+                    started += 1
+                    echo(f"[{started}/{len(plan)}] {step.name}: {step.description} ... "
+                         "(started)")
+                    sys.stdout.flush()
+                    # the step heading the longest chain left runs first; others yield
+                    longest = max(level[s.name] for s in plan if s.name not in done)
+                    nice = 0 if level[step.name] >= longest else BACKGROUND_NICE
+                    pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_init)
+                    running[pool.submit(_run_in_worker, cfg, step, nice)] = (
+                        step, time.perf_counter(), pool)
+                    progressed = True
+            if progressed:
+                continue
+            if not running:  # nothing runs and nothing can start: a cycle in the steps
+                raise RuntimeError("steps wait for each other: "
+                                   + ", ".join(sorted(set(order) - set(done))))
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for fut in finished:
+                step, t1, pool = running.pop(fut)
+                try:
+                    res = fut.result()
+                except BrokenProcessPool as exc:
+                    res = _finish(cfg, step, "failed", "the worker process running it died "
+                                  f"(killed, or out of memory?): {exc}",
+                                  time.perf_counter() - t1, {})
+                pool.shutdown(wait=False)  # its process ends on its own; joined below
+                ended.append(pool)
+                res.update(run_start=round(t1 - t0, 2), run_end=round(time.perf_counter() - t0, 2))
+                done[step.name] = res
+                echo(_outcome(res, step.name))
+    finally:
+        for fut, (_, _, pool) in running.items():
+            fut.cancel()
+            pool.shutdown(wait=True, cancel_futures=True)
+        for pool in ended:
+            pool.shutdown(wait=True)
+    return [done[s.name] for s in plan]

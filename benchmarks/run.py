@@ -15,6 +15,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(tempfile.gettempdir()) / "shopbayes-bench"
+#: the one-click case's folder: the real public files beside the project, else the
+#: stand-in the config falls back to
+ONE_CLICK = (ROOT.parent / "shared" / "data" / "one_click"
+             if (ROOT.parent / "shared" / "data" / "one_click").exists() else "")
 
 def _step_case(step: str, extra: str) -> str:
     """Code that runs pipeline ``step`` on the benchmark data (after what it needs) and sets
@@ -143,6 +147,16 @@ CASES: dict[str, tuple[str, float]] = {
     "aggregates_spark_1m": (
         "from benchmarks.store_cases import aggregates\n"
         f"extra = aggregates(r'{WORK / 'res1m'}', 'spark', compare_with_duckdb=True)", 600.0),
+    # the main job (issue 22): every step from a clean results folder at real scale, two
+    # at a time (the default) and one after the other; the render is not included
+    "pipeline_real_scale": (
+        "from benchmarks.store_cases import whole_pipeline\n"
+        f"extra = whole_pipeline(r'{WORK / 'data'}', r'{WORK / 'res_main'}', jobs=2, "
+        f"one_click=r'{ONE_CLICK}')", 180.0),
+    "pipeline_real_scale_sequential": (
+        "from benchmarks.store_cases import whole_pipeline\n"
+        f"extra = whole_pipeline(r'{WORK / 'data'}', r'{WORK / 'res_main_seq'}', jobs=1, "
+        f"one_click=r'{ONE_CLICK}')", 180.0),
     # every step, from a clean results folder, on the 1M / 10M Parquet stores
     "pipeline_duckdb_1m": (
         "from benchmarks.store_cases import whole_pipeline\n"
@@ -164,7 +178,8 @@ CASES: dict[str, tuple[str, float]] = {
 #: run only when named: the row-level comparison ran for more than 56 minutes; the
 #: 10-million-client store takes about 10 minutes to write and as long to clean
 OPT_IN = {"uplift_rows_pymc_default_10k", "demo_data_parquet_10m", "clean_duckdb_10m",
-          "aggregates_duckdb_10m", "pipeline_duckdb_1m", "pipeline_duckdb_10m"}
+          "aggregates_duckdb_10m", "pipeline_duckdb_1m", "pipeline_duckdb_10m",
+          "pipeline_real_scale", "pipeline_real_scale_sequential"}
 
 _WRAP = """
 import resource, time, json, sys

@@ -206,21 +206,73 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     return out
 
 
-def whole_pipeline(data: str, results: str, engine: str = "duckdb") -> dict[str, object]:
+def tree_rss_bytes(pid: int) -> int:
+    """Summed resident memory of process ``pid`` and all its descendants (Linux /proc)."""
+    import os
+
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                with open(f"/proc/{d}/stat") as fh:
+                    ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+            children.setdefault(ppid, []).append(int(d))
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            with open(f"/proc/{p}/statm") as fh:
+                total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError, IndexError):
+            pass
+        todo += children.get(p, [])
+    return total
+
+
+def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 1,
+                   one_click: str | None = None) -> dict[str, object]:
     """Every step of ``shopbayes run`` on the store in ``data`` (results in ``results``,
-    rerun from scratch): per step the status, seconds, peak RSS of the process so far
-    (MiB) and, for the MCMC steps, the model's own timings and whether it converged."""
+    rerun from scratch), ``jobs`` steps at a time: the wall seconds, the peak of the
+    summed RSS of this process and its workers (MiB, sampled every 0.25 s), and per step
+    the status, seconds, peak RSS (MiB; of the process so far when steps share it, of its
+    own worker otherwise) and, for the MCMC steps, where the MCMC time went and whether it
+    converged. ``one_click``: the one-click case's folder (default: the config's)."""
     import json
+    import os
     import shutil
+    import threading
+    import time
+    from dataclasses import replace
 
     from analysis import pipeline
     from analysis.config import load_config
 
     shutil.rmtree(results, ignore_errors=True)
-    cfg = load_config(None, data_dir=data, results_dir=results, engine=engine)
+    cfg = load_config(None, data_dir=data, results_dir=results, engine=engine, jobs=jobs)
+    if one_click:
+        cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=one_click))
+    peak, stop = [0], threading.Event()
+
+    def watch() -> None:
+        while not stop.is_set():
+            peak[0] = max(peak[0], tree_rss_bytes(os.getpid()))
+            stop.wait(0.25)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    t0 = time.perf_counter()
+    try:
+        results_ = pipeline.run(cfg, force=True, echo=lambda s: None)
+    finally:
+        wall = time.perf_counter() - t0
+        stop.set()
+        watcher.join()
     steps: dict[str, object] = {}
-    for res in pipeline.run(cfg, force=True, echo=lambda s: None):
-        row = {k: res.get(k) for k in ("status", "seconds", "peak_rss_mib")}
+    for res in results_:
+        row = {k: res.get(k) for k in ("status", "seconds", "peak_rss_mib", "mcmc",
+                                       "run_start", "run_end")}
         path = Path(results) / res["step"] / "summary.json"
         if res["status"] == "ok" and path.exists():
             s = json.loads(path.read_text())
@@ -235,5 +287,6 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb") -> dict[str,
             if worker:  # the background cross-check's process, beside the step's
                 row["worker_peak_rss_mib"] = round(worker, 1)
         steps[res["step"]] = row
-    return {"steps": steps, "engine": engine,
+    return {"steps": steps, "engine": engine, "jobs": jobs, "inner_seconds": round(wall, 1),
+            "tree_peak_rss_mib": round(peak[0] / 2**20, 1),
             "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}

@@ -103,3 +103,10 @@ def demo_store_frame(folder: Path, spec: DemoSpec) -> tuple[pd.DataFrame, dict]:
     df, _ = store_frame(data.clients, data.purchases, list(g.treated), list(g.control),
                         seg.rename(columns={"segment": "cluster"}))
     return df, json.loads((folder / "truth.json").read_text())["campaign1"]
+
+
+@pytest.fixture(autouse=True)
+def steps_one_after_the_other(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tests run the pipeline's steps in this process (``jobs`` 1), where their monkey
+    patches reach; the tests of the concurrent runner ask for workers themselves."""
+    monkeypatch.setenv("SHOPBAYES_JOBS", "1")

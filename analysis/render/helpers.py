@@ -18,6 +18,16 @@ import numpy as np
 import pandas as pd
 
 
+def run_record(results: Path) -> dict[str, Any] | None:
+    """The last whole run's ``run.json`` (analysis.pipeline.write_run_record), or ``None``
+    when there is none or it cannot be read."""
+    path = Path(results) / "run.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
+    except ValueError:
+        return None
+
+
 def step_manifest(results: Path, step: str) -> dict[str, Any] | None:
     path = Path(results) / step / "manifest.json"
     if not path.exists():

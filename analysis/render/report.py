@@ -362,8 +362,68 @@ def _tag_remover() -> Any:
     return pre
 
 
+STAMP_FILE = ".render-stamp.json"
+
+
+def render_stamp(report_dir: Path, project: dict[str, Any], params: dict[str, Any],
+                 formats: list[str]) -> str:
+    """Digest of everything a render reads: the project's files (less its outputs), the
+    shopbayes sources and numerical libraries (:func:`analysis.pipeline.code_digest`) and
+    the renderer's own, the results folder's run record and every step's manifest (a
+    step writes its manifest last, so new results always change it), the parameters
+    and the formats. Equal stamps, equal documents: what Quarto's ``freeze`` does for
+    computations, for the whole render."""
+    from analysis.io import digest_of, file_digest
+    from analysis.pipeline import code_digest
+
+    out = project.get("project", {}).get("output-dir", "_site")
+    root = Path(__file__).resolve().parents[2]
+    mine = sorted(p for p in (root / "analysis" / "render").rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts)
+    files = sorted(p for p in report_dir.rglob("*") if p.is_file()
+                   and p.relative_to(report_dir).parts[0] not in (out, ".quarto")
+                   and "__pycache__" not in p.parts)
+    results = Path(params.get("results_dir", ""))
+    written = sorted(results.glob("*/manifest.json")) + sorted(results.glob("run.json"))
+    return digest_of({
+        "code": code_digest(), "formats": formats, "params": params,
+        "renderer": {p.relative_to(root).as_posix(): file_digest(p) for p in mine},
+        "project": {p.relative_to(report_dir).as_posix(): file_digest(p) for p in files},
+        "results": {p.relative_to(results).as_posix(): file_digest(p) for p in written}})
+
+
+def _stamped(report_dir: str | Path, params: dict[str, Any] | None, to: str | None
+             ) -> tuple[Path, dict[str, Any], list[str], Path, str]:
+    """The project, its formats, where its render stamp lives and the stamp of now."""
+    report_dir = Path(report_dir)
+    cfg_file = report_dir / "_quarto.yml"
+    project = (yaml.safe_load(cfg_file.read_text(encoding="utf-8"))
+               if cfg_file.exists() else {}) or {}
+    formats = formats_to_render(project, to)
+    out = report_dir / project.get("project", {}).get("output-dir", "_site")
+    return (report_dir, project, formats, out / STAMP_FILE,
+            render_stamp(report_dir, project, params or {}, formats))
+
+
+def last_render(report_dir: str | Path = "report", params: dict[str, Any] | None = None,
+                to: str | None = None) -> list[Path] | None:
+    """The documents of the last render when nothing it read has changed since
+    (:func:`render_stamp`) and they are all still there, else ``None``."""
+    import json
+
+    _, _, _, stamp_path, stamp = _stamped(report_dir, params, to)
+    try:
+        last = json.loads(stamp_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    kept = [Path(p) for p in last.get("outputs", [])]
+    return kept if last.get("stamp") == stamp and kept and all(p.exists() for p in kept) \
+        else None
+
+
 def render_project(report_dir: str | Path = "report", params: dict[str, Any] | None = None,
-                   to: str | None = None, strict: bool = True) -> list[Path]:
+                   to: str | None = None, strict: bool = True, reuse: bool = False
+                   ) -> list[Path]:
     """Render every ``.qmd`` of the Quarto project in ``report_dir``.
 
     Parameters
@@ -378,22 +438,33 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
     strict
         Raise :class:`RenderError` after writing every document when a chunk raised
         (those parts show a warning box instead of a traceback).
+    reuse
+        Keep the documents of the last render when nothing it read has changed
+        (:func:`render_stamp`) and they are all there; a render that raised is never
+        reused.
 
     Returns
     -------
     list of Path
-        The written files, document by document.
+        The written (or reused) files, document by document.
     """
-    report_dir = Path(report_dir)
-    cfg_file = report_dir / "_quarto.yml"
-    project = yaml.safe_load(cfg_file.read_text(encoding="utf-8")) if cfg_file.exists() else {}
-    formats = formats_to_render(project or {}, to)
+    import json
+
+    if reuse:
+        kept = last_render(report_dir, params, to)
+        if kept:
+            return kept
+    report_dir, project, formats, stamp_path, stamp = _stamped(report_dir, params, to)
+    stamp_path.unlink(missing_ok=True)  # a render that stops half-way leaves no stamp
     paths, errors = [], []
     # the main page first (its outputs lead the list), then the others by name
     for qmd in sorted(report_dir.glob("*.qmd"), key=lambda q: (q.stem != "index", q.name)):
         written, failed = render_file(qmd, project or {}, params or {}, formats=formats)
         paths += written
         errors += failed
+    if not errors:
+        write_text(json.dumps({"stamp": stamp, "outputs": [str(p) for p in paths]}),
+                   stamp_path)
     if errors and strict:
         raise RenderError(
             f"{len(errors)} chunk(s) could not be drawn; the reports were written with a "

@@ -23,7 +23,6 @@ import pandas as pd
 
 from analysis.errors import DataError, Problem
 from analysis.store.id_files import IdFile, read_id_file
-from analysis.store.schemas import validate
 from analysis.store.text_files import read_csv_text
 
 DB_FILE = "shop_database.db"
@@ -91,6 +90,8 @@ def read_db_table(path: str | Path, table: str) -> pd.DataFrame:
             raise DataError(f"{path}:{table}", f"table could not be read: {exc}") from exc
     finally:
         con.close()
+    from analysis.store.schemas import validate  # pandera: 2 s to import
+
     return validate(raw, table, f"{path}:{table}")
 
 
@@ -104,6 +105,8 @@ def read_client_csv(path: str | Path, lost: bool = False) -> pd.DataFrame:
         Unreadable file or encoding, or every schema problem of the table at once.
     """
     raw, info = read_csv_text(path)
+    from analysis.store.schemas import validate  # pandera: 2 s to import
+
     table = validate(raw, "personal_data_lost" if lost else "personal_data", str(path))
     table.attrs["text"] = info.describe()
     return table

@@ -1,3 +1,5 @@
+import json
+import os
 from pathlib import Path
 
 import pytest
@@ -130,3 +132,151 @@ def test_the_manifest_and_progress_line_say_where_a_steps_mcmc_time_went(demo_co
     assert "MCMC compile 0.0 s, sampling 0.0 s" in lines[-1]
     assert sampling.MCMC_LOG == []
     assert pipeline.manifest(cfg, "fake")["mcmc"] == mc
+
+
+def _toy(name: str, needs: tuple[str, ...] = (), uses: tuple[str, ...] = ()) -> pipeline.Step:
+    return pipeline.Step(name, f"tests.analysis.toy_steps:{name}", needs, uses=uses,
+                         description=f"toy {name}")
+
+
+TOYS = (_toy("first"), _toy("second", ("first",)), _toy("beside"),
+        _toy("last", ("second",), uses=("beside",)))
+
+
+def test_concurrent_steps_wait_for_their_upstream_and_overlap_the_rest(demo_copy, tmp_path):
+    """Two workers: `beside` runs while `first` does; `second` starts after `first`,
+    `last` after both; results equal the sequential run's; an unchanged rerun reuses
+    every step without a worker."""
+    from tests.analysis.toy_steps import read_value
+
+    seq = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "seq")
+    con = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "con")
+    lines: list[str] = []
+    a = pipeline.run(seq, steps=TOYS, jobs=1, echo=lambda s: None)
+    b = pipeline.run(con, steps=TOYS, jobs=2, echo=lines.append)
+    assert [r["status"] for r in b] == ["ok"] * 4 and [r["step"] for r in b] == [
+        "first", "second", "beside", "last"]
+    for name in ("first", "second", "beside", "last"):
+        assert read_value(tmp_path / "con", name) == read_value(tmp_path / "seq", name)
+        assert b[[r["step"] for r in b].index(name)]["summary"] == a[
+            [r["step"] for r in a].index(name)]["summary"]
+    t = {n: json.loads((tmp_path / "con" / n / "out.json").read_text()) for n in
+         ("first", "second", "beside", "last")}
+    assert t["beside"]["start"] < t["first"]["end"] and t["first"]["start"] < t["beside"]["end"]
+    assert t["second"]["start"] >= t["first"]["end"]
+    assert t["last"]["start"] >= max(t["second"]["end"], t["beside"]["end"])
+    assert len({v["pid"] for v in t.values()} | {os.getpid()}) == 5  # a process per step
+    assert any(line.strip().startswith("beside: ok in") for line in lines)
+    record = pipeline.read_json(tmp_path / "con" / "run.json")
+    assert record["jobs"] == 2 and [r["step"] for r in record["steps"]] == [r["step"] for r in b]
+    assert record["seconds"] >= max(r["end"] for r in record["steps"]) > 0
+    again = pipeline.run(con, steps=TOYS, jobs=2, echo=lambda s: None)
+    assert all(r["reused"] for r in again)
+    # a rerun that computed nothing leaves the record of the last one that did
+    assert pipeline.read_json(tmp_path / "con" / "run.json") == record
+
+
+def test_a_failed_or_dead_worker_fails_its_step_and_the_rest_goes_on(demo_copy, tmp_path):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    steps = (_toy("fails"), _toy("second", ("fails",)), _toy("dies"), _toy("beside"),
+             _toy("first"))
+    res = {r["step"]: r for r in pipeline.run(cfg, steps=steps, jobs=2, echo=lambda s: None)}
+    assert res["fails"]["status"] == "failed" and "planted failure" in res["fails"]["message"]
+    assert res["second"]["status"] == "skipped" and "fails" in res["second"]["message"]
+    assert res["dies"]["status"] == "failed" and "died" in res["dies"]["message"]
+    assert pipeline.manifest(cfg, "dies")["status"] == "failed"
+    assert res["beside"]["status"] == res["first"]["status"] == "ok"  # not taken along
+
+
+def test_the_longest_chain_of_steps_starts_first(demo_copy, tmp_path):
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    level = pipeline.critical_path(cfg, list(TOYS))  # never ran: 60 s each
+    assert level == {"first": 180.0, "second": 120.0, "beside": 120.0, "last": 60.0}
+
+
+def test_jobs_come_from_the_environment_and_must_be_a_whole_number(monkeypatch, tmp_path):
+    monkeypatch.setenv("SHOPBAYES_JOBS", "3")
+    assert load_config(None).jobs == 3 and load_config(None, jobs=1).jobs == 1
+    monkeypatch.setenv("SHOPBAYES_JOBS", "two")
+    with pytest.raises(ValueError, match="SHOPBAYES_JOBS"):
+        load_config(None)
+    monkeypatch.delenv("SHOPBAYES_JOBS")
+    (tmp_path / "s.toml").write_text("jobs = 0\n")
+    with pytest.raises(ValueError, match="jobs"):
+        load_config(tmp_path / "s.toml")
+
+
+def _same_results(a: Path, b: Path) -> list[str]:
+    """What differs between two results folders, less run times and paths: Parquet as
+    rows in any order (the engine writes in parallel), CSV and JSON exactly."""
+    import json as _json
+
+    import pandas as pd
+
+    timing = ("seconds", "timing", "finished", "peak_rss", "mcmc", "data_dir", "run_start",
+              "run_end")
+
+    def strip(o):
+        if isinstance(o, dict):
+            return {k: strip(v) for k, v in o.items() if not any(t in k for t in timing)}
+        return [strip(v) for v in o] if isinstance(o, list) else o
+
+    diffs = []
+    for f in sorted(p for p in a.rglob("*") if p.is_file() and p.name != "run.json"):
+        g = b / f.relative_to(a)
+        if not g.exists():
+            diffs.append(f"{f.relative_to(a)}: missing")
+        elif f.suffix == ".parquet":
+            x, y = pd.read_parquet(f), pd.read_parquet(g)
+            cols = [c for c in x.columns if not any(t in c for t in timing)]
+            x, y = (d[cols].sort_values(cols).reset_index(drop=True) for d in (x, y))
+            if not x.equals(y):
+                diffs.append(f"{f.relative_to(a)}: rows differ")
+        elif f.suffix in (".json", ".csv"):
+            same = (strip(_json.loads(f.read_text())) == strip(_json.loads(g.read_text()))
+                    if f.suffix == ".json" else f.read_bytes() == g.read_bytes())
+            if not same:
+                diffs.append(f"{f.relative_to(a)}: differs")
+    return diffs
+
+
+@pytest.mark.slow
+def test_the_concurrent_run_gives_the_sequential_runs_results(demo_copy, one_click_demo,
+                                                              tmp_path, monkeypatch):
+    """Every step of the pipeline on small data, one after the other in this process and
+    two at a time in workers: every result file the same (draws sized by the checks, so
+    the number of draws is itself a result that must match). 4 to 6 minutes."""
+    from dataclasses import replace
+
+    from analysis.config import SamplerConfig
+    from analysis.demo.apparel import write_apparel_demo
+    from tests.conftest import copy_one_click, quick_one_click
+
+    monkeypatch.setattr(pipeline, "STEPS", pipeline.STEPS)  # every step (undo the fixture)
+    write_apparel_demo(tmp_path / "apparel", clients=1500, seed=3)
+    base = load_config(None, data_dir=demo_copy)
+    base = replace(base, sampler=SamplerConfig(draws=1000, tune=200, min_draws=150),
+                   sampler_overrides={},
+                   apparel=replace(base.apparel, data_dir=str(tmp_path / "apparel"),
+                                   shap_clients=200),
+                   next_purchase=replace(base.next_purchase, shap_clients=200,
+                                         predict_draws=100))
+    base = quick_one_click(base, copy_one_click(one_click_demo, tmp_path))
+    runs = {}
+    for jobs in (1, 2):
+        cfg = replace(base, results_dir=tmp_path / f"jobs{jobs}")
+        runs[jobs] = {r["step"]: r for r in pipeline.run(cfg, jobs=jobs, echo=lambda s: None)}
+        assert all(r["status"] == "ok" for r in runs[jobs].values()), {
+            k: r["message"] for k, r in runs[jobs].items() if r["status"] != "ok"}
+    assert _same_results(tmp_path / "jobs1", tmp_path / "jobs2") == []
+    record = pipeline.read_json(tmp_path / "jobs2" / "run.json")
+    spans = {r["step"]: (r["start"], r["end"]) for r in record["steps"]}
+    assert record["jobs"] == 2 and any(  # two steps did run at once
+        spans[a][0] < spans[b][1] and spans[b][0] < spans[a][1]
+        for a in spans for b in spans if a < b)
+
+
+def test_jobs_below_one_are_refused_by_the_cli(demo_copy, tmp_path, capsys):
+    assert main(["run", "--jobs", "0", "--data", str(demo_copy), "--results",
+                 str(tmp_path / "r")]) == 2
+    assert "--jobs 0" in capsys.readouterr().err

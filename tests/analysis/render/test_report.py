@@ -453,3 +453,35 @@ def test_report_renders_html_and_pdf_with_no_network(tmp_path):
     assert "no result to show" in page
     assert re.findall(r"""(?:src|href)=["']?https?://|url\(["']?https?://|@import"""
                       r"""|import\(["']https?://""", page) == []
+
+
+def test_an_unchanged_render_is_kept_and_any_change_renders_again(tmp_path, capsys):
+    """As Quarto's freeze, for the whole render: the same results (manifests, run record),
+    project files and options keep the last documents; a change to any renders again."""
+    from analysis.cli import main
+    from analysis.render.report import last_render
+
+    proj, res = tmp_path / "proj", tmp_path / "res"
+    proj.mkdir()
+    (res / "clean").mkdir(parents=True)
+    (res / "clean" / "manifest.json").write_text('{"status": "ok", "input_hash": "a"}')
+    (proj / "_quarto.yml").write_text("project:\n  output-dir: _site\n")
+    (proj / "doc.qmd").write_text('---\ntitle: "T"\n---\n\n```{python}\nprint(6 * 7)\n```\n')
+    params = {"results_dir": str(res)}
+    assert last_render(proj, params, to="html") is None  # never rendered
+    out = render_project(proj, params, to="html")
+    assert last_render(proj, params, to="html") == out
+    first = out[0].stat().st_mtime_ns
+    assert render_project(proj, params, to="html", reuse=True) == out
+    assert out[0].stat().st_mtime_ns == first  # not written again
+    assert last_render(proj, {**params, "x": "1"}, to="html") is None  # other options
+    (res / "clean" / "manifest.json").write_text('{"status": "ok", "input_hash": "b"}')
+    assert last_render(proj, params, to="html") is None  # new results
+    render_project(proj, params, to="html")
+    (proj / "doc.qmd").write_text('---\ntitle: "T"\n---\n\nEdited.\n')
+    assert last_render(proj, params, to="html") is None  # an edited document
+    out[0].unlink()
+    assert last_render(proj, params, to="html") is None  # a document gone
+    assert main(["report", str(proj), "--results", str(res), "--to", "html"]) == 0
+    assert main(["report", str(proj), "--results", str(res), "--to", "html"]) == 0
+    assert "Report unchanged" in capsys.readouterr().out

@@ -1,0 +1,52 @@
+"""Steps for the tests of the concurrent runner: each records when it ran, in which
+process, and what its upstream wrote (importable by spawned workers)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from analysis.config import Config
+
+
+def _record(cfg: Config, name: str, seconds: float, reads: tuple[str, ...] = ()) -> dict:
+    start = time.time()
+    seen = {r: json.loads((cfg.results_dir / r / "out.json").read_text())["value"]
+            for r in reads if (cfg.results_dir / r / "out.json").exists()}
+    time.sleep(seconds)
+    out = cfg.results_dir / name
+    out.mkdir(parents=True, exist_ok=True)
+    value = cfg.seed * 10 + sum(seen.values())  # what a result would derive from inputs
+    (out / "out.json").write_text(json.dumps({"value": value, "start": start,
+                                              "end": time.time(), "pid": os.getpid()}))
+    return {"value": value}
+
+
+def first(cfg: Config) -> dict:
+    return _record(cfg, "first", 1.0)
+
+
+def second(cfg: Config) -> dict:
+    return _record(cfg, "second", 0.5, reads=("first",))
+
+
+def beside(cfg: Config) -> dict:
+    return _record(cfg, "beside", 1.0)
+
+
+def last(cfg: Config) -> dict:
+    return _record(cfg, "last", 0.1, reads=("second", "beside"))
+
+
+def fails(cfg: Config) -> dict:
+    raise ValueError("planted failure")
+
+
+def dies(cfg: Config) -> dict:
+    os._exit(3)  # as a worker killed for memory would
+
+
+def read_value(results: Path, name: str) -> int:
+    return json.loads((results / name / "out.json").read_text())["value"]
