@@ -253,8 +253,7 @@ def _peak_rss_mib() -> float:
 def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     """Run one step (or skip it when current) and write its manifest."""
     if not force and is_current(cfg, step):
-        m = manifest(cfg, step.name) or {}
-        return {**m, "status": "ok", "reused": True}
+        return _reused(cfg, step)
     for up in step.needs:
         m = manifest(cfg, up)
         if not m or m.get("status") != "ok":
@@ -274,6 +273,11 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
         summary, status = {"traceback": traceback.format_exc(limit=6)}, "failed"
         message = f"{type(exc).__name__}: {exc}"
     return _finish(cfg, step, status, message, time.perf_counter() - t0, summary)
+
+
+def _reused(cfg: Config, step: Step) -> dict[str, Any]:
+    """The result of a step whose results are current: its manifest, marked reused."""
+    return {**(manifest(cfg, step.name) or {}), "status": "ok", "reused": True}
 
 
 def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
@@ -361,7 +365,6 @@ def critical_path(cfg: Config, plan: list[Step]) -> dict[str, float]:
     for it, from the seconds each step took last time (its manifest; its
     ``typical_seconds`` when it never ran): steps on the longest chain start first (Hu
     1961's level scheduling)."""
-    names = {s.name for s in plan}
     took = {s.name: float((manifest(cfg, s.name) or {}).get("seconds") or s.typical_seconds)
             for s in plan}
     waiting = {s.name: [t.name for t in plan if s.name in t.needs + t.uses] for s in plan}
@@ -369,8 +372,7 @@ def critical_path(cfg: Config, plan: list[Step]) -> dict[str, float]:
 
     def walk(name: str) -> float:
         if name not in level:
-            level[name] = took[name] + max((walk(w) for w in waiting[name] if w in names),
-                                           default=0.0)
+            level[name] = took[name] + max(map(walk, waiting[name]), default=0.0)
         return level[name]
 
     for s in plan:
@@ -437,6 +439,7 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
     waits_for = {s.name: [d for d in s.needs + s.uses if d in planned] for s in plan}
     level = critical_path(cfg, plan)
     done: dict[str, dict[str, Any]] = {}
+    stale: set[str] = set()  # ready steps found not current: their inputs are final
     # a pool of one fresh process per step: a worker that dies takes no other step along
     running: dict[Any, tuple[Step, float, ProcessPoolExecutor]] = {}
     ended: list[ProcessPoolExecutor] = []
@@ -451,15 +454,15 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                            key=lambda s: (-level[s.name], order[s.name]))
             progressed = False
             for step in ready:
-                if not force and is_current(cfg, step):
+                if not force and step.name not in stale and is_current(cfg, step):
                     started += 1
                     echo(f"[{started}/{len(plan)}] {step.name}: {step.description} ...")
                     now = round(time.perf_counter() - t0, 2)
-                    done[step.name] = {**(manifest(cfg, step.name) or {}), "status": "ok",
-                                       "reused": True, "run_start": now, "run_end": now}
+                    done[step.name] = {**_reused(cfg, step), "run_start": now, "run_end": now}
                     echo(_outcome(done[step.name], step.name))
                     progressed = True
                     break  # what is ready may have changed
+                stale.add(step.name)
                 if len(running) < jobs:
                     started += 1
                     echo(f"[{started}/{len(plan)}] {step.name}: {step.description} ... "

@@ -194,23 +194,14 @@ class Sampler:
     def _sample_until(self, seed: int, check: Callable[[az.InferenceData], Convergence],
                       data: dict[str, Any] | None, checks: list[int]
                       ) -> tuple[az.InferenceData, Convergence]:
-        import nutpie
-
         s = self.settings
-        compiled = self._compiled.with_data(**data) if data else self._compiled
-        run = nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains, seed=seed,
-                            target_accept=s.target_accept, progress_bar=False, cores=s.chains,
-                            low_rank_modified_mass_matrix=s.low_rank, save_warmup=False,
-                            blocking=False)
+        run = self._nutpie(seed, data, blocking=False)
         n = s.min_draws
-        whole: az.InferenceData | None = None  # the trace once the run has finished
+        finished = False
         try:
             while True:
-                if whole is None:
+                if not finished:  # once finished, the whole trace serves every check
                     trace, finished = _trace_with(run, n)
-                    whole = trace if finished else None
-                else:
-                    trace = whole
                 n = min(n, _draws_per_chain(trace))  # fewer only if the run ended early
                 kept = trace.isel(draw=slice(0, n))
                 checks.append(n)
@@ -222,18 +213,24 @@ class Sampler:
             if not _finished(run):
                 run.cancel()
 
+    def _nutpie(self, seed: int, data: dict[str, Any] | None, blocking: bool = True) -> Any:
+        """nutpie's run of the compiled model (on ``data`` when given): the trace, or
+        with ``blocking=False`` the sampler running in the background."""
+        import nutpie
+
+        s = self.settings
+        compiled = self._compiled.with_data(**data) if data else self._compiled
+        return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
+                             seed=seed, target_accept=s.target_accept, progress_bar=False,
+                             cores=s.chains, low_rank_modified_mass_matrix=s.low_rank,
+                             # nothing reads the tuning draws: not kept (less memory,
+                             # a smaller netCDF file, faster conversion)
+                             save_warmup=False, blocking=blocking)
+
     def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:
         s = self.settings
         if self.backend == "nutpie":
-            import nutpie
-
-            compiled = self._compiled.with_data(**data) if data else self._compiled
-            return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
-                                 seed=seed, target_accept=s.target_accept, progress_bar=False,
-                                 cores=s.chains, low_rank_modified_mass_matrix=s.low_rank,
-                                 # nothing reads the tuning draws: not kept (less memory,
-                                 # a smaller netCDF file, faster conversion)
-                                 save_warmup=False)
+            return self._nutpie(seed, data)
         import pymc as pm
 
         with self.model:
