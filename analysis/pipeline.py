@@ -405,13 +405,68 @@ def _run_in_worker(cfg: Config, step: Step, nice: int = 0) -> dict[str, Any]:
             child.join(10)
 
 
-def _worker_init() -> None:
-    """Runs in a fresh worker before it imports any numerical library: OpenMP threads
-    (scikit-learn's boosting, in the wheels' libgomp) that wait for work sleep instead of
-    spinning. Spinning threads of two steps on two cores took each other's time: the
-    gender step beside the campaign-2 sampler took 64 s (68 s of CPU) with the default
-    policy and 38 s (32 s of CPU, as alone) with this one. Same threads, same results."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+#: the environment of every worker, set before it loads any numerical library: one
+#: OpenMP thread (scikit-learn's boosting; OpenBLAS reads it too). Two steps share the two
+#: cores, each with its own sampler, engine or OpenMP pool; OpenMP threads that wait for
+#: work spin, and two steps' spinning threads took each other's time. Measured (3 boosting
+#: fits, 60,000 rows, beside two busy threads at normal priority): the default 2 threads
+#: 6.1 s at nice 0 and 54.6 s at nice 10; ``OMP_WAIT_POLICY=PASSIVE`` (the threads
+#: sleep; the earlier setting) 9.8 and 54.0 s; one thread 3.8 and 32.3 s. Alone on the
+#: machine one thread takes 0.9 s a fit against 0.6 s with two, and PASSIVE 4.4 to 5.7 s
+#: (each of boosting's many short parallel regions waits for sleeping threads to wake).
+#: Boosting's results do not depend on its thread count (checked: identical
+#: probabilities with one and two threads); a BLAS product's do (a sum split between
+#: threads rounds differently: 2e-16 in a logistic regression's probabilities), so BLAS
+#: keeps the thread count the sequential run has (:func:`worker_env`).
+WORKER_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def worker_env() -> dict[str, str]:
+    """:data:`WORKER_ENV` and the BLAS thread count of this process's environment
+    (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, else the CPUs this process may
+    use: what OpenBLAS takes), so a step's numbers in a worker are the sequential run's."""
+    blas = (os.environ.get("OPENBLAS_NUM_THREADS") or os.environ.get("OMP_NUM_THREADS")
+            or str(len(os.sched_getaffinity(0))))
+    return {**WORKER_ENV, "OPENBLAS_NUM_THREADS": blas}
+
+
+def _worker_init(env: dict[str, str]) -> None:
+    """Runs first in every worker (``env``: :func:`worker_env` of the run, for what the
+    worker starts)."""
+    os.environ.update(env)
+
+
+def worker_context(plan: list[Step]) -> Any:
+    """The multiprocessing context the steps' workers start from: a fork server that has
+    imported the plan's step modules (and with them PyMC, ArviZ, scikit-learn, Ibis) once,
+    under :data:`WORKER_ENV`; each worker is a fork of it, a fresh process for one step
+    that starts with those modules loaded.
+
+    A spawned interpreter per step imported them again for every step: 6 to 13 s each
+    (``python -c "import analysis.steps.propensity"`` 12.0 s, ``...clean`` 7.2 s on the
+    2-core machine; 13.5 s for all of them at once), about 90 s of CPU per run and a
+    third of a minute on the longest chain. The fork server forks only from its own
+    single-threaded loop, never from a process that has run OpenMP or a sampler
+    (Python's ``forkserver`` start method; modules it fails to import are imported by
+    the worker itself, as with ``spawn``)."""
+    import multiprocessing
+    from multiprocessing import forkserver
+
+    ctx = multiprocessing.get_context("forkserver")
+    modules = ["analysis.pipeline"] + sorted({s.target.split(":")[0] for s in plan})
+    ctx.set_forkserver_preload(modules)
+    env = worker_env()
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)  # the server's environment, inherited by every fork
+    try:
+        forkserver.ensure_running()  # starts it now: it imports while the run plans
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return ctx
 
 
 def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
@@ -424,7 +479,8 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
     chain of steps left runs at normal priority, the others at ``BACKGROUND_NICE``: they
     use what it leaves idle rather than slow the chain that decides the run's length.
 
-    Each step runs in a fresh process (spawned, one per step) with the same config and
+    Each step runs in a fresh process (forked, one per step, from a server that has
+    imported the step modules: :func:`worker_context`) with the same config and
     seed and reads only its inputs and its upstream steps' results, as in the sequential
     run, so the results are the same; a step whose results are current is reused here
     without a worker. A worker that dies (killed, out of memory) fails its own step, whose
@@ -444,8 +500,9 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
     running: dict[Any, tuple[Step, float, ProcessPoolExecutor]] = {}
     ended: list[ProcessPoolExecutor] = []
     started = 0
-    spawn = multiprocessing.get_context("spawn")
     t0 = time.perf_counter() if t0 is None else t0
+    context = first = None  # the fork server, started when the first step needs a worker
+    env = worker_env()
     try:
         while len(done) < len(plan):
             busy = {s.name for s, _, _ in running.values()}
@@ -471,7 +528,13 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                     # the step heading the longest chain left runs first; others yield
                     longest = max(level[s.name] for s in plan if s.name not in done)
                     nice = 0 if level[step.name] >= longest else BACKGROUND_NICE
-                    pool = ProcessPoolExecutor(1, mp_context=spawn, initializer=_worker_init)
+                    if context is None:  # the server imports while the first step runs
+                        context = worker_context(plan)
+                        first = multiprocessing.get_context("spawn")
+                    pool = ProcessPoolExecutor(1, mp_context=first or context,
+                                               initializer=_worker_init,
+                                               initargs=(env,))
+                    first = None
                     running[pool.submit(_run_in_worker, cfg, step, nice)] = (
                         step, time.perf_counter(), pool)
                     progressed = True

@@ -19,8 +19,10 @@ def _record(cfg: Config, name: str, seconds: float, reads: tuple[str, ...] = ())
     out = cfg.results_dir / name
     out.mkdir(parents=True, exist_ok=True)
     value = cfg.seed * 10 + sum(seen.values())  # what a result would derive from inputs
-    (out / "out.json").write_text(json.dumps({"value": value, "start": start,
-                                              "end": time.time(), "pid": os.getpid()}))
+    (out / "out.json").write_text(json.dumps({
+        "value": value, "start": start, "end": time.time(), "pid": os.getpid(),
+        "parent": os.getppid(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS")}))
     return {"value": value}
 
 
