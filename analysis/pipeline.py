@@ -448,7 +448,8 @@ def worker_context(plan: list[Step]) -> Any:
     third of a minute on the longest chain. The fork server forks only from its own
     single-threaded loop, never from a process that has run OpenMP or a sampler
     (Python's ``forkserver`` start method; modules it fails to import are imported by
-    the worker itself, as with ``spawn``)."""
+    the worker itself, as with ``spawn``). The run's first step starts at once in a
+    spawned worker while the server imports; the later ones are its forks."""
     import multiprocessing
     from multiprocessing import forkserver
 

@@ -55,7 +55,13 @@ from analysis.store.aggregates import (
 from analysis.store.engine import connect
 from analysis.store.tables import engine_batches, materialised, open_table
 from models import propensity_eval as E
-from models.propensity import PropensityModel, client_features, standardise_categories
+from models.propensity import (
+    BEHAVIOUR,
+    ROW_KEYS,
+    PropensityModel,
+    client_features,
+    standardise_categories,
+)
 from models.targeting import budget_curve, stop_point, uplift_evaluation
 from models.uplift import HDI_PROB, cities_to_pool
 
@@ -245,18 +251,30 @@ def gain_draws(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray,
 def _gains(model: PropensityModel, rows: pd.DataFrame, value: np.ndarray, margin: float,
            depth: float) -> dict[str, np.ndarray]:
     """Posterior summaries per row of :func:`gain_draws` and the uplift."""
-    lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
+    q = [(1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2]  # both bounds from one partition
     p1, p0, gain = gain_draws(model, rows, value, margin, depth)
     up = p1 - p0
-    return {"p_contacted": p1.mean(axis=0), "p_contacted_low": np.quantile(p1, lo_q, axis=0),
-            "p_contacted_high": np.quantile(p1, hi_q, axis=0),
+    p1_low, p1_high = np.quantile(p1, q, axis=0)
+    gain_low, gain_high = np.quantile(gain, q, axis=0)
+    return {"p_contacted": p1.mean(axis=0), "p_contacted_low": p1_low,
+            "p_contacted_high": p1_high,
             "p_not_contacted": p0.mean(axis=0), "uplift": up.mean(axis=0),
             "p_uplift_positive": (up > 0).mean(axis=0),
             "expected_profit_gain_no_discount": (value * margin * up).mean(axis=0),
             "expected_profit_gain": gain.mean(axis=0),
-            "profit_gain_low": np.quantile(gain, lo_q, axis=0),
-            "profit_gain_high": np.quantile(gain, hi_q, axis=0),
+            "profit_gain_low": gain_low, "profit_gain_high": gain_high,
             "p_profit_positive": (gain > 0).mean(axis=0)}
+
+
+def distinct_inputs(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
+    """The distinct rows of ``rows`` as the propensity model sees them (the columns of
+    :data:`models.propensity.ROW_KEYS` and :data:`~models.propensity.BEHAVIOUR`) and,
+    per row, the position of its distinct row: ``distinct.iloc[code]`` has ``rows``'
+    inputs in ``rows``' order."""
+    keys = [c for c in ROW_KEYS + BEHAVIOUR if c in rows]
+    code = rows.groupby(keys, sort=False, dropna=False).ngroup().to_numpy()
+    first = np.unique(code, return_index=True)[1]
+    return code, rows.iloc[first].reset_index(drop=True)
 
 
 def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: PropensityModel,
@@ -280,13 +298,17 @@ def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: Prop
                 rows = propensity_rows(before, ibis.memtable(batch), WINDOW, categories,
                                        {}, 1.0, cfg.seed, aggregate=False)
                 rows = rows.drop(columns=["split", "n", "k", "weight", "negative_rate"])
+                # clients with the same inputs (most without history) share their scores:
+                # each distinct row is scored once
+                code, distinct = distinct_inputs(rows)
                 parts = []
-                for lo in range(0, len(rows), model.ROW_BLOCK):
-                    part = rows.iloc[lo:lo + model.ROW_BLOCK]
+                for lo in range(0, len(distinct), model.ROW_BLOCK):
+                    part = distinct.iloc[lo:lo + model.ROW_BLOCK]
                     v = part["category"].map(value).fillna(0.0).to_numpy()
                     parts.append(pd.DataFrame(_gains(model, part, v, b.margin,
-                                                     b.discount_depth), index=part.index))
-                scores = pd.concat([rows, pd.concat(parts)], axis=1)
+                                                     b.discount_depth)))
+                gains = pd.concat(parts, ignore_index=True).iloc[code].set_index(rows.index)
+                scores = pd.concat([rows, gains], axis=1)
                 table = pa.Table.from_pandas(scores, preserve_index=False)
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)

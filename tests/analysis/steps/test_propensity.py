@@ -76,3 +76,27 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     assert s["data"]["train_cells"] > 0 and s["data"]["train_clients_with_history_sampled"] > 0
     if not s["convergence"]["ok"]:  # 150 draws rarely pass: the failure must be loud
         assert "FAILED" in res[-1]["message"]
+
+
+def test_distinct_inputs_give_back_every_row_in_its_order():
+    """Rows with the same model inputs are scored once; ``distinct.iloc[code]`` is the
+    rows' inputs again (other columns, such as the client id, may differ)."""
+    import numpy as np
+
+    from analysis.steps.propensity import distinct_inputs
+    from models.propensity import BEHAVIOUR, ROW_KEYS
+
+    rng = np.random.default_rng(0)
+    n = 500
+    rows = pd.DataFrame({"id": np.arange(n), "city": rng.choice(["1188", "other"], n),
+                         "cluster": rng.choice(["0", "1"], n), "gender": "1",
+                         "contacted": False, "category": rng.choice(["a", "b", "c"], n),
+                         "has_history": rng.random(n) < 0.3})
+    for c in BEHAVIOUR:
+        rows[c] = np.where(rows["has_history"], rng.integers(1, 4, n), 0)
+    rows.loc[rows.index[:5], "recency"] = np.nan  # missing values group together
+    code, distinct = distinct_inputs(rows)
+    keys = ROW_KEYS + BEHAVIOUR
+    assert len(distinct) == len(rows[keys].drop_duplicates()) < n
+    pd.testing.assert_frame_equal(distinct.iloc[code][keys].reset_index(drop=True),
+                                  rows[keys].reset_index(drop=True))
