@@ -445,10 +445,12 @@ def worker_context(plan: list[Step]) -> Any:
     A spawned interpreter per step imported them again for every step: 6 to 13 s each
     (``python -c "import analysis.steps.propensity"`` 12.0 s, ``...clean`` 7.2 s on the
     2-core machine; 13.5 s for all of them at once), about 90 s of CPU per run and a
-    third of a minute on the longest chain. The fork server forks only from its own
-    single-threaded loop, never from a process that has run OpenMP or a sampler
+    third of a minute on the longest chain. The server has run nothing but those imports
+    (its one other thread is OpenBLAS's idle worker, which OpenBLAS starts again in a
+    fork; checked: a fork has one thread), never OpenMP, the engine or a sampler
     (Python's ``forkserver`` start method; modules it fails to import are imported by
-    the worker itself, as with ``spawn``). The run's first step starts at once in a
+    the worker itself, as with ``spawn``). A server already running in this process
+    (an earlier run's) serves as it is. The run's first step starts at once in a
     spawned worker while the server imports; the later ones are its forks."""
     import multiprocessing
     from multiprocessing import forkserver

@@ -157,6 +157,10 @@ CASES: dict[str, tuple[str, float]] = {
         "from benchmarks.store_cases import whole_pipeline\n"
         f"extra = whole_pipeline(r'{WORK / 'data'}', r'{WORK / 'res_main_seq'}', jobs=1, "
         f"one_click=r'{ONE_CLICK}')", 180.0),
+    # a step's worker from asking for it to its module imported: spawned (before) and
+    # forked from the server that preloaded the step modules (issue 22)
+    "worker_start": (
+        "from benchmarks.store_cases import worker_start\nextra = worker_start()", 1.0),
     # every step, from a clean results folder, on the 1M / 10M Parquet stores
     "pipeline_duckdb_1m": (
         "from benchmarks.store_cases import whole_pipeline\n"

@@ -290,3 +290,38 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     return {"steps": steps, "engine": engine, "jobs": jobs, "inner_seconds": round(wall, 1),
             "tree_peak_rss_mib": round(peak[0] / 2**20, 1),
             "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}
+
+
+def _import_seconds(module: str) -> float:
+    """Seconds this process takes to import ``module`` (0 when it is already loaded)."""
+    import importlib
+
+    t = time.perf_counter()
+    importlib.import_module(module)
+    return time.perf_counter() - t
+
+
+def worker_start(module: str = "analysis.steps.propensity") -> dict[str, float]:
+    """Seconds from asking for a step's worker to its step module imported in it (issue
+    22): a spawned interpreter (the runner's workers before) against a fork of the
+    server that preloaded the step modules (:func:`analysis.pipeline.worker_context`;
+    the first fork waits for the server's own imports, reported apart)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from analysis import pipeline
+
+    def once(ctx: object) -> tuple[float, float]:
+        t = time.perf_counter()
+        with ProcessPoolExecutor(1, mp_context=ctx) as ex:  # type: ignore[arg-type]
+            imported = ex.submit(_import_seconds, module).result()
+        return time.perf_counter() - t, imported
+
+    spawned, spawned_import = once(multiprocessing.get_context("spawn"))
+    ctx = pipeline.worker_context(list(pipeline.STEPS))
+    server, _ = once(ctx)
+    forked, forked_import = once(ctx)
+    return {"inner_seconds": round(forked, 2), "spawned_seconds": round(spawned, 2),
+            "spawned_import_seconds": round(spawned_import, 2),
+            "first_fork_seconds": round(server, 2),
+            "forked_import_seconds": round(forked_import, 3)}
