@@ -436,10 +436,10 @@ def _worker_init(env: dict[str, str]) -> None:
     os.environ.update(env)
 
 
-def worker_context(plan: list[Step]) -> Any:
+def worker_context(plan: list[Step], env: dict[str, str]) -> Any:
     """The multiprocessing context the steps' workers start from: a fork server that has
     imported the plan's step modules (and with them PyMC, ArviZ, scikit-learn, Ibis) once,
-    under :data:`WORKER_ENV`; each worker is a fork of it, a fresh process for one step
+    under ``env`` (:func:`worker_env`); each worker is a fork of it, a fresh process for one step
     that starts with those modules loaded.
 
     A spawned interpreter per step imported them again for every step: 6 to 13 s each
@@ -458,7 +458,6 @@ def worker_context(plan: list[Step]) -> Any:
     ctx = multiprocessing.get_context("forkserver")
     modules = ["analysis.pipeline"] + sorted({s.target.split(":")[0] for s in plan})
     ctx.set_forkserver_preload(modules)
-    env = worker_env()
     saved = {k: os.environ.get(k) for k in env}
     os.environ.update(env)  # the server's environment, inherited by every fork
     try:
@@ -504,7 +503,7 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
     ended: list[ProcessPoolExecutor] = []
     started = 0
     t0 = time.perf_counter() if t0 is None else t0
-    context = first = None  # the fork server, started when the first step needs a worker
+    context = None  # the fork server, started when the first step needs a worker
     env = worker_env()
     try:
         while len(done) < len(plan):
@@ -532,12 +531,12 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                     longest = max(level[s.name] for s in plan if s.name not in done)
                     nice = 0 if level[step.name] >= longest else BACKGROUND_NICE
                     if context is None:  # the server imports while the first step runs
-                        context = worker_context(plan)
-                        first = multiprocessing.get_context("spawn")
-                    pool = ProcessPoolExecutor(1, mp_context=first or context,
-                                               initializer=_worker_init,
-                                               initargs=(env,))
-                    first = None
+                        context = worker_context(plan, env)
+                        mp_context = multiprocessing.get_context("spawn")
+                    else:
+                        mp_context = context
+                    pool = ProcessPoolExecutor(1, mp_context=mp_context,
+                                               initializer=_worker_init, initargs=(env,))
                     running[pool.submit(_run_in_worker, cfg, step, nice)] = (
                         step, time.perf_counter(), pool)
                     progressed = True

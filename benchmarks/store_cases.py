@@ -318,7 +318,7 @@ def worker_start(module: str = "analysis.steps.propensity") -> dict[str, float]:
         return time.perf_counter() - t, imported
 
     spawned, spawned_import = once(multiprocessing.get_context("spawn"))
-    ctx = pipeline.worker_context(list(pipeline.STEPS))
+    ctx = pipeline.worker_context(list(pipeline.STEPS), pipeline.worker_env())
     server, _ = once(ctx)
     forked, forked_import = once(ctx)
     return {"inner_seconds": round(forked, 2), "spawned_seconds": round(spawned, 2),

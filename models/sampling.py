@@ -249,7 +249,7 @@ def next_check(n: int, conv: Convergence, ceiling: int, ess_min: float = 400.0) 
     times ``n``; twice ``n`` when the ESS passed and r_hat or E-BFMI did not), rounded up
     to a multiple of 50 and at most ``ceiling``."""
     ess = min(conv.min_ess_bulk, conv.min_ess_tail)
-    if ess >= ess_min or not ess == ess:  # ESS passed (or undefined): r_hat / E-BFMI short
+    if ess >= ess_min or np.isnan(ess):  # ESS passed (or undefined): r_hat / E-BFMI short
         target = 2.0 * n
     else:
         target = min(4.0 * n, max(1.25 * n, 1.1 * n * ess_min / max(ess, 1.0)))

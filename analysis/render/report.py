@@ -31,7 +31,7 @@ from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbconvert import HTMLExporter
 
-from analysis.io import write_text
+from analysis.io import write_json, write_text
 from analysis.render.helpers import CHUNK_ERROR, HTML_FORM, error_box
 from analysis.render.pdf import missing_tools, write_pdf
 
@@ -448,8 +448,6 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
     list of Path
         The written (or reused) files, document by document.
     """
-    import json
-
     if reuse:
         kept = last_render(report_dir, params, to)
         if kept:
@@ -463,8 +461,7 @@ def render_project(report_dir: str | Path = "report", params: dict[str, Any] | N
         paths += written
         errors += failed
     if not errors:
-        write_text(json.dumps({"stamp": stamp, "outputs": [str(p) for p in paths]}),
-                   stamp_path)
+        write_json({"stamp": stamp, "outputs": [str(p) for p in paths]}, stamp_path)
     if errors and strict:
         raise RenderError(
             f"{len(errors)} chunk(s) could not be drawn; the reports were written with a "
