@@ -54,3 +54,22 @@ def test_the_worker_reports_its_own_peak_memory_not_the_parents() -> None:
     assert small.peak_rss_mib is not None and small.peak_rss_mib < 200
     assert large.peak_rss_mib > 150
     del parent
+
+
+def test_the_worker_yields_the_cores_to_the_step_waiting_for_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One OpenMP thread (a boosting fit's spinning threads slowed a two-chain sampler
+    2-4x), the caller's BLAS threads (so the numbers are the inline call's) and a lower
+    scheduling priority than the caller."""
+    import os
+
+    from analysis.pipeline import BACKGROUND_NICE
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    with background(os.getenv, "OMP_NUM_THREADS") as omp, \
+            background(os.getenv, "OPENBLAS_NUM_THREADS") as blas, \
+            background(os.nice, 0) as nice:
+        assert omp.result() == "1"
+        assert blas.result() == "2"
+        assert nice.result() == min(os.nice(0) + BACKGROUND_NICE, 19)
