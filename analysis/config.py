@@ -150,14 +150,21 @@ class NextPurchaseConfig:
     #: who bought; false: the textbook BG/NBD, whose clock starts at the first purchase and
     #: so over-rates a client whose first purchase in the data came late
     window_birth: bool = True
-    #: clients the Gamma-Gamma spend model is fitted on (a seeded sample of those with a
-    #: repeat purchase day: three parameters need no more) and its draws per chain (at
+    #: clients the Gamma-Gamma spend model is fitted on (about as many: a hash sample of
+    #: those with a repeat purchase day; three parameters need no more) and its draws per chain (at
     #: real scale 20,000 clients x 800 draws reached bulk / tail ESS 1,517 / 1,138 in 12 s;
     #: 5,000 x 500 draws 854 / 441 in 1.9 s)
     spend_fit_clients: int = 5_000
     spend_draws: int = 800
-    #: training clients the boosting baseline learns from (a seeded sample), at most
+    #: training clients the boosting baseline learns from (about as many: a hash sample
+    #: of the training clients when there are more)
     classifier_clients: int = 40_000
+    #: held-out clients both models are judged on (about as many: a hash sample of the
+    #: held-out clients when there are more; the real-scale demo holds out 29,931)
+    holdout_clients: int = 100_000
+    #: clients predicted at once when every client's next period and value are written
+    #: (streamed from the engine: memory holds one batch whatever the store's size)
+    score_batch: int = 200_000
     #: also judge boosting as it could be deployed: trained on the period before the
     #: holdout (features up to ``calibration_end`` minus the holdout's length, labels in
     #: the next as many days), since the holdout's own labels are never there when a

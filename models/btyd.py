@@ -25,7 +25,8 @@ for customer base analysis", JMR 42(4); Fader and Hardie 2013, "The Gamma-Gamma 
 monetary value"): pymc-marketing's ``GammaGammaModel`` on clients with at least one repeat
 purchase day (``frequency``, mean spend per repeat purchase day). Its marginal likelihood
 depends on each client's mean spend, a continuous value, so it has no exact cells; it is
-fitted on a seeded sample of clients (three parameters; :func:`spend_sample`).
+fitted on a sample of clients (three parameters; the next-purchase step draws a hash
+sample of about ``spend_fit_clients`` in the engine).
 
 Priors (stated; :meth:`BetaGeoCells.prior_predictive` simulates purchase histories from
 them): ``alpha ~ Weibull(2, 10)``, ``r ~ Weibull(2, 1)``, ``phi = a / (a + b) ~ Uniform(0,
@@ -201,11 +202,32 @@ def client_cells(clients: pd.DataFrame, group: str | None = None
     (cells, positions)
         ``cells`` with ``group`` and :data:`CELL_KEYS`; ``positions`` (clients,) int.
     """
-    g = clients[group].astype(str).to_numpy() if group else np.full(len(clients), "all")
-    keys = pd.DataFrame({"group": g, **{c: clients[c].to_numpy() for c in CELL_KEYS}})
+    keys = _cell_keys(clients, group)
     cells = keys.drop_duplicates().reset_index(drop=True)
-    pos = keys.merge(cells.reset_index(), on=["group", *CELL_KEYS], how="left")["index"]
-    return cells, pos.to_numpy()
+    return cells, cell_positions(clients, cells, group)
+
+
+def cell_positions(clients: pd.DataFrame, cells: pd.DataFrame, group: str | None = None
+                   ) -> np.ndarray:
+    """Each client's row in ``cells`` (``group`` and :data:`CELL_KEYS`, e.g. the cells of
+    every client, of which ``clients`` is a batch): an int array (clients,).
+
+    Raises
+    ------
+    ValueError
+        When a client's cell is not among ``cells``.
+    """
+    pos = _cell_keys(clients, group).merge(cells[["group", *CELL_KEYS]].reset_index(),
+                                           on=["group", *CELL_KEYS], how="left")["index"]
+    if pos.isna().any():
+        raise ValueError(f"{int(pos.isna().sum())} clients have a cell that is not among "
+                         "the cells given")
+    return pos.to_numpy(int)
+
+
+def _cell_keys(clients: pd.DataFrame, group: str | None) -> pd.DataFrame:
+    g = clients[group].astype(str).to_numpy() if group else np.full(len(clients), "all")
+    return pd.DataFrame({"group": g, **{c: clients[c].to_numpy() for c in CELL_KEYS}})
 
 
 def thin(ds: xr.Dataset, draws: int | None) -> xr.Dataset:
@@ -627,16 +649,6 @@ def hdi_rows(draws: np.ndarray, prob: float = HDI_PROB) -> tuple[np.ndarray, np.
 
 
 # --------------------------------------------------------------------------- spend
-def spend_sample(clients: pd.DataFrame, size: int, seed: int = 0) -> pd.DataFrame:
-    """Clients with at least one repeat purchase day and a positive mean spend on them, at
-    most ``size`` of them (a seeded random sample): the Gamma-Gamma model's data (a
-    client whose repeat purchases were all free has no spend to model)."""
-    rep = clients[(clients["frequency"] > 0) & (clients["mean_spend"] > 0)]
-    if len(rep) <= size:
-        return rep
-    return rep.sample(size, random_state=seed)
-
-
 @dataclass
 class SpendModel:
     """Gamma-Gamma model of spend per purchase day (pymc-marketing ``GammaGammaModel``).

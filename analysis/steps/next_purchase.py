@@ -34,22 +34,25 @@ from __future__ import annotations
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
+from contextlib import ExitStack
+from dataclasses import dataclass, replace
 from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from analysis.config import Config
-from analysis.io import save_figure, write_json, write_parquet
+from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.pipeline import StepSkipped, step_dir
-from analysis.steps.clean import purchases_path
+from analysis.steps.clean import purchase_ranges, purchases_path
 from analysis.steps.client_labels import with_clusters, with_gender_labels
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import RFM_COLUMNS, daily_buyers, held_out, rfm_table
 from analysis.store.engine import connect
-from analysis.store.tables import open_table
+from analysis.store.tables import engine_batches, materialised, open_table
 from models import btyd, explain
 from models import next_purchase as NP
 from models.sampling import SamplerSettings
@@ -67,14 +70,12 @@ TOP_CITIES = 20
 SHAP_LABEL = "SHAP value (log-odds of buying in the holdout period)"
 
 
-def client_frame(cfg: Config, con: Any, calibration: tuple[int, int],
-                 holdout: tuple[int, int], pool_cities: int = 8,
-                 pool_groups: list[str] | None = None) -> pd.DataFrame:
-    """One row per client with a calibration purchase: :func:`rfm_table`'s columns joined
-    (in the engine) with city, gender (known, else the gender step's label, else
-    ``unknown``), age and cluster (``all`` without the segments step); ``pool_group`` is
-    the city for the ``pool_cities`` largest (or the cities in ``pool_groups``, as
-    strings), else ``other``."""
+def client_table(cfg: Config, con: Any, calibration: tuple[int, int],
+                 holdout: tuple[int, int]) -> Any:
+    """One row per client with a calibration purchase, as an Ibis expression:
+    :func:`rfm_table`'s columns joined with ``city``, ``gender`` (known, else the gender
+    step's label, else null), ``age`` and ``cluster`` (without the segments step: no
+    column). Nothing of it is in memory; :func:`label` finishes a part that is."""
     purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
     t = rfm_table(purchases, calibration, holdout)
     clients = open_table(con, step_dir(cfg, "clean") / "clients.parquet", CLIENT_COLUMNS,
@@ -84,22 +85,75 @@ def client_frame(cfg: Config, con: Any, calibration: tuple[int, int],
     c = with_gender_labels(cfg, con, c)
     k = with_clusters(cfg, con, c)
     c = c if k is None else k
-    t = t.left_join(c, "id").drop("id_right")
-    df = t.order_by("id").to_pandas()
-    df["gender"] = df["gender"].map({0: "0", 1: "1"}).fillna("unknown")
+    return t.left_join(c, "id").drop("id_right")
+
+
+@dataclass(frozen=True)
+class CityGroups:
+    """The city labels of a client table: the cities that keep a level of their own in
+    the baseline (``top``, the :data:`TOP_CITIES` with the most clients) and in the
+    pooled BG/NBD (``pool``, as strings); every other city is ``other``."""
+
+    top: frozenset[int]
+    pool: frozenset[str]
+
+
+def city_groups(table: Any, pool_cities: int = 8, pool_groups: list[str] | None = None
+                ) -> CityGroups:
+    """:class:`CityGroups` of ``table`` (:func:`client_table`), from its clients per
+    city counted in the engine (most first; a tie goes to the lower city number); ``pool``
+    is the ``pool_cities`` largest, or the cities in ``pool_groups`` (a fitted model's
+    groups)."""
+    known = table.filter(table.city.notnull())
+    counts = known.group_by("city").aggregate(n=known.count()).to_pandas()
+    cities = counts.sort_values(["n", "city"], ascending=[False, True])["city"].astype(int)
+    pool = ([str(c) for c in cities.iloc[:pool_cities]] if pool_groups is None
+            else [g for g in pool_groups if g != "other"])
+    return CityGroups(frozenset(cities.iloc[:TOP_CITIES].tolist()), frozenset(pool))
+
+
+def label(df: pd.DataFrame, groups: CityGroups) -> pd.DataFrame:
+    """Rows of :func:`client_table` (in memory) with the models' labels: ``gender`` as
+    ``"0"``, ``"1"`` or ``"unknown"``; ``cluster`` as a string (``"no history"``, ``"not
+    assigned"``; ``"all"`` without the segments step); ``city`` (``"other"`` outside
+    ``groups.top``) and ``pool_group``; ``sale_share``; ``recency_days``, ``T_days`` and
+    ``repeat_days``, the calendar values that :meth:`models.btyd.ActivityClock.transform`
+    leaves alone."""
+    df = df.copy()
+    if "gender" in df:
+        df["gender"] = df["gender"].map({0: "0", 1: "1"}).fillna("unknown")
     df["cluster"] = (df["cluster"].astype("Int64").astype(str).replace(
         {"<NA>": "not assigned", "-1": "no history"}) if "cluster" in df else "all")
-    counts = df["city"].value_counts()
-    keep = set(counts.index[:TOP_CITIES])
     city = df["city"].astype("Int64").astype(str)
-    df["city"] = np.where(df["city"].isin(keep), city, "other")
-    df["sale_share"] = df["sale_items"] / df["items"].clip(lower=1)
-    df["recency_days"], df["T_days"] = df["recency"], df["T"]
+    df["city"] = np.where(df["city"].isin(groups.top), city, "other")
+    df["pool_group"] = np.where(city.isin(groups.pool), city, "other")
+    if "items" in df:
+        df["sale_share"] = df["sale_items"] / df["items"].clip(lower=1)
+    if "recency" in df:
+        df["recency_days"], df["T_days"] = df["recency"], df["T"]
     df["repeat_days"] = df["frequency"]
-    pool = ([str(c) for c in counts.index[:pool_cities]] if pool_groups is None
-            else [g for g in pool_groups if g != "other"])
-    df["pool_group"] = np.where(city.isin(pool), city, "other")
     return df
+
+
+def cell_counts(table: Any, groups: CityGroups, clock: btyd.ActivityClock,
+                window_birth: bool) -> pd.DataFrame:
+    """The clients of ``table`` counted in the engine by city and the days their
+    purchase-process cell is made of (frequency, first and last purchase day), labelled and
+    put on ``clock``: :func:`models.btyd.rfm_cells` input with ``n``, the same cells as
+    from one row per client."""
+    keys = ["city", "frequency", "first_day", "last_day"]
+    c = table.group_by(keys).aggregate(n=table.count()).order_by(keys).to_pandas()
+    return clock.transform(label(c, groups), window_birth)
+
+
+def rows(table: Any, keep: Any, groups: CityGroups) -> pd.DataFrame:
+    """The clients of ``table`` where ``keep`` (an Ibis boolean), in id order, labelled."""
+    return label(table.filter(keep).order_by("id").to_pandas(), groups)
+
+
+def _share(n: int, size: int) -> float:
+    """Share of ``n`` clients a hash sample of about ``size`` of them keeps (at most 1)."""
+    return 1.0 if n <= size else size / n
 
 
 def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
@@ -113,18 +167,25 @@ def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
 
 
 def _features(df: pd.DataFrame) -> pd.DataFrame:
-    return pd.concat([df[CATEGORICAL].astype(str), df[NUMERIC].astype(float)], axis=1)
+    """The baseline's inputs; ``frequency`` is the calendar count of repeat purchase days
+    (``repeat_days``), whether or not the rows were put on the activity clock (which
+    counts every purchase day): the previous period's rows, which are not, and the
+    held-out rows they are applied to, which are, read the same quantity."""
+    X = pd.concat([df[CATEGORICAL].astype(str), df[NUMERIC].astype(float)], axis=1)
+    X["frequency"] = df["repeat_days"].astype(float)
+    return X
 
 
 def _sampler(cfg: Config) -> SamplerSettings:
     return SamplerSettings.from_any(cfg.sampler_for("next_purchase"))
 
 
-def _fit_bgnbd(cfg: Config, clients: pd.DataFrame, pooled: bool, groups: list[str],
+def _fit_bgnbd(cfg: Config, counts: pd.DataFrame, pooled: bool, groups: list[str],
                reuse: btyd.BetaGeoCells | None = None) -> btyd.BetaGeoCells:
-    """BG/NBD on the clients' cells; one compiled model serves every fit with the same
-    ``groups`` (``reuse``: one for all is the pooled model with the groups' spread 0)."""
-    cells = btyd.rfm_cells(clients, "pool_group" if pooled else None)
+    """BG/NBD on the cells of ``counts`` (:func:`cell_counts`); one compiled model serves
+    every fit with the same ``groups`` (``reuse``: one for all is the pooled model with the
+    groups' spread 0)."""
+    cells = btyd.rfm_cells(counts, "pool_group" if pooled else None)
     return btyd.BetaGeoCells(pooled=pooled, sampler=_sampler(cfg), groups=groups,
                              truncated=cfg.next_purchase.window_birth
                              ).fit(cells, seed=cfg.seed, reuse=reuse)
@@ -183,14 +244,19 @@ SAME_PERIOD = "gradient boosting (tuned)"
 PREVIOUS_PERIOD = "gradient boosting, trained on the previous period"
 
 
-def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock,
-             previous: pd.DataFrame | None = None) -> dict[str, Any]:
+def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
+             previous: Any | None = None) -> dict[str, Any]:
     """Fit on the training clients' calibration period, judge on the held-out clients.
 
-    ``previous``: :func:`client_frame` of the period one holdout length earlier (features
-    up to its end, labels in the days after); the boosting trained on its training clients
-    is what could be deployed (the held-out clients' own period has no labels yet when a
-    forecast is made).
+    ``table``: :func:`client_table` of the calibration and holdout periods. The BG/NBD
+    fits read the training clients' cells, counted in the engine; the boosting baseline
+    learns from a hash sample of about ``classifier_clients`` of them and both are judged
+    on the held-out clients (about ``holdout_clients`` of them, a hash sample when there
+    are more), so memory holds those rows whatever the store's size. ``previous``: the
+    :func:`client_table` of the period one holdout length earlier (features up to its end,
+    labels in the days after); the boosting trained on its training clients is what could
+    be deployed (the held-out clients' own period has no labels yet when a forecast is
+    made).
 
     The boosting baseline runs in a second thread while the BG/NBD model compiles (numba's
     compilation holds one core for 10-15 s; boosting's tree building releases the GIL):
@@ -198,23 +264,38 @@ def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock,
     npc = cfg.next_purchase
     days = float(npc.last_day - npc.calibration_end)
     horizon = clock.horizon(days)
-    df = clock.transform(df, npc.window_birth)
-    test = held_out(df["id"].to_numpy(), npc.holdout_share, cfg.seed)
-    train, hold = df[~test], df[test]
+    share, seed = npc.holdout_share, cfg.seed
+    test = held_out(table.id, share, seed)
+    n = table.aggregate(hold=test.cast("int64").sum(), all=table.count()).to_pandas().iloc[0]
+    n_hold, n_train = int(n["hold"] or 0), int(n["all"] - (n["hold"] or 0))
+    groups = city_groups(table, npc.pool_cities)
+    # a hash sample of the held-out clients is the first share of the held-out hashes, and
+    # one of the training clients the first share of theirs: the same clients in every
+    # period and on every engine
+    hold = clock.transform(rows(table, held_out(table.id, share * _share(
+        n_hold, npc.holdout_clients), seed), groups), npc.window_birth)
+    train_sample = ~test & held_out(table.id, share + (1 - share) * _share(
+        n_train, npc.classifier_clients), seed)
+    train = clock.transform(rows(table, train_sample, groups), npc.window_birth)
+    counts = cell_counts(table.filter(~test), groups, clock, npc.window_birth)
     y = (hold["holdout_days"] > 0).to_numpy(int)
     timings: dict[str, float] = {}
     fits: dict[str, btyd.BetaGeoCells] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
-    groups = sorted(df["pool_group"].unique().tolist())
-    variants = [False] + ([True] if npc.pool_by_city and len(groups) > 1 else [])
+    pool = sorted(set(counts["pool_group"]))
+    variants = [False] + ([True] if npc.pool_by_city and len(pool) > 1 else [])
+    prev = None
     if previous is not None:  # the same clients learn, the held-out ones never do
-        previous = previous[~held_out(previous["id"].to_numpy(), npc.holdout_share, cfg.seed)]
-    with ThreadPoolExecutor(1) as pool:
-        baseline = pool.submit(_baseline, cfg, train, hold, previous)
+        prev_test = held_out(previous.id, share, seed)
+        n_prev = int(previous.filter(~prev_test).count().to_pandas())
+        prev = rows(previous, ~prev_test & held_out(previous.id, share + (1 - share) * _share(
+            n_prev, npc.classifier_clients), seed), city_groups(previous, npc.pool_cities))
+    with ThreadPoolExecutor(1) as executor:
+        baseline = executor.submit(_baseline, cfg, train, hold, prev)
         for pooled in variants:
             name = "by city" if pooled else "one for all"
             t0 = time.perf_counter()
-            fits[name] = _fit_bgnbd(cfg, train, pooled, groups,
+            fits[name] = _fit_bgnbd(cfg, counts, pooled, pool,
                                     reuse=next(iter(fits.values()), None))
             cells, pos = btyd.client_cells(hold, _pool(fits[name]))
             d = fits[name].predict_draws(cells, horizon, npc.predict_draws)
@@ -239,47 +320,98 @@ def evaluate(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock,
             "calibration": calib, "by_frequency": by_freq, "shap": base["shap"],
             "shap_X": base["shap_X"], "shap_groups": base["shap_groups"], "timings": timings,
             "cells": {n: f.cells_ for n, f in fits.items()},
-            "clients": {"train": int(len(train)), "holdout": int(len(hold)),
+            "clients": {"train": n_train, "holdout": n_hold, "holdout_judged": int(len(hold)),
                         "classifier_train": base["train_clients"],
                         "previous_period_train": base.get("previous_train_clients")},
             "best_params": getattr(base["model"], "best_params_", None), "horizon_days": days,
             "horizon_operational": horizon}
 
 
-def deploy(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock,
-           chosen: btyd.BetaGeoCells) -> dict[str, Any]:
+def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
+           chosen: btyd.BetaGeoCells, out_dir: Any) -> dict[str, Any]:
     """Refit the ``chosen`` evaluation model's form (its groups; its compiled model) on
-    every day and predict each client's next period and value: per cell for the purchase
-    process, per client (in chunks) for spend and value."""
+    every day of ``table`` (:func:`client_table`) and predict each client's next period
+    and value, written to ``out_dir / "clients.parquet"`` a batch of ``score_batch``
+    clients at a time: the purchase process per cell (cells counted in the engine), spend
+    and value per client; the cluster totals add up the batches' value draws."""
     npc = cfg.next_purchase
-    df = clock.transform(df, npc.window_birth)
-    model = _fit_bgnbd(cfg, df, chosen.pooled, chosen.groups_, reuse=chosen)
-    # the spend model: repeat purchase days and the mean spend on them
-    repeat = pd.DataFrame({"frequency": df["repeat_days"], "mean_spend": df["mean_spend"]})
+    groups = city_groups(table, pool_groups=chosen.groups_)
+    counts = cell_counts(table, groups, clock, npc.window_birth)
+    model = _fit_bgnbd(cfg, counts, chosen.pooled, chosen.groups_, reuse=chosen)
+    # the spend model: repeat purchase days and the mean spend on them, of a hash sample
+    rep = table.filter((table.frequency > 0) & (table.mean_spend > 0))
+    n_rep = int(rep.count().to_pandas())
+    sample = rep.filter(held_out(rep.id, _share(n_rep, npc.spend_fit_clients), cfg.seed)
+                        ).select("id", "frequency", "mean_spend").order_by("id").to_pandas()
     spend = btyd.SpendModel(sampler=replace(_sampler(cfg), draws=npc.spend_draws)).fit(
-        btyd.spend_sample(repeat, npc.spend_fit_clients, cfg.seed), seed=cfg.seed)
-    near_days = float(npc.last_day - npc.calibration_end)
-    cells, pos = btyd.client_cells(df, _pool(model))
-    near = model.predict_draws(cells, clock.horizon(near_days), npc.predict_draws)
+        sample, seed=cfg.seed)
+    cells = btyd.rfm_cells(counts, _pool(model))[["group", *btyd.CELL_KEYS]]
+    near = model.predict_draws(cells, clock.horizon(float(npc.last_day - npc.calibration_end)),
+                               npc.predict_draws)
     far = model.predict_draws(cells, clock.horizon(npc.value_horizon_days), npc.predict_draws)
+    near_mean = {k: near[k].mean(1) for k in ("p_alive", "p_purchase")}
+    expected = far["expected_purchases"]
+    p_low, p_high = btyd.hdi_rows(near["p_purchase"])
+    sums: dict[str, dict[str, float]] = {}
+    totals: dict[str, np.ndarray] = {}
+    n_clients, value_total = 0, 0.0
+    with atomic_path(out_dir / "clients.parquet") as tmp:
+        writer = None
+        try:
+            for batch in engine_batches(con, table.order_by("id"), npc.score_batch, out_dir):
+                df = clock.transform(label(batch, groups), npc.window_birth)
+                pos = btyd.cell_positions(df, cells, _pool(model))
+                out = _client_values(cfg, df, pos, near_mean, (p_low, p_high), expected,
+                                     spend, totals)
+                for g, part in out.groupby("cluster"):
+                    acc = sums.setdefault(str(g), {"clients": 0, "p_alive": 0.0,
+                                                   "p_purchase": 0.0})
+                    acc["clients"] += len(part)
+                    acc["p_alive"] += float(part["p_alive"].sum())
+                    acc["p_purchase"] += float(part["p_purchase"].sum())
+                n_clients += len(out)
+                value_total += float(out["value"].sum())
+                arrow = pa.Table.from_pandas(out, preserve_index=False)
+                if writer is None:
+                    writer = pq.ParquetWriter(tmp, arrow.schema)
+                writer.write_table(arrow)
+        finally:
+            if writer is not None:
+                writer.close()
+    spend_rows = table.filter(table.frequency > 0)
+    # Pearson's r (the population and sample forms are the same ratio)
+    stats = spend_rows.aggregate(r=spend_rows.frequency.cast("float64").corr(
+        spend_rows.mean_spend, how="pop")).to_pandas().iloc[0]
+    positive = table.filter(table.mean_spend > 0)
+    mean_spend = float(positive.mean_spend.mean().to_pandas())
+    return {"model": model, "spend": spend, "clients": n_clients, "value_total": value_total,
+            "spend_fit_clients": int(len(sample)),
+            "spend_frequency_correlation": float(stats["r"]), "mean_spend": mean_spend,
+            "value_by_cluster": _value_by_cluster(sums, totals)}
+
+
+def _client_values(cfg: Config, df: pd.DataFrame, pos: np.ndarray,
+                   near: dict[str, np.ndarray], p_hdi: tuple[np.ndarray, np.ndarray],
+                   expected: np.ndarray, spend: btyd.SpendModel,
+                   totals: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Per client of ``df`` (at cell positions ``pos``): P(alive), P(buy) with its HDI
+    (``near``, ``p_hdi``: per cell), expected purchase days over the value horizon
+    (``expected``: cells x draws), expected spend and margin (value) with its 94% HDI,
+    computed :data:`VALUE_CHUNK` clients at a time; each cluster's value draws are added
+    to ``totals``."""
     out = pd.DataFrame({"id": df["id"].to_numpy(), "cluster": df["cluster"].to_numpy(),
                         "purchase_days": df["repeat_days"].to_numpy() + 1,
-                        "p_alive": near["p_alive"].mean(1)[pos],
-                        "p_purchase": near["p_purchase"].mean(1)[pos],
-                        "expected_purchases": far["expected_purchases"].mean(1)[pos]})
-    lo, hi = btyd.hdi_rows(near["p_purchase"])
-    out["p_purchase_low"], out["p_purchase_high"] = lo[pos], hi[pos]
-    # value draws per client, a chunk at a time; cluster totals add up the chunks' draws
-    n_draws = far["expected_purchases"].shape[1]
+                        "p_alive": near["p_alive"][pos], "p_purchase": near["p_purchase"][pos],
+                        "expected_purchases": expected.mean(1)[pos]})
+    out["p_purchase_low"], out["p_purchase_high"] = p_hdi[0][pos], p_hdi[1][pos]
+    n_draws = expected.shape[1]
     cols = {k: np.empty(len(df)) for k in ("expected_spend", "value", "value_low", "value_high")}
-    totals: dict[str, np.ndarray] = {}
     clusters = df["cluster"].astype(str).to_numpy()
     for start in range(0, len(df), VALUE_CHUNK):
         sl = slice(start, start + VALUE_CHUNK)
         s_draws = spend.expected_spend_draws(df["repeat_days"].to_numpy()[sl],
                                              df["mean_spend"].to_numpy()[sl], n_draws)
-        value = NP.customer_value(far["expected_purchases"][pos[sl]], s_draws,
-                                  cfg.business.margin)
+        value = NP.customer_value(expected[pos[sl]], s_draws, cfg.business.margin)
         cols["expected_spend"][sl] = s_draws.mean(1)
         cols["value"][sl] = value.mean(1)
         cols["value_low"][sl], cols["value_high"][sl] = btyd.hdi_rows(value)
@@ -288,25 +420,26 @@ def deploy(cfg: Config, df: pd.DataFrame, clock: btyd.ActivityClock,
             totals[g] = totals[g] + part if g in totals else part
     for k, v in cols.items():
         out[k] = v
-    return {"model": model, "spend": spend, "clients": out,
-            "value_by_cluster": _value_by_cluster(out, totals)}
+    return out
 
 
 #: clients whose value draws are computed at once (x draws: 20,000 x 400 = 64 MB)
 VALUE_CHUNK = 20_000
 
 
-def _value_by_cluster(out: pd.DataFrame, totals: dict[str, np.ndarray]) -> pd.DataFrame:
+def _value_by_cluster(sums: dict[str, dict[str, float]], totals: dict[str, np.ndarray]
+                      ) -> pd.DataFrame:
     """Per cluster: clients, mean P(alive), P(buy), and the cluster's total expected
-    margin with its 94% HDI (the draws of its clients summed)."""
+    margin with its 94% HDI (the draws of its clients summed); ``sums``: per cluster the
+    clients and their P(alive) and P(buy) added up."""
     rows = []
-    for g, idx in out.groupby(out["cluster"].astype(str)).indices.items():
-        total = totals[g]
+    for g in sorted(sums):
+        acc, total = sums[g], totals[g]
         lo, hi = hdi(total)
-        rows.append({"cluster": g, "clients": int(len(idx)),
-                     "p_alive": float(out["p_alive"].iloc[idx].mean()),
-                     "p_purchase": float(out["p_purchase"].iloc[idx].mean()),
-                     "value_per_client": float(total.mean() / len(idx)),
+        n = acc["clients"]
+        rows.append({"cluster": g, "clients": int(n), "p_alive": acc["p_alive"] / n,
+                     "p_purchase": acc["p_purchase"] / n,
+                     "value_per_client": float(total.mean() / n),
                      "value_total": float(total.mean()), "value_total_low": lo,
                      "value_total_high": hi})
     return pd.DataFrame(rows).sort_values("value_per_client", ascending=False)
@@ -349,35 +482,44 @@ def run(cfg: Config) -> dict[str, Any]:
                          f"before last_day ({npc.last_day})")
     t_start = time.perf_counter()
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
-    df = client_frame(cfg, con, (0, npc.calibration_end),
-                      (npc.calibration_end + 1, npc.last_day), npc.pool_cities)
-    if len(df) < 200 or (df["holdout_days"] > 0).nunique() < 2:
-        raise StepSkipped(f"next purchase: {len(df)} clients with a calibration purchase "
-                          "and a holdout period in which everyone or no one bought: nothing "
-                          "to judge a model on")
-    t0 = time.perf_counter()
-    clock = (activity_clock(con, cfg, npc.calibration_end) if npc.activity_clock
-             else btyd.ActivityClock.calendar(npc.calibration_end + 1))
-    length = npc.last_day - npc.calibration_end
-    prev_end = npc.calibration_end - length
-    previous = (client_frame(cfg, con, (0, prev_end), (prev_end + 1, npc.calibration_end),
-                             npc.pool_cities)
-                if npc.previous_period_baseline and prev_end >= MIN_PREVIOUS_DAYS - 1
-                else None)
-    ev = evaluate(cfg, df, clock, previous)
-    t_eval = time.perf_counter() - t0
-    chosen = ev["fits"][ev["chosen"]]
-    full = client_frame(cfg, con, (0, npc.last_day), (npc.last_day + 1, npc.last_day + 1),
-                        pool_groups=chosen.groups_)
-    full_clock = (activity_clock(con, cfg, npc.last_day) if npc.activity_clock
-                  else btyd.ActivityClock.calendar(npc.last_day + 1))
-    t0 = time.perf_counter()
-    dep = deploy(cfg, full, full_clock, chosen)
-    t_deploy = time.perf_counter() - t0
     out = step_dir(cfg, "next_purchase")
     out.mkdir(parents=True, exist_ok=True)
+    ranges = purchase_ranges(cfg, con)
+    length = npc.last_day - npc.calibration_end
+    prev_end = npc.calibration_end - length
+    # each client table is one GROUP BY over the purchases, written once and read by the
+    # several queries that follow (counts, cells, samples, batches)
+    with ExitStack() as stack:
+        def table(calibration: tuple[int, int], holdout: tuple[int, int]) -> Any:
+            expr = client_table(cfg, con, calibration, holdout)
+            return stack.enter_context(materialised(con, expr, out, ranges))[0]
+
+        cal = table((0, npc.calibration_end), (npc.calibration_end + 1, npc.last_day))
+        n = cal.aggregate(n=cal.count(), buyers=(cal.holdout_days > 0).cast("int64").sum()
+                          ).to_pandas().iloc[0]
+        n_clients, buyers = int(n["n"]), int(n["buyers"] or 0)
+        if n_clients < 200 or buyers in (0, n_clients):
+            raise StepSkipped(f"next purchase: {n_clients} clients with a calibration "
+                              "purchase and a holdout period in which everyone or no one "
+                              "bought: nothing to judge a model on")
+        t0 = time.perf_counter()
+        clock = (activity_clock(con, cfg, npc.calibration_end) if npc.activity_clock
+                 else btyd.ActivityClock.calendar(npc.calibration_end + 1))
+        previous = (table((0, prev_end), (prev_end + 1, npc.calibration_end))
+                    if npc.previous_period_baseline and prev_end >= MIN_PREVIOUS_DAYS - 1
+                    else None)
+        ev = evaluate(cfg, cal, clock, previous)
+        base_rate = (None if previous is None else float(
+            (previous.holdout_days > 0).cast("float64").mean().to_pandas()))
+        t_eval = time.perf_counter() - t0
+        chosen = ev["fits"][ev["chosen"]]
+        full = table((0, npc.last_day), (npc.last_day + 1, npc.last_day + 1))
+        full_clock = (activity_clock(con, cfg, npc.last_day) if npc.activity_clock
+                      else btyd.ActivityClock.calendar(npc.last_day + 1))
+        t0 = time.perf_counter()
+        dep = deploy(cfg, con, full, full_clock, chosen, out)
+        t_deploy = time.perf_counter() - t0
     _figures(ev, dep, out)
-    write_parquet(dep["clients"], out / "clients.parquet")
     write_parquet(ev["metrics"], out / "metrics.parquet")
     write_parquet(ev["calibration"], out / "calibration.parquet")
     write_parquet(ev["by_frequency"], out / "by_frequency.parquet")
@@ -402,7 +544,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "horizon_days": ev["horizon_days"], "forecast_days": npc.forecast_days,
         "value_horizon_days": npc.value_horizon_days,
         "margin": cfg.business.margin, "clients": ev["clients"],
-        "clients_deployed": int(len(full)),
+        "clients_deployed": dep["clients"],
         "cells": ev["cells"], "activity_clock": bool(npc.activity_clock),
         "activity": {"calibration_weights": clock.weights.round(4).tolist(),
                      "forecast_level": float(clock.weights[-clock.forecast_days:].mean()),
@@ -412,27 +554,25 @@ def run(cfg: Config) -> dict[str, Any]:
         "previous_period": (None if previous is None else
                             {"calibration_days": [0, prev_end],
                              "label_days": [prev_end + 1, npc.calibration_end],
-                             "base_rate": float((previous["holdout_days"] > 0).mean())}),
+                             "base_rate": base_rate}),
         "chosen": ev["chosen"], "pooling": ev["pooling"].to_dict("records"),
         "metrics": ev["metrics"].to_dict("records"),
         "auc_gap": float(bg["roc_auc"] - clf["roc_auc"]),
         "classifier_params": ev["best_params"],
         "by_frequency": ev["by_frequency"].to_dict("records"),
         "spend_summary": dep["spend"].summary().reset_index().to_dict("records"),
-        "spend_fit_clients": int(min(npc.spend_fit_clients, (full["frequency"] > 0).sum())),
-        "spend_frequency_correlation": float(np.corrcoef(
-            full.loc[full["frequency"] > 0, "frequency"],
-            full.loc[full["frequency"] > 0, "mean_spend"])[0, 1]),
+        "spend_fit_clients": dep["spend_fit_clients"],
+        "spend_frequency_correlation": dep["spend_frequency_correlation"],
         "window_birth": bool(npc.window_birth),
         "priors": {k: list(v) for k, v in btyd.DEFAULT_PRIORS.items()},
         "spend_priors": {k: list(v) for k, v in btyd.SPEND_PRIORS.items()},
         "prior_predictive": bg_model.prior_predictive(T=npc.calibration_end + 1,
                                                       seed=cfg.seed % (2**31)),
         "spend_prior_predictive": btyd.SpendModel().prior_predictive(
-            mean_spend=float(full.loc[full["mean_spend"] > 0, "mean_spend"].mean()),
+            mean_spend=dep["mean_spend"],
             seed=cfg.seed % (2**31)),
         "convergence": convergence, "failed_fits": failed,
-        "value_total": float(dep["clients"]["value"].sum()),
+        "value_total": dep["value_total"],
         "hdi_prob": HDI_PROB,
         "fit_timings": fit_timings,
         "timings": {**{k: round(v, 1) for k, v in ev["timings"].items()},

@@ -10,7 +10,9 @@ import xarray as xr
 from models.btyd import (
     BetaGeoCells,
     SpendModel,
+    cell_positions,
     check_rfm,
+    client_cells,
     hdi_rows,
     purchases_by_frequency,
     rfm_cells,
@@ -193,3 +195,13 @@ def test_planted_bgnbd_and_gamma_gamma_parameters_are_recovered():
         inside += [ss.loc[k, "hdi_3%"] <= val <= ss.loc[k, "hdi_97%"]
                    for k, val in {"p": p, "q": q, "v": v}.items()]
     assert sum(inside) >= 8, inside
+
+
+def test_cell_positions_index_a_batch_into_the_cells_of_all_clients():
+    every = pd.DataFrame({"g": ["a", "a", "b", "b"], "frequency": [1, 2, 1, 1],
+                          "recency": [1.0, 2.0, 1.0, 0.5], "T": [5.0, 5.0, 5.0, 5.0]})
+    cells, pos = client_cells(every, "g")
+    batch = every.iloc[[3, 0]]
+    assert cell_positions(batch, cells, "g").tolist() == [pos[3], pos[0]]
+    with pytest.raises(ValueError, match="1 clients have a cell that is not among"):
+        cell_positions(batch.assign(recency=[0.25, 1.0]), cells, "g")
