@@ -116,9 +116,10 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     the way the steps use them: the small ones come back to Python (the campaign-2 panel,
     the propensity category table and rows), the per-client ones are written by the
     engine to Parquet for the steps to stream (segment behaviour, campaign-1 period
-    metrics, gender features), range by range of client ids on DuckDB when the store has
-    more than ``engine_part_rows`` purchases (``parts``). Seconds of each, rows, and
-    (``compare_with_duckdb``) whether each equals DuckDB's result exactly."""
+    metrics, gender features, next-purchase summaries), range by range of client ids on
+    DuckDB when the store has more than ``engine_part_rows`` purchases (``parts``).
+    Seconds of each, rows, and (``compare_with_duckdb``) whether each equals DuckDB's
+    result exactly."""
     import tempfile
 
     import ibis
@@ -169,6 +170,8 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
                     ("train", False): 0.02, ("train", True): 0.2, ("holdout", False): 0.3},
                 0.1, 2024, ranges),
             "gender_features": lambda: to_file("gender", A.gender_feature_table(p, col)),
+            # the next-purchase step's client table of its calibration and holdout days
+            "rfm": lambda: to_file("rfm", A.rfm_table(p, (0, 38), (39, 58))),
         }
         got = {}
         for name, job in jobs.items():
