@@ -97,9 +97,10 @@ def background(fn: Callable[..., Any], *args: Any) -> Iterator[Task]:
                         protocol=pickle.HIGHEST_PROTOCOL)
         from analysis.pipeline import worker_env
 
-        # one OpenMP thread, the caller's BLAS threads (see :data:`analysis.pipeline.
-        # WORKER_ENV`): a boosting fit's two OpenMP threads spinning beside a two-chain
-        # sampler slowed the sampling 2-4x (campaign 1 at 10M clients)
+        # one OpenMP thread, the caller's BLAS threads: the pipeline's workers' policy
+        # (see :data:`analysis.pipeline.WORKER_ENV`: spinning OpenMP threads beside other
+        # busy threads tripled a step's time), so the task does not spin against the
+        # caller's sampler, and its numbers are the inline call's
         env = {**os.environ, **worker_env(),
                "PYTHONPATH": os.pathsep.join([str(_ROOT), os.environ.get("PYTHONPATH", "")])}
         with (folder / "stderr.txt").open("wb") as err:

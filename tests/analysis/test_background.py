@@ -58,9 +58,9 @@ def test_the_worker_reports_its_own_peak_memory_not_the_parents() -> None:
 
 def test_the_worker_yields_the_cores_to_the_step_waiting_for_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """One OpenMP thread (a boosting fit's spinning threads slowed a two-chain sampler
-    2-4x), the caller's BLAS threads (so the numbers are the inline call's) and a lower
-    scheduling priority than the caller."""
+    """One OpenMP thread (spinning OpenMP threads take the cores of the caller's
+    sampler), the caller's BLAS threads (so the numbers are the inline call's) and a
+    lower scheduling priority than the caller."""
     import os
 
     from analysis.pipeline import BACKGROUND_NICE
