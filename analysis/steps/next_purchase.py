@@ -249,7 +249,8 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     """Fit on the training clients' calibration period, judge on the held-out clients.
 
     ``table``: :func:`client_table` of the calibration and holdout periods. The BG/NBD
-    fits read the training clients' cells, counted in the engine; the boosting baseline
+    fits read the training clients' cells, counted in the engine (of a hash sample of
+    about ``bgnbd_fit_clients`` when there are more); the boosting baseline
     learns from a hash sample of about ``classifier_clients`` of them and both are judged
     on the held-out clients (about ``holdout_clients`` of them, a hash sample when there
     are more), so memory holds those rows whatever the store's size. ``previous``: the
@@ -277,7 +278,9 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     train_sample = ~test & held_out(table.id, share + (1 - share) * _share(
         n_train, npc.classifier_clients), seed)
     train = clock.transform(rows(table, train_sample, groups), npc.window_birth)
-    counts = cell_counts(table.filter(~test), groups, clock, npc.window_birth)
+    fit_sample = ~test & held_out(table.id, share + (1 - share) * _share(
+        n_train, npc.bgnbd_fit_clients), seed)
+    counts = cell_counts(table.filter(fit_sample), groups, clock, npc.window_birth)
     y = (hold["holdout_days"] > 0).to_numpy(int)
     timings: dict[str, float] = {}
     fits: dict[str, btyd.BetaGeoCells] = {}
@@ -321,6 +324,7 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
             "shap_X": base["shap_X"], "shap_groups": base["shap_groups"], "timings": timings,
             "cells": {n: f.cells_ for n, f in fits.items()},
             "clients": {"train": n_train, "holdout": n_hold, "holdout_judged": int(len(hold)),
+                        "bgnbd_fit": int(counts["n"].sum()),
                         "classifier_train": base["train_clients"],
                         "previous_period_train": base.get("previous_train_clients")},
             "best_params": getattr(base["model"], "best_params_", None), "horizon_days": days,
@@ -332,12 +336,17 @@ def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
     """Refit the ``chosen`` evaluation model's form (its groups; its compiled model) on
     every day of ``table`` (:func:`client_table`) and predict each client's next period
     and value, written to ``out_dir / "clients.parquet"`` a batch of ``score_batch``
-    clients at a time: the purchase process per cell (cells counted in the engine), spend
-    and value per client; the cluster totals add up the batches' value draws."""
+    clients at a time: the purchase process per cell (cells counted in the engine; the fit
+    reads those of a hash sample of about ``bgnbd_fit_clients`` when there are more),
+    spend and value per client; the cluster totals add up the batches' value draws."""
     npc = cfg.next_purchase
     groups = city_groups(table, pool_groups=chosen.groups_)
     counts = cell_counts(table, groups, clock, npc.window_birth)
-    model = _fit_bgnbd(cfg, counts, chosen.pooled, chosen.groups_, reuse=chosen)
+    n_all = int(counts["n"].sum())
+    fit_counts = (counts if n_all <= npc.bgnbd_fit_clients else cell_counts(
+        table.filter(held_out(table.id, _share(n_all, npc.bgnbd_fit_clients), cfg.seed)),
+        groups, clock, npc.window_birth))
+    model = _fit_bgnbd(cfg, fit_counts, chosen.pooled, chosen.groups_, reuse=chosen)
     # the spend model: repeat purchase days and the mean spend on them, of a hash sample
     rep = table.filter((table.frequency > 0) & (table.mean_spend > 0))
     n_rep = int(rep.count().to_pandas())
@@ -385,6 +394,7 @@ def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
     positive = table.filter(table.mean_spend > 0)
     mean_spend = float(positive.mean_spend.mean().to_pandas())
     return {"model": model, "spend": spend, "clients": n_clients, "value_total": value_total,
+            "bgnbd_fit_clients": int(fit_counts["n"].sum()),
             "spend_fit_clients": int(len(sample)),
             "spend_frequency_correlation": float(stats["r"]), "mean_spend": mean_spend,
             "value_by_cluster": _value_by_cluster(sums, totals)}
@@ -545,6 +555,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "value_horizon_days": npc.value_horizon_days,
         "margin": cfg.business.margin, "clients": ev["clients"],
         "clients_deployed": dep["clients"],
+        "bgnbd_fit_clients_deployed": dep["bgnbd_fit_clients"],
         "cells": ev["cells"], "activity_clock": bool(npc.activity_clock),
         "activity": {"calibration_weights": clock.weights.round(4).tolist(),
                      "forecast_level": float(clock.weights[-clock.forecast_days:].mean()),

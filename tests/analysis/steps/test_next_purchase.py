@@ -89,7 +89,7 @@ def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
     cfg = replace(cfg, sampler=SamplerConfig(draws=300, tune=300), sampler_overrides={},
                   next_purchase=replace(cfg.next_purchase, shap_clients=200,
                                         predict_draws=100, holdout_clients=300,
-                                        score_batch=700))
+                                        score_batch=700, bgnbd_fit_clients=1200))
     res = pipeline.run(cfg)
     assert [r["status"] for r in res] == ["ok", "ok", "ok"], res[-1]["message"]
     out = tmp_path / "res" / "next_purchase"
@@ -98,8 +98,11 @@ def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
         "BG/NBD", "gradient boosting", "gradient boosting, trained on the previous period"]
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])
     assert s["previous_period"]["label_days"] == [19, 38]
-    # the BG/NBD fits read cells, far fewer than clients, and share one compiled model
-    assert s["cells"]["one for all"] < s["clients"]["train"]
+    # the BG/NBD fits read cells, far fewer than clients, of a hash sample of about 1,200
+    # clients (every client is predicted all the same), and share one compiled model
+    assert s["cells"]["one for all"] < s["clients"]["bgnbd_fit"] < s["clients"]["train"]
+    assert 900 <= s["clients"]["bgnbd_fit"] <= 1500
+    assert 900 <= s["bgnbd_fit_clients_deployed"] <= 1500 < s["clients_deployed"]
     ft = s["fit_timings"]
     assert ft["bgnbd_one_for_all"]["compile"] > 0
     assert ft["bgnbd_by_city"]["compile"] == ft["bgnbd_deployed"]["compile"] == 0
