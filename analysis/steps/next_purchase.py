@@ -442,17 +442,17 @@ def _value_by_cluster(sums: dict[str, dict[str, float]], totals: dict[str, np.nd
     """Per cluster: clients, mean P(alive), P(buy), and the cluster's total expected
     margin with its 94% HDI (the draws of its clients summed); ``sums``: per cluster the
     clients and their P(alive) and P(buy) added up."""
-    rows = []
+    records = []
     for g in sorted(sums):
         acc, total = sums[g], totals[g]
         lo, hi = hdi(total)
         n = acc["clients"]
-        rows.append({"cluster": g, "clients": int(n), "p_alive": acc["p_alive"] / n,
-                     "p_purchase": acc["p_purchase"] / n,
-                     "value_per_client": float(total.mean() / n),
-                     "value_total": float(total.mean()), "value_total_low": lo,
-                     "value_total_high": hi})
-    return pd.DataFrame(rows).sort_values("value_per_client", ascending=False)
+        records.append({"cluster": g, "clients": int(n), "p_alive": acc["p_alive"] / n,
+                        "p_purchase": acc["p_purchase"] / n,
+                        "value_per_client": float(total.mean() / n),
+                        "value_total": float(total.mean()), "value_total_low": lo,
+                        "value_total_high": hi})
+    return pd.DataFrame(records).sort_values("value_per_client", ascending=False)
 
 
 def _figures(ev: dict[str, Any], dep: dict[str, Any], out: Any) -> None:
