@@ -52,7 +52,7 @@ from analysis.steps.client_labels import with_clusters, with_gender_labels
 from analysis.steps.figures import reliability_figure
 from analysis.store.aggregates import RFM_COLUMNS, daily_buyers, held_out, rfm_table
 from analysis.store.engine import connect
-from analysis.store.tables import engine_batches, materialised, open_table
+from analysis.store.tables import materialised, open_table, parquet_batches
 from models import btyd, explain
 from models import next_purchase as NP
 from models.sampling import SamplerSettings
@@ -154,6 +154,17 @@ def rows(table: Any, keep: Any, groups: CityGroups) -> pd.DataFrame:
 def _share(n: int, size: int) -> float:
     """Share of ``n`` clients a hash sample of about ``size`` of them keeps (at most 1)."""
     return 1.0 if n <= size else size / n
+
+
+def hash_sample(ids: Any, n: int, size: int, seed: int, after: float = 0.0,
+                width: float = 1.0) -> Any:
+    """About ``size`` of the ``n`` clients whose id hash (:func:`held_out`'s, ``seed``)
+    lies in the part ``[after, after + width)`` of the hash range (the held-out part:
+    ``after`` 0, ``width`` the held-out share; the training part: the rest), all of them
+    when ``n <= size``: the first ``size / n`` of that part, so the same clients in every
+    period and on every engine. An Ibis boolean (or NumPy array) like ``ids``."""
+    keep = held_out(ids, after + width * _share(n, size), seed)
+    return keep & ~held_out(ids, after, seed) if after else keep
 
 
 def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
@@ -270,17 +281,15 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     n = table.aggregate(hold=test.cast("int64").sum(), all=table.count()).to_pandas().iloc[0]
     n_hold, n_train = int(n["hold"] or 0), int(n["all"] - (n["hold"] or 0))
     groups = city_groups(table, npc.pool_cities)
-    # a hash sample of the held-out clients is the first share of the held-out hashes, and
-    # one of the training clients the first share of theirs: the same clients in every
-    # period and on every engine
-    hold = clock.transform(rows(table, held_out(table.id, share * _share(
-        n_hold, npc.holdout_clients), seed), groups), npc.window_birth)
-    train_sample = ~test & held_out(table.id, share + (1 - share) * _share(
-        n_train, npc.classifier_clients), seed)
-    train = clock.transform(rows(table, train_sample, groups), npc.window_birth)
-    fit_sample = ~test & held_out(table.id, share + (1 - share) * _share(
-        n_train, npc.bgnbd_fit_clients), seed)
-    counts = cell_counts(table.filter(fit_sample), groups, clock, npc.window_birth)
+    def training(t: Any, n: int, size: int) -> Any:
+        return hash_sample(t.id, n, size, seed, after=share, width=1 - share)
+
+    hold = clock.transform(rows(table, hash_sample(
+        table.id, n_hold, npc.holdout_clients, seed, width=share), groups), npc.window_birth)
+    train = clock.transform(rows(table, training(table, n_train, npc.classifier_clients),
+                                 groups), npc.window_birth)
+    counts = cell_counts(table.filter(training(table, n_train, npc.bgnbd_fit_clients)),
+                         groups, clock, npc.window_birth)
     y = (hold["holdout_days"] > 0).to_numpy(int)
     timings: dict[str, float] = {}
     fits: dict[str, btyd.BetaGeoCells] = {}
@@ -289,10 +298,9 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     variants = [False] + ([True] if npc.pool_by_city and len(pool) > 1 else [])
     prev = None
     if previous is not None:  # the same clients learn, the held-out ones never do
-        prev_test = held_out(previous.id, share, seed)
-        n_prev = int(previous.filter(~prev_test).count().to_pandas())
-        prev = rows(previous, ~prev_test & held_out(previous.id, share + (1 - share) * _share(
-            n_prev, npc.classifier_clients), seed), city_groups(previous, npc.pool_cities))
+        n_prev = int(previous.filter(~held_out(previous.id, share, seed)).count().to_pandas())
+        prev = rows(previous, training(previous, n_prev, npc.classifier_clients),
+                    city_groups(previous, npc.pool_cities))
     with ThreadPoolExecutor(1) as executor:
         baseline = executor.submit(_baseline, cfg, train, hold, prev)
         for pooled in variants:
@@ -331,12 +339,13 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
             "horizon_operational": horizon}
 
 
-def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
+def deploy(cfg: Config, table: Any, path: Any, clock: btyd.ActivityClock,
            chosen: btyd.BetaGeoCells, out_dir: Any) -> dict[str, Any]:
     """Refit the ``chosen`` evaluation model's form (its groups; its compiled model) on
-    every day of ``table`` (:func:`client_table`) and predict each client's next period
-    and value, written to ``out_dir / "clients.parquet"`` a batch of ``score_batch``
-    clients at a time: the purchase process per cell (cells counted in the engine; the fit
+    every day of ``table`` (:func:`client_table`, opened from the Parquet ``path`` it was
+    written to in id order) and predict each client's next period and value, written to
+    ``out_dir / "clients.parquet"`` a batch of ``score_batch`` clients at a time (read
+    from ``path``): the purchase process per cell (cells counted in the engine; the fit
     reads those of a hash sample of about ``bgnbd_fit_clients`` when there are more),
     spend and value per client; the cluster totals add up the batches' value draws."""
     npc = cfg.next_purchase
@@ -344,13 +353,13 @@ def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
     counts = cell_counts(table, groups, clock, npc.window_birth)
     n_all = int(counts["n"].sum())
     fit_counts = (counts if n_all <= npc.bgnbd_fit_clients else cell_counts(
-        table.filter(held_out(table.id, _share(n_all, npc.bgnbd_fit_clients), cfg.seed)),
+        table.filter(hash_sample(table.id, n_all, npc.bgnbd_fit_clients, cfg.seed)),
         groups, clock, npc.window_birth))
     model = _fit_bgnbd(cfg, fit_counts, chosen.pooled, chosen.groups_, reuse=chosen)
     # the spend model: repeat purchase days and the mean spend on them, of a hash sample
     rep = table.filter((table.frequency > 0) & (table.mean_spend > 0))
     n_rep = int(rep.count().to_pandas())
-    sample = rep.filter(held_out(rep.id, _share(n_rep, npc.spend_fit_clients), cfg.seed)
+    sample = rep.filter(hash_sample(rep.id, n_rep, npc.spend_fit_clients, cfg.seed)
                         ).select("id", "frequency", "mean_spend").order_by("id").to_pandas()
     spend = btyd.SpendModel(sampler=replace(_sampler(cfg), draws=npc.spend_draws)).fit(
         sample, seed=cfg.seed)
@@ -367,7 +376,7 @@ def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
     with atomic_path(out_dir / "clients.parquet") as tmp:
         writer = None
         try:
-            for batch in engine_batches(con, table.order_by("id"), npc.score_batch, out_dir):
+            for batch in parquet_batches(path, npc.score_batch):
                 df = clock.transform(label(batch, groups), npc.window_birth)
                 pos = btyd.cell_positions(df, cells, _pool(model))
                 out = _client_values(cfg, df, pos, near_mean, (p_low, p_high), expected,
@@ -387,16 +396,17 @@ def deploy(cfg: Config, con: Any, table: Any, clock: btyd.ActivityClock,
         finally:
             if writer is not None:
                 writer.close()
-    spend_rows = table.filter(table.frequency > 0)
-    # Pearson's r (the population and sample forms are the same ratio)
-    stats = spend_rows.aggregate(r=spend_rows.frequency.cast("float64").corr(
-        spend_rows.mean_spend, how="pop")).to_pandas().iloc[0]
-    positive = table.filter(table.mean_spend > 0)
-    mean_spend = float(positive.mean_spend.mean().to_pandas())
+    # Pearson's r over the repeat buyers (the population and sample forms are the same
+    # ratio) and the mean spend of those with one: one pass over the clients
+    stats = table.aggregate(
+        r=table.frequency.cast("float64").corr(table.mean_spend, how="pop",
+                                               where=table.frequency > 0),
+        mean_spend=table.mean_spend.mean(where=table.mean_spend > 0)).to_pandas().iloc[0]
     return {"model": model, "spend": spend, "clients": n_clients, "value_total": value_total,
             "bgnbd_fit_clients": int(fit_counts["n"].sum()),
             "spend_fit_clients": int(len(sample)),
-            "spend_frequency_correlation": float(stats["r"]), "mean_spend": mean_spend,
+            "spend_frequency_correlation": float(stats["r"]),
+            "mean_spend": float(stats["mean_spend"]),
             "value_by_cluster": _value_by_cluster(sums, totals)}
 
 
@@ -500,11 +510,13 @@ def run(cfg: Config) -> dict[str, Any]:
     # each client table is one GROUP BY over the purchases, written once and read by the
     # several queries that follow (counts, cells, samples, batches)
     with ExitStack() as stack:
-        def table(calibration: tuple[int, int], holdout: tuple[int, int]) -> Any:
+        def table(calibration: tuple[int, int], holdout: tuple[int, int], by_id: bool = False
+                  ) -> tuple[Any, Any]:
             expr = client_table(cfg, con, calibration, holdout)
-            return stack.enter_context(materialised(con, expr, out, ranges))[0]
+            return stack.enter_context(materialised(
+                con, expr.order_by("id") if by_id else expr, out, ranges))
 
-        cal = table((0, npc.calibration_end), (npc.calibration_end + 1, npc.last_day))
+        cal, _ = table((0, npc.calibration_end), (npc.calibration_end + 1, npc.last_day))
         n = cal.aggregate(n=cal.count(), buyers=(cal.holdout_days > 0).cast("int64").sum()
                           ).to_pandas().iloc[0]
         n_clients, buyers = int(n["n"]), int(n["buyers"] or 0)
@@ -515,7 +527,7 @@ def run(cfg: Config) -> dict[str, Any]:
         t0 = time.perf_counter()
         clock = (activity_clock(con, cfg, npc.calibration_end) if npc.activity_clock
                  else btyd.ActivityClock.calendar(npc.calibration_end + 1))
-        previous = (table((0, prev_end), (prev_end + 1, npc.calibration_end))
+        previous = (table((0, prev_end), (prev_end + 1, npc.calibration_end))[0]
                     if npc.previous_period_baseline and prev_end >= MIN_PREVIOUS_DAYS - 1
                     else None)
         ev = evaluate(cfg, cal, clock, previous)
@@ -523,11 +535,12 @@ def run(cfg: Config) -> dict[str, Any]:
             (previous.holdout_days > 0).cast("float64").mean().to_pandas()))
         t_eval = time.perf_counter() - t0
         chosen = ev["fits"][ev["chosen"]]
-        full = table((0, npc.last_day), (npc.last_day + 1, npc.last_day + 1))
+        # in id order: the deploy streams every client from its file, batch by batch
+        full = table((0, npc.last_day), (npc.last_day + 1, npc.last_day + 1), by_id=True)
         full_clock = (activity_clock(con, cfg, npc.last_day) if npc.activity_clock
                       else btyd.ActivityClock.calendar(npc.last_day + 1))
         t0 = time.perf_counter()
-        dep = deploy(cfg, con, full, full_clock, chosen, out)
+        dep = deploy(cfg, *full, full_clock, chosen, out)
         t_deploy = time.perf_counter() - t0
     _figures(ev, dep, out)
     write_parquet(ev["metrics"], out / "metrics.parquet")
