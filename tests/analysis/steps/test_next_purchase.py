@@ -54,16 +54,20 @@ def test_samples_of_the_held_out_and_training_clients_are_hash_ranges(calibratio
     groups = step.city_groups(table)
     ids = table.order_by("id").to_pandas()["id"].to_numpy()
     test = held_out(ids, 0.3, cfg.seed)
-    hold = step.rows(table, held_out(table.id, 0.3 * step._share(int(test.sum()), 200),
-                                     cfg.seed), groups)
+    n_hold, n_train = int(test.sum()), int((~test).sum())
+    hold = step.rows(table, step.hash_sample(table.id, n_hold, 200, cfg.seed, width=0.3),
+                     groups)
     assert set(hold["id"]) <= set(ids[test]) and 120 <= len(hold) <= 280
-    train = step.rows(table, ~held_out(table.id, 0.3, cfg.seed) & held_out(
-        table.id, 0.3 + 0.7 * step._share(int((~test).sum()), 500), cfg.seed), groups)
+    train = step.rows(table, step.hash_sample(table.id, n_train, 500, cfg.seed, after=0.3,
+                                              width=0.7), groups)
     assert set(train["id"]) <= set(ids[~test]) and 400 <= len(train) <= 600
     assert train["id"].is_monotonic_increasing
-    again = step.rows(table, ~held_out(table.id, 0.3, cfg.seed) & held_out(
-        table.id, 0.3 + 0.7 * step._share(int((~test).sum()), 500), cfg.seed), groups)
+    again = step.rows(table, step.hash_sample(table.id, n_train, 500, cfg.seed, after=0.3,
+                                              width=0.7), groups)
     assert train["id"].tolist() == again["id"].tolist()
+    # the same clients from NumPy ids as from the engine's column
+    np_train = step.hash_sample(ids, n_train, 500, cfg.seed, after=0.3, width=0.7)
+    assert set(ids[np_train]) == set(train["id"])
     assert step._share(100, 500) == 1.0
 
 
