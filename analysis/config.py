@@ -269,6 +269,10 @@ class Config:
     #: steps run at once (analysis.pipeline): independent steps share the cores, each in a
     #: process of its own, with the same results as one after the other (1)
     jobs: int = 2
+    #: keep each MCMC model's compiled code in ``<results_dir>/.compiled`` and load it in
+    #: later runs instead of compiling again (analysis.compile_cache, models.compiled):
+    #: the same machine code, the same numbers; false compiles in every run
+    compile_cache: bool = True
     #: DuckDB's memory limit: a larger store spills to disk instead of growing the process
     engine_memory: str = "1GB"
     #: purchase rows per part of a per-client aggregation (analysis.store.tables.id_ranges):

@@ -28,6 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from analysis.compile_cache import CompileCache
 from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
 from models import sampling
@@ -264,6 +265,8 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
             return _finish(cfg, step, status, why, 0.0, {})
     t0 = time.perf_counter()
     sampling.reset_log()
+    sampling.use_compile_store(CompileCache(cfg.results_dir / ".compiled")
+                               if cfg.compile_cache else None)
     try:
         summary = step.load()(cfg) or {}
         status, message = "ok", summary.pop("message", "")

@@ -270,13 +270,20 @@ class PropensityModel:
                     gamma = _prior(pm, "gamma", pri["gamma"], dims="client_feature")
                     row_x = tx[:, None] * d["x"]
             eta = grid.flatten()[flat] + offset
+            # the client features as data containers, not constants of the compiled code:
+            # read at run time, so the code is the same whatever the rows (and a matrix
+            # over 1 MB, which Numba leaves at a process address, does not stop the
+            # compiled model from being kept for the next run: models.compiled)
+            x_rows = pm.Data("client_x", d["x"])
+            if row_x is not None:
+                row_x = pm.Data("contacted_client_x", row_x)
             if hi.any():
                 b_h = _prior(pm, "b_history", pri["b_history"])
                 beta = _prior(pm, "beta", pri["beta"], dims="client_feature")
                 # one slope for the items of the row's category: with category-specific
                 # slopes their spread sat at zero (r_hat 1.02 at sigma at real scale)
                 b_ci = _prior(pm, "b_cat_items", pri["b_cat_items"])
-                eta = eta + hi * b_h + pm.math.dot(d["x"], beta) + b_ci * d["x_cat"]
+                eta = eta + hi * b_h + pm.math.dot(x_rows, beta) + b_ci * d["x_cat"]
             if row_x is not None:
                 eta = eta + pm.math.dot(row_x, gamma)
             # binomial log-likelihood up to log C(n, k): exact for the cells, Bernoulli for

@@ -59,6 +59,19 @@ class SamplerSettings:
 #: it after (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
 MCMC_LOG: list[dict[str, Any]] = []
 
+#: where nutpie's compiled callbacks are kept between runs (a
+#: :class:`models.compiled.CFuncStore`, set by :func:`use_compile_store`); None: compiled
+#: in every process, as nutpie does
+_COMPILE_STORE: Any = None
+
+
+def use_compile_store(store: Any) -> None:
+    """Keep the compiled models of every later :class:`Sampler` of this process in
+    ``store`` (a :class:`models.compiled.CFuncStore`) and load them from it when a model
+    was compiled before (:func:`models.compiled.compile_model`); None: no store."""
+    global _COMPILE_STORE
+    _COMPILE_STORE = store
+
 
 def reset_log() -> None:
     """Empty :data:`MCMC_LOG`."""
@@ -71,10 +84,12 @@ def summarize_log(log: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     bulk and tail ESS they reached and how many failed their checks (after any rerun)."""
     log = MCMC_LOG if log is None else log
     comp = [e for e in log if e["event"] == "compile"]
+    cached = [e for e in comp if e.get("cached")]
     runs = [e for e in log if e["event"] == "sample"]
     checked = [e for e in log if e["event"] == "checked"]
     out: dict[str, Any] = {
         "compiles": len(comp), "compile_seconds": round(sum(e["seconds"] for e in comp), 2),
+        "compiles_loaded": len(cached),
         "runs": len(runs), "sample_seconds": round(sum(e["seconds"] for e in runs), 2),
         "draws": int(sum(e["draws"] * e["chains"] for e in runs)),
         "checked_fits": len(checked), "reruns": sum(bool(e["reran"]) for e in checked),
@@ -122,13 +137,17 @@ class Sampler:
         self._compiled: Any = None
         #: wall seconds spent compiling (nutpie; PyMC's NUTS compiles inside ``sample``)
         self.compile_seconds = 0.0
+        #: whether the compiled callbacks were loaded from the compile store
+        self.compile_loaded = False
         if self.backend == "nutpie":
-            import nutpie
+            from models.compiled import compile_model
 
             t0 = time.perf_counter()
-            self._compiled = nutpie.compile_pymc_model(model)
+            self._compiled, info = compile_model(model, _COMPILE_STORE)
             self.compile_seconds = time.perf_counter() - t0
-            MCMC_LOG.append({"event": "compile", "seconds": self.compile_seconds})
+            self.compile_loaded = info["cached"]
+            MCMC_LOG.append({"event": "compile", "seconds": self.compile_seconds,
+                             "cached": info["cached"]})
 
     def sample(self, seed: int = 0, data: dict[str, Any] | None = None) -> az.InferenceData:
         """Sample with NUTS (same seed and data, same draws), optionally on new data."""
