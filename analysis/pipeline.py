@@ -251,6 +251,12 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def compile_cache_dir(cfg: Config) -> Path:
+    """Where compiled models are kept: ``SHOPBAYES_COMPILE_CACHE`` when set (one folder
+    for several results folders, as the tests use), else ``<results_dir>/.compiled``."""
+    return Path(os.environ.get("SHOPBAYES_COMPILE_CACHE") or cfg.results_dir / ".compiled")
+
+
 def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     """Run one step (or skip it when current) and write its manifest."""
     if not force and is_current(cfg, step):
@@ -265,7 +271,7 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
             return _finish(cfg, step, status, why, 0.0, {})
     t0 = time.perf_counter()
     sampling.reset_log()
-    sampling.use_compile_store(CompileCache(cfg.results_dir / ".compiled")
+    sampling.use_compile_store(CompileCache(compile_cache_dir(cfg))
                                if cfg.compile_cache else None)
     try:
         summary = step.load()(cfg) or {}
@@ -356,7 +362,9 @@ def _outcome(res: dict[str, Any], name: str = "") -> str:
     if res.get("reused"):
         return f"      {who}unchanged, reused (it ran in {res['seconds']:.1f} s){extra}"
     mc = res.get("mcmc") or {}
-    split = (f"; MCMC compile {mc['compile_seconds']:.1f} s, sampling "
+    loaded = (f" ({mc['compiles_loaded']} of {mc['compiles']} loaded from earlier runs)"
+              if mc.get("compiles_loaded") else "")
+    split = (f"; MCMC compile {mc['compile_seconds']:.1f} s{loaded}, sampling "
              f"{mc['sample_seconds']:.1f} s, other {mc['other_seconds']:.1f} s"
              if "other_seconds" in mc else "")
     return (f"      {who}{res['status']} in {res['seconds']:.1f} s "

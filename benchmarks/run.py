@@ -106,6 +106,18 @@ CASES: dict[str, tuple[str, float]] = {
                              "'comparison': s['design']['primary'], "
                              "'converged': s['convergence']['ok'], "
                              "'problems': s['convergence']['problems']}"), 60.0),
+    # issue 22: an unchanged step forced to run again loads its compiled model (the
+    # results folder's .compiled) instead of compiling it: compile seconds of both runs
+    "uplift_step_rerun_real_scale": (
+        f"import shutil\nshutil.rmtree(r'{WORK / 'res' / '.compiled'}', ignore_errors=True)\n"
+        + _step_case("uplift", "{}") + "\n"
+        "first = m['mcmc']\nt = time.perf_counter()\n"
+        "pipeline.run(cfg, only='uplift', force=True, echo=lambda s: None)\n"
+        "t = time.perf_counter() - t\n"
+        f"again = json.load(open(r'{WORK / 'res' / 'uplift' / 'manifest.json'}'))['mcmc']\n"
+        "extra = {'inner_seconds': t, 'compile_seconds_first': first['compile_seconds'], "
+        "'compile_seconds_again': again['compile_seconds'], "
+        "'loaded_again': again['compiles_loaded'], 'compiles': again['compiles']}", 60.0),
     # the campaign-2 panel: old pandas path (peak RSS holds every purchase row) against
     # the engines (the same expression on DuckDB and on a local Spark session)
     "panel_pandas_real_scale": (

@@ -69,7 +69,7 @@ def supported() -> bool:
     """Whether the installed nutpie is a release :func:`compile_model` follows."""
     try:
         return _version("nutpie").startswith(NUTPIE_RELEASES)
-    except Exception:  # noqa: BLE001  (not installed)
+    except Exception:  # not installed
         return False
 
 
@@ -136,7 +136,7 @@ def _versions() -> dict[str, str]:
     for pkg in ("numpy", "scipy", "pytensor", "pymc", "nutpie", "numba", "llvmlite"):
         try:
             out[pkg] = _version(pkg)
-        except Exception:  # noqa: BLE001
+        except Exception:
             out[pkg] = "?"
     return out
 
@@ -189,7 +189,7 @@ class _StoreCache:
             return None
         try:
             cres = compiler.CompileResult._rebuild(target_context, *pickle.loads(payload))
-        except Exception:  # noqa: BLE001  (an unreadable entry: compile it again)
+        except Exception:  # an unreadable entry: compile it again
             return None
         self.hit = True
         return cres
@@ -200,6 +200,14 @@ class _StoreCache:
         if cres.library.has_dynamic_globals:
             return  # a process address in the code: not valid in another process
         self.store.save(self.key, self.name, serialize.dumps(cres._reduce()))
+
+
+def _placeholder(a: np.ndarray) -> np.ndarray:
+    """An array of ``a``'s dtype, rank and layout (C-contiguous, read-only), one element
+    per axis: what Numba types a global array by, without its values."""
+    p = np.zeros((1,) * a.ndim, dtype=a.dtype)
+    p.flags.writeable = a.flags.writeable
+    return p
 
 
 def _cfunc(pyfunc: Any, sig: Any, cache: _StoreCache | None) -> Any:
@@ -274,11 +282,15 @@ def compile_model(model: pm.Model, store: CFuncStore | None = None
                      CACHED_SRC_FUNCTIONS.get(expand_fn.py_func)],
                     n_dim, n_expanded, shared_data)
     caches = {n: _StoreCache(store, key, n) if key else None for n in ("logp", "expand")}
+    # the callbacks read the shared values through user_data at run time; nutpie also puts
+    # the values themselves in the code, only for their types (dtype, rank, layout), where
+    # an array over 1 MB becomes a process address: placeholders of the same types instead
+    types = {k: _placeholder(v) for k, v in shared_data.items()}
     raw, sig = cp._make_c_logp_func(n_dim, logp_fn, user_data,
-                                    [v.name for v in logp_pt.get_shared()], shared_data)
+                                    [v.name for v in logp_pt.get_shared()], types)
     logp_c = _cfunc(raw, sig, caches["logp"])
     raw, sig = cp._make_c_expand_func(n_dim, n_expanded, expand_fn, user_data,
-                                      [v.name for v in expand_pt.get_shared()], shared_data)
+                                      [v.name for v in expand_pt.get_shared()], types)
     expand_c = _cfunc(raw, sig, caches["expand"])
 
     dims, coords = cp._prepare_dims_and_coords(model, shape_info)

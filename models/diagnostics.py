@@ -53,6 +53,18 @@ class Convergence:
             raise ConvergenceError(f"{what} failed convergence checks: " + "; ".join(self.problems))
 
 
+def _constant_elements(idata: az.InferenceData, var_names: Sequence[str] | None) -> int:
+    """How many scalar elements of the checked variables have one value in every draw."""
+    post = idata.posterior
+    names = list(var_names) if var_names else list(post.data_vars)
+    total = 0
+    for name in names:
+        if name in post:
+            v = post[name]
+            total += int((v.max(("chain", "draw")) == v.min(("chain", "draw"))).sum())
+    return total
+
+
 def check_convergence(idata: az.InferenceData, var_names: Sequence[str] | None = None,
                       ess_min: float = ESS_MIN) -> Convergence:
     """Check r_hat, bulk/tail ESS, divergences and E-BFMI of a posterior.
@@ -66,8 +78,9 @@ def check_convergence(idata: az.InferenceData, var_names: Sequence[str] | None =
     ess_min
         ESS threshold (default 400).
     """
-    summ = az.summary(idata, var_names=list(var_names) if var_names else None,
-                      kind="diagnostics", round_to="none")
+    with np.errstate(divide="ignore", invalid="ignore"):  # constant draws: NaN, said below
+        summ = az.summary(idata, var_names=list(var_names) if var_names else None,
+                          kind="diagnostics", round_to="none")
     rhat = float(np.nanmax(summ["r_hat"])) if len(summ) else float("nan")
     ess_b = float(np.nanmin(summ["ess_bulk"])) if len(summ) else float("nan")
     ess_t = float(np.nanmin(summ["ess_tail"])) if len(summ) else float("nan")
@@ -88,6 +101,11 @@ def check_convergence(idata: az.InferenceData, var_names: Sequence[str] | None =
     if not ess_t >= ess_min:
         worst = summ["ess_tail"].idxmin()
         problems.append(f"min tail ESS {ess_t:.0f} < {ess_min:.0f} (at {worst})")
+    # r_hat and ESS are undefined (NaN) for a quantity whose draws are all equal (a
+    # structural zero, a pinned element); any other NaN is a failed check, not a skip
+    undefined = int(summ[["r_hat", "ess_bulk", "ess_tail"]].isna().any(axis=1).sum())
+    if undefined > _constant_elements(idata, var_names):
+        problems.append(f"r_hat or ESS undefined for {undefined} quantities whose draws vary")
     if div:
         problems.append(f"{div} divergent transitions")
     if bfmi == bfmi and bfmi < BFMI_MIN:

@@ -20,6 +20,22 @@ def needs_shared(*parts: str):
     return pytest.mark.skipif(not path.exists(), reason=f"{path} absent (real data not here)")
 
 
+@pytest.fixture(scope="session", autouse=True)
+def session_compile_cache(tmp_path_factory: pytest.TempPathFactory):
+    """One compile cache (analysis.compile_cache) for every pipeline run of the session:
+    a model that several tests fit on the same data is compiled once, then loaded."""
+    import os
+
+    folder = tmp_path_factory.mktemp("compiled")
+    before = os.environ.get("SHOPBAYES_COMPILE_CACHE")
+    os.environ["SHOPBAYES_COMPILE_CACHE"] = str(folder)
+    yield folder
+    if before is None:
+        os.environ.pop("SHOPBAYES_COMPILE_CACHE", None)
+    else:
+        os.environ["SHOPBAYES_COMPILE_CACHE"] = before
+
+
 @pytest.fixture(scope="session")
 def small_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small synthetic data folder (3,000 clients), generated once per session."""

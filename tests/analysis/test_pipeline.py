@@ -1,5 +1,6 @@
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -135,6 +136,42 @@ def test_the_manifest_and_progress_line_say_where_a_steps_mcmc_time_went(demo_co
     assert "MCMC compile 0.0 s, sampling 0.0 s" in lines[-1]
     assert sampling.MCMC_LOG == []
     assert pipeline.manifest(cfg, "fake")["mcmc"] == mc
+
+
+def test_a_rerun_loads_the_models_it_compiled(demo_copy, tmp_path, monkeypatch):
+    """A step forced to run again loads its compiled models from the results folder."""
+    pytest.importorskip("nutpie")
+    import numpy as np
+    import pymc as pm
+
+    from models import compiled, sampling
+
+    if not compiled.supported():
+        pytest.skip("nutpie release not followed by models.compiled")
+
+    def fitting_step(cfg):
+        with pm.Model() as m:
+            shape = pm.HalfNormal("shape", 2.0)
+            pm.Gamma("y", alpha=shape, beta=shape / 10.0, observed=np.arange(1.0, 30.0))
+        s = sampling.Sampler(m, sampling.SamplerSettings(backend="nutpie"))
+        return {"message": f"loaded {s.compile_loaded}"}
+
+    class FitStep(pipeline.Step):
+        def load(self):
+            return fitting_step
+
+    monkeypatch.delenv("SHOPBAYES_COMPILE_CACHE", raising=False)  # the results folder's
+    monkeypatch.setattr(pipeline, "STEPS", (FitStep("fit", "unused:run"),))
+    cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
+    lines: list[str] = []
+    first = pipeline.run(cfg, echo=lines.append)[0]
+    again = pipeline.run(cfg, force=True, echo=lines.append)[0]
+    assert first["message"] == "loaded False" and first["mcmc"]["compiles_loaded"] == 0
+    assert again["message"] == "loaded True" and again["mcmc"]["compiles_loaded"] == 1
+    assert "(1 of 1 loaded from earlier runs)" in lines[-1]
+    assert len(list((tmp_path / "res" / ".compiled").glob("*.nbc"))) == 2
+    off = pipeline.run(replace(cfg, compile_cache=False), force=True, echo=lines.append)[0]
+    assert off["mcmc"]["compiles_loaded"] == 0
 
 
 def _toy(name: str, needs: tuple[str, ...] = (), uses: tuple[str, ...] = ()) -> pipeline.Step:

@@ -111,6 +111,8 @@ def test_loaded_model_takes_new_data(spend: np.ndarray) -> None:
     np.testing.assert_array_equal(draws(loaded.with_data(y=spend * 2.0)),
                                   draws(compiled.with_data(y=spend * 2.0)))
     assert not np.array_equal(draws(loaded.with_data(y=spend * 2.0)), draws(loaded))
+    plain = nutpie.compile_pymc_model(gamma_model(spend, with_data=True))
+    np.testing.assert_array_equal(draws(loaded), draws(plain))
 
 
 def test_another_process_loads_what_this_one_saved(pair: dict, spend: np.ndarray,
