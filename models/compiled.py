@@ -21,8 +21,11 @@ so is a callback whose code holds a process address (Numba's "dynamic globals"),
 would not be valid in another process. The digamma function (``psi``, in the gradient of
 every Gamma-family likelihood) is one such operation in PyTensor: it calls SciPy's
 compiled ``psi`` through its address; :func:`register_cacheable_psi` calls the very same
-SciPy function through a named symbol instead, so graphs with it are keyed and cached and
-their numbers do not change.
+SciPy function through a named symbol instead, so graphs with it are keyed and cached.
+Its values are SciPy's, bit for bit; the surrounding code is optimised as a whole
+(fast-math), so a model's draws need not equal those of a build without the registration
+(they do not on the uplift model), but they are the same with a store or without, loaded
+or compiled.
 
 This module does no file I/O: the store (``load(key, name)`` / ``save(key, name,
 payload)``) is the caller's (``analysis.compile_cache``). Written against nutpie 0.16's
@@ -39,6 +42,7 @@ import pickle
 import platform
 import sys
 import warnings
+from dataclasses import dataclass
 from importlib.metadata import version as _version
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -85,8 +89,9 @@ def register_cacheable_psi() -> None:
     (the gradient of any Gamma, negative binomial or beta likelihood) is compiled again in
     every process. This registers, for float64 inputs, a Numba function that calls the
     same SciPy function through a named symbol (``llvmlite.binding.add_symbol``), which
-    cached code resolves when it is loaded: same function, same numbers, and a cache key.
-    Other dtypes keep PyTensor's implementation. Idempotent.
+    cached code resolves when it is loaded: the same function and values, and a cache key.
+    Other dtypes keep PyTensor's implementation. Idempotent; :func:`compile_model` calls
+    it whether or not it has a store, so both give the same draws.
     """
     global _PSI_REGISTERED
     if _PSI_REGISTERED:
@@ -224,6 +229,58 @@ def _cfunc(pyfunc: Any, sig: Any, cache: _StoreCache | None) -> Any:
     return res
 
 
+@dataclass
+class _Functions:
+    """What nutpie's ``_make_functions`` builds for a model, with the shared values and
+    the key of the callbacks to be compiled from them."""
+
+    n_dim: int
+    n_expanded: int
+    logp_pt: Any
+    expand_pt: Any
+    initial_point_fn: Any
+    shape_info: Any
+    shared_data: dict[str, np.ndarray]
+    user_data: Any
+    key: str | None
+
+
+def _functions(model: pm.Model) -> _Functions:
+    import nutpie.compile_pymc as cp
+    from pymc.initial_point import make_initial_point_fn
+    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
+
+    register_cacheable_psi()
+    initial_point_fn = cp._wrap_with_lock(make_initial_point_fn(
+        model=model, overrides=None, default_strategy="support_point",
+        jitter_rvs=set(model.free_RVs), return_transformed=True))
+    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info = \
+        cp._make_functions(model, mode="NUMBA", compute_grad=True, join_expanded=True,
+                           pymc_initial_point_fn=initial_point_fn, var_names=None)
+    shared_data: dict[str, np.ndarray] = {}
+    shared_vars: dict[str, Any] = {}
+    seen: set[Any] = set()
+    for val in [*logp_pt.get_shared(), *expand_pt.get_shared()]:
+        if val.name in shared_data and val not in seen:
+            raise ValueError(f"Shared variables must have unique names: {val.name}")
+        shared_data[val.name] = np.array(val.get_value(), order="C", copy=True)
+        shared_vars[val.name] = val
+        seen.add(val)
+    for arr in shared_data.values():
+        arr.flags.writeable = False
+    key = cache_key([CACHED_SRC_FUNCTIONS.get(logp_pt.vm.jit_fn.py_func),
+                     CACHED_SRC_FUNCTIONS.get(expand_pt.vm.jit_fn.py_func)],
+                    n_dim, n_expanded, shared_data)
+    return _Functions(n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info,
+                      shared_data, cp.make_user_data(shared_vars, shared_data), key)
+
+
+def model_key(model: pm.Model) -> str | None:
+    """The key :func:`compile_model` keeps ``model``'s compiled callbacks under (None:
+    not cacheable), from the model's graphs alone: nothing is compiled by Numba."""
+    return _functions(model).key
+
+
 def compile_model(model: pm.Model, store: CFuncStore | None = None
                   ) -> tuple[Any, dict[str, Any]]:
     """Compile ``model`` for nutpie, reusing the callbacks ``store`` has for it.
@@ -254,52 +311,28 @@ def compile_model(model: pm.Model, store: CFuncStore | None = None
     if store is None or not supported():
         return nutpie.compile_pymc_model(model), {"cached": False, "key": None}
     import nutpie.compile_pymc as cp
-    from pymc.initial_point import make_initial_point_fn
-    from pytensor.link.numba.cache import CACHED_SRC_FUNCTIONS
 
-    initial_point_fn = cp._wrap_with_lock(make_initial_point_fn(
-        model=model, overrides=None, default_strategy="support_point",
-        jitter_rvs=set(model.free_RVs), return_transformed=True))
-    n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info = \
-        cp._make_functions(model, mode="NUMBA", compute_grad=True, join_expanded=True,
-                           pymc_initial_point_fn=initial_point_fn, var_names=None)
-    logp_fn, expand_fn = logp_pt.vm.jit_fn, expand_pt.vm.jit_fn
-
-    shared_data: dict[str, np.ndarray] = {}
-    shared_vars: dict[str, Any] = {}
-    seen: set[Any] = set()
-    for val in [*logp_pt.get_shared(), *expand_pt.get_shared()]:
-        if val.name in shared_data and val not in seen:
-            raise ValueError(f"Shared variables must have unique names: {val.name}")
-        shared_data[val.name] = np.array(val.get_value(), order="C", copy=True)
-        shared_vars[val.name] = val
-        seen.add(val)
-    for arr in shared_data.values():
-        arr.flags.writeable = False
-    user_data = cp.make_user_data(shared_vars, shared_data)
-
-    key = cache_key([CACHED_SRC_FUNCTIONS.get(logp_fn.py_func),
-                     CACHED_SRC_FUNCTIONS.get(expand_fn.py_func)],
-                    n_dim, n_expanded, shared_data)
-    caches = {n: _StoreCache(store, key, n) if key else None for n in ("logp", "expand")}
+    f = _functions(model)
+    caches = {n: _StoreCache(store, f.key, n) if f.key else None for n in ("logp", "expand")}
     # the callbacks read the shared values through user_data at run time; nutpie also puts
     # the values themselves in the code, only for their types (dtype, rank, layout), where
     # an array over 1 MB becomes a process address: placeholders of the same types instead
-    types = {k: _placeholder(v) for k, v in shared_data.items()}
-    raw, sig = cp._make_c_logp_func(n_dim, logp_fn, user_data,
-                                    [v.name for v in logp_pt.get_shared()], types)
+    types = {k: _placeholder(v) for k, v in f.shared_data.items()}
+    raw, sig = cp._make_c_logp_func(f.n_dim, f.logp_pt.vm.jit_fn, f.user_data,
+                                    [v.name for v in f.logp_pt.get_shared()], types)
     logp_c = _cfunc(raw, sig, caches["logp"])
-    raw, sig = cp._make_c_expand_func(n_dim, n_expanded, expand_fn, user_data,
-                                      [v.name for v in expand_pt.get_shared()], types)
+    raw, sig = cp._make_c_expand_func(f.n_dim, f.n_expanded, f.expand_pt.vm.jit_fn,
+                                      f.user_data,
+                                      [v.name for v in f.expand_pt.get_shared()], types)
     expand_c = _cfunc(raw, sig, caches["expand"])
 
-    dims, coords = cp._prepare_dims_and_coords(model, shape_info)
+    dims, coords = cp._prepare_dims_and_coords(model, f.shape_info)
     compiled = cp.CompiledPyMCModel(
-        _n_dim=n_dim, dims=dims, _coords=coords,
-        _shapes={name: tuple(shape) for name, _, shape in zip(*shape_info, strict=True)},
+        _n_dim=f.n_dim, dims=dims, _coords=coords,
+        _shapes={name: tuple(shape) for name, _, shape in zip(*f.shape_info, strict=True)},
         compiled_logp_func=logp_c, compiled_expand_func=expand_c,
-        initial_point_func=initial_point_fn, shared_data=shared_data, user_data=user_data,
-        n_expanded=n_expanded, shape_info=shape_info, logp_func=logp_pt,
-        expand_func=expand_pt)
-    cached = bool(key) and all(c is not None and c.hit for c in caches.values())
-    return compiled, {"cached": cached, "key": key}
+        initial_point_func=f.initial_point_fn, shared_data=f.shared_data,
+        user_data=f.user_data, n_expanded=f.n_expanded, shape_info=f.shape_info,
+        logp_func=f.logp_pt, expand_func=f.expand_pt)
+    cached = bool(f.key) and all(c is not None and c.hit for c in caches.values())
+    return compiled, {"cached": cached, "key": f.key}

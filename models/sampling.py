@@ -52,8 +52,9 @@ class SamplerSettings:
 
 
 #: What every :class:`Sampler` in this process did, in order: ``{"event": "compile",
-#: "seconds"}``, ``{"event": "sample", "seconds", "draws", "tune", "chains"}`` (``draws``:
-#: per chain, kept; a run sized by its checks adds ``"checks"``, the draws at each) and, from
+#: "seconds", "cached"}`` (``cached``: loaded from the compile store), ``{"event":
+#: "sample", "seconds", "draws", "tune", "chains"}`` (``draws``: per chain, kept; a run
+#: sized by its checks adds ``"checks"``, the draws at each) and, from
 #: :func:`sample_checked` (or :func:`log_check`), ``{"event": "checked", "min_ess_bulk",
 #: "min_ess_tail", "ok", "reran"}``. The pipeline resets it before a step and summarises
 #: it after (:func:`summarize_log`); fits in other processes (a worker pool) are not in it.
