@@ -296,7 +296,7 @@ def compile_model(model: pm.Model, store: CFuncStore | None = None
     model
         A PyMC model.
     store
-        Where callbacks are kept; None compiles as nutpie does.
+        Where callbacks are kept; None: compiled every time, nothing loaded or saved.
 
     Returns
     -------
@@ -308,12 +308,13 @@ def compile_model(model: pm.Model, store: CFuncStore | None = None
 
     # with a store or without: the same code for psi, so the same numbers
     register_cacheable_psi()
-    if store is None or not supported():
+    if not supported():
         return nutpie.compile_pymc_model(model), {"cached": False, "key": None}
     import nutpie.compile_pymc as cp
 
     f = _functions(model)
-    caches = {n: _StoreCache(store, f.key, n) if f.key else None for n in ("logp", "expand")}
+    caches = {n: _StoreCache(store, f.key, n) if store is not None and f.key else None
+              for n in ("logp", "expand")}
     # the callbacks read the shared values through user_data at run time; nutpie also puts
     # the values themselves in the code, only for their types (dtype, rank, layout), where
     # an array over 1 MB becomes a process address: placeholders of the same types instead

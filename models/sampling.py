@@ -85,12 +85,11 @@ def summarize_log(log: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     bulk and tail ESS they reached and how many failed their checks (after any rerun)."""
     log = MCMC_LOG if log is None else log
     comp = [e for e in log if e["event"] == "compile"]
-    cached = [e for e in comp if e.get("cached")]
     runs = [e for e in log if e["event"] == "sample"]
     checked = [e for e in log if e["event"] == "checked"]
     out: dict[str, Any] = {
         "compiles": len(comp), "compile_seconds": round(sum(e["seconds"] for e in comp), 2),
-        "compiles_loaded": len(cached),
+        "compiles_loaded": sum(bool(e.get("cached")) for e in comp),
         "runs": len(runs), "sample_seconds": round(sum(e["seconds"] for e in runs), 2),
         "draws": int(sum(e["draws"] * e["chains"] for e in runs)),
         "checked_fits": len(checked), "reruns": sum(bool(e["reran"]) for e in checked),
