@@ -732,22 +732,44 @@ class SpendModel:
     def expected_spend_draws(self, frequency: np.ndarray, mean_spend: np.ndarray,
                              draws: int = 500) -> np.ndarray:
         """Expected spend per future purchase day of each client (clients x draws, money):
-        the Gamma-Gamma conditional mean ``p (v + x m) / (p x + q - 1)`` (Fader, Hardie and
-        Lee 2005, eq. 5; pymc-marketing ``expected_customer_spend``), which is the population
-        mean ``p v / (q - 1)`` for a client without a repeat purchase (``x = 0``) or whose
-        mean spend on them is not positive."""
-        from pymc_marketing.clv import GammaGammaModel
+        the Gamma-Gamma conditional mean, written as pymc-marketing's
+        ``GammaGammaModel.expected_customer_spend`` writes it (Fader and Hardie 2013, "The
+        Gamma-Gamma model of monetary value", eq. 5)::
 
+            w = p x / (p x + q - 1)
+            spend = (1 - w) p v / (q - 1) + w m
+
+        which is the population mean ``p v / (q - 1)`` for a client without a repeat
+        purchase (``x = 0``) or whose mean spend on them is not positive. The draws are
+        the posterior's thinned to about ``draws`` and at most ``draws`` of them, in the
+        library's order (chains one after the other).
+
+        The same formula in NumPy (as ``spend = pop + w (m - pop)``, in place: two arrays
+        of clients x draws), not through the library: its xarray broadcasting took 1.8 s
+        for 20,000 clients x 400 draws, about 10 s of the next-purchase step at real
+        scale; the test compares both, value for value.
+
+        Parameters
+        ----------
+        frequency : array (clients,)
+            Repeat purchase days ``x``.
+        mean_spend : array (clients,)
+            Mean spend on them ``m`` (money); not positive: no repeat spend observed.
+        """
         post = self.posterior(draws)
+        p, q, v = (post[k].values.reshape(-1)[None, :draws] for k in ("p", "q", "v"))
         m = np.asarray(mean_spend, float)
         # no repeat purchase, or none with a positive spend: the population mean
-        x = np.where(m > 0, np.asarray(frequency, float), 0.0)
-        data = pd.DataFrame({"customer_id": np.arange(len(x)), "frequency": x,
-                             "monetary_value": np.where(x > 0, m, 1.0)})
-        gg = GammaGammaModel(data=data)
-        gg.idata = az.InferenceData(posterior=post)
-        spend = gg.expected_customer_spend(data)
-        return spend.stack(sample=("chain", "draw")).transpose("customer_id", "sample").values
+        x = np.where(m > 0, np.asarray(frequency, float), 0.0)[:, None]
+        m = np.where(x[:, 0] > 0, m, 1.0)[:, None]
+        population = v * p / (q - 1)
+        weight = p * x
+        spend = weight + (q - 1)
+        weight /= spend
+        np.subtract(m, population, out=spend)
+        spend *= weight
+        spend += population
+        return spend
 
     def summary(self) -> pd.DataFrame:
         """ArviZ summary of ``p, q, v`` and the population mean spend ``p v / (q - 1)``."""

@@ -119,6 +119,34 @@ def test_expected_spend_is_the_gamma_gamma_conditional_mean():
         SpendModel._data(pd.DataFrame({"frequency": [1, 2], "mean_spend": [10.0, 0.0]}))
 
 
+def test_expected_spend_equals_pymc_marketings_expected_customer_spend():
+    """The NumPy arithmetic gives the library's values, draw for draw and in its order."""
+    from pymc_marketing.clv import GammaGammaModel
+
+    rng = np.random.default_rng(4)
+    post = xr.Dataset({k: (("chain", "draw"), rng.gamma(5.0, 1.0, (2, 30)) + 1.5)
+                       for k in ("p", "q", "v")})
+    s = SpendModel()
+
+    class _Fit:
+        idata = az.InferenceData(posterior=post)
+
+    s.model_ = _Fit()
+    x = rng.integers(0, 6, 300).astype(float)
+    m = np.where(rng.random(300) < 0.1, 0.0, rng.gamma(2.0, 800.0, 300))
+    got = s.expected_spend_draws(x, m, draws=60)
+    use = (x > 0) & (m > 0)
+    data = pd.DataFrame({"customer_id": np.arange(300), "frequency": np.where(use, x, 0.0),
+                         "monetary_value": np.where(use, m, 1.0)})
+    gg = GammaGammaModel(data=data)
+    gg.idata = az.InferenceData(posterior=post)
+    ref = gg.expected_customer_spend(data).stack(sample=("chain", "draw")).transpose(
+        "customer_id", "sample").values
+    assert got.shape == (300, 60)
+    np.testing.assert_allclose(got, ref, rtol=1e-13)
+    assert not np.allclose(got[use], got[use].mean(axis=0))  # clients differ
+
+
 def test_prior_predictive_gives_plausible_histories():
     pp = BetaGeoCells().prior_predictive(T=39, clients=1000, seed=1)
     assert 0 < pp["share_no_repeat"] < 1 and pp["frequency_q50"] <= pp["frequency_q99"]
