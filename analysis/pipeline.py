@@ -22,6 +22,7 @@ import resource
 import sys
 import time
 import traceback
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -257,6 +258,21 @@ def compile_cache_dir(cfg: Config) -> Path:
     return Path(os.environ.get("SHOPBAYES_COMPILE_CACHE") or cfg.results_dir / ".compiled")
 
 
+#: warnings of the libraries that say nothing to whoever runs a step (message patterns):
+#: ArviZ's for nutpie's trace without warm-up draws (its warm-up groups have none).
+#: ``models.sampling`` silences it around its own calls, but ``warnings.catch_warnings``
+#: is process-wide state, not thread-safe: with the next-purchase step's classifier in a
+#: second thread (scikit-learn enters ``catch_warnings`` too) it reached the CLI output
+KNOWN_WARNINGS = (r"More chains \(\d+\) than draws \(0\)",)
+
+
+def quiet_known_warnings() -> None:
+    """Ignore :data:`KNOWN_WARNINGS` in this process (a step's worker, or the CLI's
+    process when steps run in it)."""
+    for pattern in KNOWN_WARNINGS:
+        warnings.filterwarnings("ignore", pattern, UserWarning)
+
+
 def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     """Run one step (or skip it when current) and write its manifest."""
     if not force and is_current(cfg, step):
@@ -273,6 +289,7 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     sampling.reset_log()
     sampling.use_compile_store(CompileCache(compile_cache_dir(cfg))
                                if cfg.compile_cache else None)
+    quiet_known_warnings()
     try:
         summary = step.load()(cfg) or {}
         status, message = "ok", summary.pop("message", "")

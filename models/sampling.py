@@ -6,7 +6,8 @@ from __future__ import annotations
 import importlib.util
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
@@ -239,12 +240,14 @@ class Sampler:
 
         s = self.settings
         compiled = self._compiled.with_data(**data) if data else self._compiled
-        return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
-                             seed=seed, target_accept=s.target_accept, progress_bar=False,
-                             cores=s.chains, low_rank_modified_mass_matrix=s.low_rank,
-                             # nothing reads the tuning draws: not kept (less memory,
-                             # a smaller netCDF file, faster conversion)
-                             save_warmup=False, blocking=blocking)
+        with _no_empty_warmup_warning():
+            return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
+                                 seed=seed, target_accept=s.target_accept,
+                                 progress_bar=False, cores=s.chains,
+                                 low_rank_modified_mass_matrix=s.low_rank,
+                                 # nothing reads the tuning draws: not kept (less
+                                 # memory, a smaller netCDF file, faster conversion)
+                                 save_warmup=False, blocking=blocking)
 
     def _sample(self, seed: int, data: dict[str, Any] | None) -> az.InferenceData:
         s = self.settings
@@ -297,6 +300,17 @@ def _finished(run: Any) -> bool:
         return False
 
 
+@contextmanager
+def _no_empty_warmup_warning() -> Iterator[None]:
+    """Silence ArviZ's "More chains (2) than draws (0)" for nutpie's trace: without
+    ``save_warmup`` its warm-up groups have no draws (and a look while the chains tune
+    has no posterior draws yet); the checks see every draw there is."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", r"More chains \(\d+\) than draws \(0\)",
+                                UserWarning)
+        yield
+
+
 def _trace_with(run: Any, n: int) -> tuple[az.InferenceData, bool]:
     """The trace of nutpie's background ``run`` once every chain has ``n`` draws, or the
     whole trace when it finishes first, and whether it finished. Looks as often as the
@@ -306,10 +320,10 @@ def _trace_with(run: Any, n: int) -> tuple[az.InferenceData, bool]:
     wait = 0.5
     while True:
         if _finished(run):
-            return run.wait(), True
+            with _no_empty_warmup_warning():
+                return run.wait(), True
         time.sleep(wait)
-        with warnings.catch_warnings():  # a look while the chains tune has no draws yet
-            warnings.filterwarnings("ignore", "More chains", UserWarning)
+        with _no_empty_warmup_warning():  # also: a look while the chains tune
             trace = run.inspect()
         have = _draws_per_chain(trace)
         if have >= n:

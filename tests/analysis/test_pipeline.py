@@ -333,3 +333,28 @@ def test_jobs_below_one_are_refused_by_the_cli(demo_copy, tmp_path, capsys):
     assert main(["run", "--jobs", "0", "--data", str(demo_copy), "--results",
                  str(tmp_path / "r")]) == 2
     assert "--jobs 0" in capsys.readouterr().err
+
+
+def test_arvizs_empty_warm_up_warning_is_quiet_in_a_step():
+    """nutpie's trace without warm-up draws made ArviZ warn "More chains (2) than draws
+    (0)" in the CLI output of steps that fit in two threads; a step's process ignores it
+    (and only it)."""
+    import warnings
+
+    import arviz as az
+    import numpy as np
+
+    def warned() -> list[str]:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            if quiet:
+                pipeline.quiet_known_warnings()
+            az.from_dict(posterior={"x": np.zeros((2, 50))},
+                         warmup_posterior={"x": np.zeros((2, 0))}, save_warmup=True)
+            warnings.warn("More chains than expected", UserWarning, stacklevel=1)
+        return [str(w.message) for w in caught]
+
+    quiet = False
+    assert any(m.startswith("More chains (2) than draws (0)") for m in warned())
+    quiet = True
+    assert warned() == ["More chains than expected"]

@@ -155,3 +155,4 @@ def test_a_fit_that_never_passes_stops_at_the_ceiling_and_says_so(tiny_sampler):
         tiny_sampler.settings = replace(tiny_sampler.settings, draws=4000)
     assert idata.posterior.sizes["draw"] == 600 and not conv.ok
     assert any("ESS" in p for p in conv.problems)
+
