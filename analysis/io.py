@@ -17,6 +17,8 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.leftovers import tagged
+
 
 @contextlib.contextmanager
 def atomic_path(dest: str | Path) -> Iterator[Path]:
@@ -29,7 +31,9 @@ def atomic_path(dest: str | Path) -> Iterator[Path]:
     """
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    # the name carries this process's id: a killed run's file is removed by the next
+    # (analysis.leftovers)
+    fd, tmp_name = tempfile.mkstemp(prefix=tagged(dest.name), suffix=".tmp", dir=dest.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:

@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from analysis import leftovers
 from analysis.compile_cache import CompileCache
 from analysis.config import Config
 from analysis.io import digest_of, file_digest, read_json, write_json
@@ -290,6 +291,8 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     sampling.use_compile_store(CompileCache(compile_cache_dir(cfg))
                                if cfg.compile_cache else None)
     quiet_known_warnings()
+    # temporary files and folders of an earlier run of this step that was killed
+    removed = len(leftovers.sweep(step_dir(cfg, step.name)))
     try:
         summary = step.load()(cfg) or {}
         status, message = "ok", summary.pop("message", "")
@@ -298,7 +301,7 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     except Exception as exc:  # the runner reports every failure and carries on
         summary, status = {"traceback": traceback.format_exc(limit=6)}, "failed"
         message = f"{type(exc).__name__}: {exc}"
-    return _finish(cfg, step, status, message, time.perf_counter() - t0, summary)
+    return _finish(cfg, step, status, message, time.perf_counter() - t0, summary, removed)
 
 
 def _reused(cfg: Config, step: Step) -> dict[str, Any]:
@@ -307,7 +310,7 @@ def _reused(cfg: Config, step: Step) -> dict[str, Any]:
 
 
 def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
-            summary: dict[str, Any]) -> dict[str, Any]:
+            summary: dict[str, Any], leftovers_removed: int = 0) -> dict[str, Any]:
     mcmc = sampling.summarize_log()
     if mcmc["compiles"] or mcmc["runs"]:
         # where the time went: compiling and sampling the step's MCMC fits, and the rest
@@ -318,7 +321,7 @@ def _finish(cfg: Config, step: Step, status: str, message: str, seconds: float,
         "step": step.name, "status": status, "message": message,
         "input_hash": input_hash(cfg, step) if status == "ok" else None,
         "seconds": round(seconds, 2), "peak_rss_mib": round(_peak_rss_mib(), 1),
-        "mcmc": mcmc,
+        "mcmc": mcmc, "leftovers_removed": leftovers_removed,
         "finished": datetime.now(UTC).isoformat(timespec="seconds"),
         "data_dir": str(data_folder(cfg, step)), "summary": summary,
     }

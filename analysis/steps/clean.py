@@ -23,6 +23,7 @@ import pandas as pd
 
 from analysis.config import Config
 from analysis.io import read_json, write_json
+from analysis.leftovers import tagged
 from analysis.pipeline import StepSkipped, step_dir
 from analysis.store.aggregates import id_table
 from analysis.store.cleaning import clean_store
@@ -38,7 +39,7 @@ def run(cfg: Config) -> dict[str, Any]:
     out = step_dir(cfg, "clean")
     out.mkdir(parents=True, exist_ok=True)
     con = connect(cfg.engine, memory_limit=cfg.engine_memory)
-    with tempfile.TemporaryDirectory(prefix=".staged-", dir=out) as staging:
+    with tempfile.TemporaryDirectory(prefix=tagged("staged"), dir=out) as staging:
         database = open_database(cfg.database) if cfg.database else None
         staged = stage_folder(cfg.data_dir, Path(staging), con, database)
         quality = clean_store(con, staged, out)

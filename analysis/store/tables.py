@@ -22,6 +22,7 @@ import pandas as pd
 
 from analysis.errors import DataError, Problem
 from analysis.io import atomic_path
+from analysis.leftovers import tagged
 
 #: the kinds of column the aggregates rely on, checked against the Parquet schema
 KINDS = {"integer": "is_integer", "number": "is_numeric", "string": "is_string",
@@ -185,7 +186,9 @@ def materialised(con: Any, expr: Any, workdir: Path, ranges: IdRanges | None = N
     """
     import tempfile
 
-    with tempfile.TemporaryDirectory(prefix=".materialised-", dir=workdir) as tmp:
+    # the name carries this process's id: a killed step's folder is removed by the next
+    # run of the step (analysis.leftovers)
+    with tempfile.TemporaryDirectory(prefix=tagged("materialised"), dir=workdir) as tmp:
         if ranges and con.name == "duckdb":
             path = Path(tmp) / "result"
             path.mkdir()

@@ -238,6 +238,23 @@ def test_a_failed_or_dead_worker_fails_its_step_and_the_rest_goes_on(demo_copy, 
     assert res["beside"]["status"] == res["first"]["status"] == "ok"  # not taken along
 
 
+def test_a_killed_steps_temporary_files_are_removed_when_it_runs_again(tmp_path):
+    """A worker killed mid-write leaves a temporary result and a materialised table; the
+    step's next run removes them before it starts (and says how many in its manifest)."""
+    cfg = load_config(None, results_dir=tmp_path / "res")
+    first = {r["step"]: r for r in pipeline.run(cfg, steps=(_toy("killed"), _toy("beside")),
+                                                 jobs=2, echo=lambda s: None)}
+    assert first["killed"]["status"] == "failed" and "died" in first["killed"]["message"]
+    left = sorted(p.name for p in (tmp_path / "res" / "killed").iterdir()
+                  if p.name != "manifest.json")
+    assert len(left) == 2 and left[0].startswith(".materialised.pid")
+    assert left[1].startswith(".summary.json.pid") and left[1].endswith(".tmp")
+    again = pipeline.Step("killed", "tests.analysis.toy_steps:killed_rerun")
+    res = pipeline.run(cfg, steps=(again,), jobs=1, echo=lambda s: None)
+    assert res[0]["status"] == "ok" and res[0]["summary"]["found"] == ["manifest.json"]
+    assert pipeline.manifest(cfg, "killed")["leftovers_removed"] == 2
+
+
 def test_the_longest_chain_of_steps_starts_first(demo_copy, tmp_path):
     cfg = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "res")
     level = pipeline.critical_path(cfg, list(TOYS))  # never ran: 60 s each

@@ -50,5 +50,28 @@ def dies(cfg: Config) -> dict:
     os._exit(3)  # as a worker killed for memory would
 
 
+def killed(cfg: Config) -> dict:
+    """Killed while it writes a result and keeps a materialised table (as a run killed
+    for memory would be): both temporary names stay behind."""
+    import tempfile
+
+    from analysis.io import atomic_path
+    from analysis.leftovers import tagged
+
+    out = cfg.results_dir / "killed"
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "summary.json") as tmp, \
+            tempfile.TemporaryDirectory(prefix=tagged("materialised"), dir=out) as table:
+        tmp.write_text("{")
+        (Path(table) / "result.parquet").write_bytes(b"partial")
+        os._exit(9)
+
+
+def killed_rerun(cfg: Config) -> dict:
+    """The same step run again: it lists what it finds in its folder."""
+    out = cfg.results_dir / "killed"
+    return {"found": sorted(p.name for p in out.iterdir())}
+
+
 def read_value(results: Path, name: str) -> int:
     return json.loads((results / name / "out.json").read_text())["value"]
