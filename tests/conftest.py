@@ -5,7 +5,8 @@ import os
 # Under pytest-xdist (`make test`: two worker processes on two cores) each worker's
 # OpenMP code (scikit-learn's boosting, k-means) runs on one thread: two workers of two
 # threads each on two cores spent most of their time waiting for each other's threads
-# (the nested-CV test: 16.9 s under xdist, 5.4 s alone). BLAS keeps its thread count
+# (the one-click model search test took 16.9 s under xdist, 5.4 s alone; with one thread
+# per worker it left the 40 slowest). BLAS keeps its thread count
 # (OpenBLAS would otherwise read OMP_NUM_THREADS), so the numbers are those of one process.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ.setdefault("OPENBLAS_NUM_THREADS", str(len(os.sched_getaffinity(0))))
