@@ -27,7 +27,9 @@ def tagged(what: str) -> str:
 
 
 def _alive(pid: int) -> bool:
-    """Whether process ``pid`` exists (a process of another user counts as alive)."""
+    """Whether process ``pid`` runs (a process of another user counts as running; a
+    zombie, which has ended but not yet been collected by its parent, does not: a killed
+    step's worker is one until the fork server that started it collects it)."""
     if pid == os.getpid():
         return True
     try:
@@ -36,7 +38,11 @@ def _alive(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # Linux: the state is the field after the command name in parentheses
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in ("Z", "X")
 
 
 def sweep(folder: str | Path) -> list[Path]:

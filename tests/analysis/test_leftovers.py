@@ -12,6 +12,26 @@ def _dead_pid() -> int:
     return p.pid
 
 
+def test_an_ended_process_not_yet_collected_counts_as_ended():
+    """A killed worker is a zombie until its parent collects it (the CI run of the
+    pipeline test found one): its leftovers are removed all the same."""
+    import time
+
+    from analysis.leftovers import _alive
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        for _ in range(200):  # ended, not waited for: a zombie
+            state = open(f"/proc/{p.pid}/stat").read().rsplit(")", 1)[1].split()[0]
+            if state == "Z":
+                break
+            time.sleep(0.05)
+        assert state == "Z" and not _alive(p.pid)
+    finally:
+        p.wait()
+    assert _alive(os.getpid()) and _alive(os.getppid())
+
+
 def test_sweep_removes_what_ended_processes_left_and_nothing_else(tmp_path):
     dead = _dead_pid()
     (tmp_path / "model").mkdir()
