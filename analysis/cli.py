@@ -237,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "folder with the case's four files; for `run next-purchase` a "
                         "folder with apparel-purchases.csv runs the apparel case")
     r.add_argument("--results", default=None, help="results folder (default data/results)")
-    r.add_argument("--force", action="store_true", help="rerun even when inputs are unchanged")
+    r.add_argument("--force", action="store_true",
+                   help="rerun every step even when its inputs are unchanged (a step named "
+                        "on the command line always runs)")
     r.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="steps run at once, each in its own process (default: the config's "
                         "jobs, 2); 1 runs them one after the other; results are the same")

@@ -278,6 +278,8 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
     """Run one step (or skip it when current) and write its manifest."""
     if not force and is_current(cfg, step):
         return _reused(cfg, step)
+    # temporary files and folders of an earlier run of this step that was killed
+    removed = len(leftovers.sweep(step_dir(cfg, step.name)))
     for up in step.needs:
         m = manifest(cfg, up)
         if not m or m.get("status") != "ok":
@@ -285,14 +287,12 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
             why = f"upstream step '{up}' has no successful result"
             if m and m.get("status") == "skipped":
                 why += f" ({m.get('message')})"
-            return _finish(cfg, step, status, why, 0.0, {})
+            return _finish(cfg, step, status, why, 0.0, {}, removed)
     t0 = time.perf_counter()
     sampling.reset_log()
     sampling.use_compile_store(CompileCache(compile_cache_dir(cfg))
                                if cfg.compile_cache else None)
     quiet_known_warnings()
-    # temporary files and folders of an earlier run of this step that was killed
-    removed = len(leftovers.sweep(step_dir(cfg, step.name)))
     try:
         summary = step.load()(cfg) or {}
         status, message = "ok", summary.pop("message", "")
@@ -305,7 +305,10 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
 
 
 def _reused(cfg: Config, step: Step) -> dict[str, Any]:
-    """The result of a step whose results are current: its manifest, marked reused."""
+    """The result of a step whose results are current: its manifest, marked reused.
+    Temporary files of a later run of the step that was killed (a ``--force`` run
+    killed before it replaced these results) are removed."""
+    leftovers.sweep(step_dir(cfg, step.name))
     return {**(manifest(cfg, step.name) or {}), "status": "ok", "reused": True}
 
 

@@ -1,5 +1,7 @@
 import json
 import os
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -253,6 +255,18 @@ def test_a_killed_steps_temporary_files_are_removed_when_it_runs_again(tmp_path)
     res = pipeline.run(cfg, steps=(again,), jobs=1, echo=lambda s: None)
     assert res[0]["status"] == "ok" and res[0]["summary"]["found"] == ["manifest.json"]
     assert pipeline.manifest(cfg, "killed")["leftovers_removed"] == 2
+    # a --force run killed before it replaced current results: the run that reuses them
+    # removes what it left
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / "res" / "killed" / f".materialised.pid{dead.pid}.abcd1234"
+    left.mkdir()
+    for jobs in (1, 2):
+        again = pipeline.run(cfg, steps=(pipeline.Step(
+            "killed", "tests.analysis.toy_steps:killed_rerun"), _toy("beside")), jobs=jobs,
+            echo=lambda s: None)
+        assert {r["step"]: r for r in again}["killed"]["reused"] and not left.exists()
+        left.mkdir()
 
 
 def test_the_longest_chain_of_steps_starts_first(demo_copy, tmp_path):
