@@ -390,8 +390,11 @@ def _outcome(res: dict[str, Any], name: str = "") -> str:
     split = (f"; MCMC compile {mc['compile_seconds']:.1f} s{loaded}, sampling "
              f"{mc['sample_seconds']:.1f} s, other {mc['other_seconds']:.1f} s"
              if "other_seconds" in mc else "")
+    n = res.get("leftovers_removed") or 0
+    swept = (f"; removed {n} temporary file{'s' if n > 1 else ''} of an earlier run that "
+             "was killed" if n else "")
     return (f"      {who}{res['status']} in {res['seconds']:.1f} s "
-            f"(peak RSS {res['peak_rss_mib']:.0f} MiB{split}){extra}")
+            f"(peak RSS {res['peak_rss_mib']:.0f} MiB{split}{swept}){extra}")
 
 
 def critical_path(cfg: Config, plan: list[Step]) -> dict[str, float]:

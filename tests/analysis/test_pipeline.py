@@ -252,8 +252,10 @@ def test_a_killed_steps_temporary_files_are_removed_when_it_runs_again(tmp_path)
     assert len(left) == 2 and left[0].startswith(".materialised.pid")
     assert left[1].startswith(".summary.json.pid") and left[1].endswith(".tmp")
     again = pipeline.Step("killed", "tests.analysis.toy_steps:killed_rerun")
-    res = pipeline.run(cfg, steps=(again,), jobs=1, echo=lambda s: None)
+    lines: list[str] = []
+    res = pipeline.run(cfg, steps=(again,), jobs=1, echo=lines.append)
     assert res[0]["status"] == "ok" and res[0]["summary"]["found"] == ["manifest.json"]
+    assert "removed 2 temporary files of an earlier run that was killed" in lines[-1]
     assert pipeline.manifest(cfg, "killed")["leftovers_removed"] == 2
     # a --force run killed before it replaced current results: the run that reuses them
     # removes what it left
