@@ -264,7 +264,7 @@ def compile_cache_dir(cfg: Config) -> Path:
 #: ``models.sampling`` silences it around its own calls, but ``warnings.catch_warnings``
 #: is process-wide state, not thread-safe: with the next-purchase step's classifier in a
 #: second thread (scikit-learn enters ``catch_warnings`` too) it reached the CLI output
-KNOWN_WARNINGS = (r"More chains \(\d+\) than draws \(0\)",)
+KNOWN_WARNINGS = (sampling.EMPTY_WARMUP_WARNING,)
 
 
 def quiet_known_warnings() -> None:

@@ -240,7 +240,7 @@ class Sampler:
 
         s = self.settings
         compiled = self._compiled.with_data(**data) if data else self._compiled
-        with _no_empty_warmup_warning():
+        with _quiet_chains_warning():
             return nutpie.sample(compiled, draws=s.draws, tune=s.tune, chains=s.chains,
                                  seed=seed, target_accept=s.target_accept,
                                  progress_bar=False, cores=s.chains,
@@ -300,14 +300,19 @@ def _finished(run: Any) -> bool:
         return False
 
 
+#: ArviZ's warning for nutpie's trace without ``save_warmup``: its warm-up groups have no
+#: draws (a message pattern for ``warnings.filterwarnings``)
+EMPTY_WARMUP_WARNING = r"More chains \(\d+\) than draws \(0\)"
+
+
 @contextmanager
-def _no_empty_warmup_warning() -> Iterator[None]:
-    """Silence ArviZ's "More chains (2) than draws (0)" for nutpie's trace: without
-    ``save_warmup`` its warm-up groups have no draws (and a look while the chains tune
-    has no posterior draws yet); the checks see every draw there is."""
+def _quiet_chains_warning(pattern: str = EMPTY_WARMUP_WARNING) -> Iterator[None]:
+    """Silence ArviZ's "More chains (2) than draws (n)" for nutpie's trace: without
+    ``save_warmup`` its warm-up groups have no draws (``pattern`` by default), and a
+    look while the chains start has few (``"More chains"``); the checks see every draw
+    there is."""
     with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", r"More chains \(\d+\) than draws \(0\)",
-                                UserWarning)
+        warnings.filterwarnings("ignore", pattern, UserWarning)
         yield
 
 
@@ -320,10 +325,10 @@ def _trace_with(run: Any, n: int) -> tuple[az.InferenceData, bool]:
     wait = 0.5
     while True:
         if _finished(run):
-            with _no_empty_warmup_warning():
+            with _quiet_chains_warning():
                 return run.wait(), True
         time.sleep(wait)
-        with _no_empty_warmup_warning():  # also: a look while the chains tune
+        with _quiet_chains_warning("More chains"):  # a look before each chain has 2 draws
             trace = run.inspect()
         have = _draws_per_chain(trace)
         if have >= n:

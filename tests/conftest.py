@@ -114,6 +114,17 @@ def quick_one_click(cfg, folder: Path):
     return replace(cfg, one_click=oc, sampler_overrides=overrides)
 
 
+def ended_process_id() -> int:
+    """The id of a process that has ended and been collected (no process has it now,
+    unless the system gives it to a new one)."""
+    import subprocess
+    import sys
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()
+    return p.pid
+
+
 def demo_store_frame(folder: Path, spec: DemoSpec) -> tuple[pd.DataFrame, dict]:
     """Write a demo folder and return its campaign-1 store frame (the planted segments as
     clusters) and the planted truth of campaign 1 (``truth.json``)."""

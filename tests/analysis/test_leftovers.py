@@ -4,12 +4,7 @@ import sys
 
 from analysis.io import atomic_path
 from analysis.leftovers import sweep, tagged
-
-
-def _dead_pid() -> int:
-    p = subprocess.Popen([sys.executable, "-c", "pass"])
-    p.wait()
-    return p.pid
+from tests.conftest import ended_process_id
 
 
 def test_an_ended_process_not_yet_collected_counts_as_ended():
@@ -33,7 +28,7 @@ def test_an_ended_process_not_yet_collected_counts_as_ended():
 
 
 def test_sweep_removes_what_ended_processes_left_and_nothing_else(tmp_path):
-    dead = _dead_pid()
+    dead = ended_process_id()
     (tmp_path / "model").mkdir()
     gone = [tmp_path / f".materialised.pid{dead}.k2j4_x9q", tmp_path / "model" /
             f".model.joblib.pid{dead}.a1b2c3d4.tmp"]

@@ -1,7 +1,5 @@
 import json
 import os
-import subprocess
-import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -10,6 +8,7 @@ import pytest
 from analysis import pipeline
 from analysis.cli import main
 from analysis.config import load_config
+from tests.conftest import ended_process_id
 
 #: every step of the pipeline (the fixture below leaves only `clean` in pipeline.STEPS)
 ALL_STEPS = pipeline.STEPS
@@ -259,9 +258,7 @@ def test_a_killed_steps_temporary_files_are_removed_when_it_runs_again(tmp_path)
     assert pipeline.manifest(cfg, "killed")["leftovers_removed"] == 2
     # a --force run killed before it replaced current results: the run that reuses them
     # removes what it left
-    dead = subprocess.Popen([sys.executable, "-c", "pass"])
-    dead.wait()
-    left = tmp_path / "res" / "killed" / f".materialised.pid{dead.pid}.abcd1234"
+    left = tmp_path / "res" / "killed" / f".materialised.pid{ended_process_id()}.abcd1234"
     left.mkdir()
     for jobs in (1, 2):
         again = pipeline.run(cfg, steps=(pipeline.Step(
