@@ -23,6 +23,7 @@ Gamma(``w``, 1) one.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -137,17 +138,27 @@ def uplift_evaluation(y: np.ndarray, t: np.ndarray, w: np.ndarray, score: np.nda
     return out
 
 
-def budget_curve(gain_draws: np.ndarray, contact_cost: float = 0.0) -> pd.DataFrame:
+def budget_curve(gain_draws: np.ndarray | Callable[[np.ndarray], np.ndarray],
+                 contact_cost: float = 0.0, clients: int | None = None,
+                 block: int = 2_000) -> pd.DataFrame:
     """Cumulative expected incremental profit of contacting clients in order of their
     expected gain, with its 94% interval, and the marginal gain of each next contact.
 
     Parameters
     ----------
-    gain_draws : array of shape (draws, clients)
+    gain_draws : array of shape (draws, clients), or callable
         Posterior draws of each client's incremental profit of contact (money, before
-        the contact's cost).
+        the contact's cost); or a function of client positions (integer array) returning
+        their draws, shape (draws, positions), the same draws on every call: the clients
+        are then read ``block`` at a time, so memory holds draws x ``block`` values
+        whatever the number of clients (the draws are computed twice: once for the
+        order, once for the sums).
     contact_cost
         Cost of one contact (money).
+    clients
+        Number of clients (positions ``0 .. clients - 1``); required with a callable.
+    block
+        Clients per block of the callable.
 
     Returns
     -------
@@ -155,19 +166,46 @@ def budget_curve(gain_draws: np.ndarray, contact_cost: float = 0.0) -> pd.DataFr
         One row per client in contact order: ``rank`` (1-based), ``client`` (column of
         ``gain_draws``), ``expected_gain`` (of that client, net of the cost),
         ``cumulative_mean``, ``cumulative_low``, ``cumulative_high`` (money, 94%) and
-        ``p_cumulative_positive``.
+        ``p_cumulative_positive``. The same numbers for the array and the callable.
+
+    Raises
+    ------
+    ValueError
+        If ``gain_draws`` is a callable and ``clients`` is not given.
     """
-    g = np.asarray(gain_draws, float) - contact_cost
-    mean = g.mean(axis=0)
+    if not callable(gain_draws):
+        draws = np.asarray(gain_draws, float)
+        clients = draws.shape[1]
+
+        def gain_draws(idx: np.ndarray) -> np.ndarray:
+            return draws[:, idx]
+
+        block = max(clients, 1)  # one block: no copy beyond what the sums need
+    elif clients is None:
+        raise ValueError("budget_curve needs the number of clients with a callable")
+    blocks = [np.arange(lo, min(lo + block, clients)) for lo in range(0, clients, block)]
+    mean = (np.concatenate([(gain_draws(idx) - contact_cost).mean(axis=0) for idx in blocks])
+            if blocks else np.zeros(0))
     order = np.argsort(-mean, kind="stable")
-    cum = np.cumsum(g[:, order], axis=1)
     lo_q, hi_q = (1 - HDI_PROB) / 2, 1 - (1 - HDI_PROB) / 2
+    stats: dict[str, list[np.ndarray]] = {k: [] for k in ("mean", "low", "high", "p")}
+    carry: np.ndarray | float = 0.0
+    for lo in range(0, clients, block):
+        g = gain_draws(order[lo:lo + block]) - contact_cost
+        g[:, 0] += carry  # the running sums go on from the last block's (same additions)
+        cum = np.cumsum(g, axis=1)
+        carry = cum[:, -1].copy()
+        stats["mean"].append(cum.mean(axis=0))
+        low, high = np.quantile(cum, [lo_q, hi_q], axis=0)
+        stats["low"].append(low)
+        stats["high"].append(high)
+        stats["p"].append((cum > 0).mean(axis=0))
+    cat = {k: np.concatenate(v) if v else np.zeros(0) for k, v in stats.items()}
     return pd.DataFrame({
         "rank": np.arange(1, len(order) + 1), "client": order,
-        "expected_gain": mean[order], "cumulative_mean": cum.mean(axis=0),
-        "cumulative_low": np.quantile(cum, lo_q, axis=0),
-        "cumulative_high": np.quantile(cum, hi_q, axis=0),
-        "p_cumulative_positive": (cum > 0).mean(axis=0)})
+        "expected_gain": mean[order], "cumulative_mean": cat["mean"],
+        "cumulative_low": cat["low"], "cumulative_high": cat["high"],
+        "p_cumulative_positive": cat["p"]})
 
 
 def stop_point(curve: pd.DataFrame) -> int:

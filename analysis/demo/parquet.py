@@ -43,6 +43,7 @@ from analysis.demo.store import (
     publish,
     write_id_files,
 )
+from analysis.leftovers import sweep, tagged
 
 #: clients per chunk (peak memory grows with it: about 2 GiB at 200,000)
 CHUNK_CLIENTS = 200_000
@@ -132,7 +133,9 @@ def write_demo_parquet(out: str | Path, spec: DemoSpec | None = None,
     sizes = chunk_sizes(spec.clients, chunk_clients)
     effects = city_effects(spec)
     products = catalogue(spec)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))
+    # a killed run's folder (its name carries the process id) goes now
+    sweep(out)
+    tmp = Path(tempfile.mkdtemp(prefix=tagged("demo"), dir=out))
     writers = {name: pq.ParquetWriter(tmp / f"{name}.parquet", schema)
                for name, schema in SCHEMAS.items()}
     truth_writer = None

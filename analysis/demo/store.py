@@ -72,6 +72,7 @@ import pandas as pd
 from scipy.special import softmax
 
 from analysis.demo import catalogue as cat
+from analysis.leftovers import sweep, tagged
 
 RESOURCES = Path(__file__).parent / "resources"
 N_DAYS = 59
@@ -753,7 +754,9 @@ def write_demo(out: str | Path, spec: DemoSpec | None = None) -> dict[str, Path]
     lost = cl[cl.lost][["id", "age", "education", "city", "country"]]
     purchases = d["purchases"].sort_values(["dt", "id"], kind="stable")
     rng = np.random.default_rng(spec.seed + 1)
-    tmp = Path(tempfile.mkdtemp(prefix=".demo-", dir=out))
+    # a killed run's folder (its name carries the process id) goes now
+    sweep(out)
+    tmp = Path(tempfile.mkdtemp(prefix=tagged("demo"), dir=out))
     try:
         _write_db(tmp / "shop_database.db", {"personal_data": known,
                                              "personal_data_coeffs": d["coeffs"],

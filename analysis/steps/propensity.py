@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
 from analysis.config import Config
-from analysis.io import atomic_path, save_figure, write_json, write_parquet, write_text
+from analysis.io import atomic_path, save_figure, write_json, write_parquet
+from analysis.leftovers import tagged
 from analysis.pipeline import StepSkipped, step_dir, succeeded
 from analysis.steps.clean import purchase_ranges, purchases_path, read_campaign_ids
 from analysis.steps.client_labels import with_clusters, with_gender_labels
@@ -277,20 +279,86 @@ def distinct_inputs(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     return code, rows.iloc[first].reset_index(drop=True)
 
 
+#: the ranked list's columns (``targets.csv``)
+TARGET_COLUMNS = ["rank", "id", "cluster", "category", "has_history", "p_contacted",
+                  "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
+                  "p_uplift_positive", "expected_profit_gain", "profit_gain_low",
+                  "profit_gain_high", "p_profit_positive", "expected_profit_gain_no_discount"]
+
+
+class SortedRuns:
+    """Distinct values of a sorted sequence fed in pieces, and how many values occur
+    once: the tie statistics of a ranked list read in batches."""
+
+    def __init__(self) -> None:
+        self.values = 0
+        self.distinct = 0
+        self.singles = 0
+        self._last: float | None = None
+        self._run = 0
+
+    def add(self, x: np.ndarray) -> None:
+        """Feed the next values (``x`` continues the order of the values fed before)."""
+        if not len(x):
+            return
+        starts = np.r_[True, x[1:] != x[:-1]]
+        if self._last is not None and x[0] == self._last:
+            starts[0] = False  # continues the last run
+        idx = np.flatnonzero(starts)
+        if not len(idx):
+            self._run += len(x)
+        else:
+            if self._last is not None:  # the run before ``x`` ends at idx[0]
+                self.singles += int(self._run + idx[0] == 1)
+            lengths = np.diff(np.r_[idx, len(x)])
+            self.singles += int((lengths[:-1] == 1).sum())
+            self._run = int(lengths[-1])
+            self.distinct += len(idx)
+        self.values += len(x)
+        self._last = x[-1]
+
+    def finish(self) -> dict[str, float]:
+        """``distinct`` values and the ``share`` of values that occur once."""
+        singles = self.singles + int(self._run == 1)
+        return {"distinct": self.distinct,
+                "share": singles / self.values if self.values else float("nan")}
+
+
 def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: PropensityModel,
                  categories: list[str], value: pd.Series, out: Path
                  ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Score every client x category of the target city (in batches), write
-    ``scores.parquet``; return the best category of each client (ranked by expected
-    profit gain of contact with the discount), the sums per cluster x category and
-    counts."""
+    ``scores.parquet`` and the ranked list ``targets.csv`` (each client's best category,
+    ranked by the expected profit gain of contact with the discount, then by id).
+
+    Memory holds one batch whatever the number of clients: each batch's best rows go to
+    a temporary Parquet file, which the engine ranks and streams back in order.
+
+    Returns
+    -------
+    head : DataFrame
+        The first ``budget_clients`` rows of the ranked list, with the model's inputs
+        (for the budget curve's posterior draws).
+    by_cluster : DataFrame
+        Mean ``p_contacted``, ``uplift`` and ``expected_profit_gain`` per cluster x
+        category.
+    counts : dict
+        ``rows_scored``, ``profitable_rows``, ``clients``, ``clients_with_history``, the
+        tie statistics of the ranked scores (rounded to 6 decimals) and
+        ``best_category_counts`` (the five most frequent best categories).
+    """
+    import tempfile
+
     pc, b = cfg.propensity, cfg.business
     before = purchases.filter(purchases.dt < WINDOW[0]).semi_join(target.select("id"), "id")
-    best_parts, sums, n_rows, profitable = [], [], 0, 0
+    sums, n_rows, profitable = [], 0, 0
     keys = ["id", "country", "city", "cluster", "gender", "contacted"]
+    gain_cols = ["p_contacted", "uplift", "expected_profit_gain"]
     with materialised(con, before, out) as (before, _), \
+            tempfile.TemporaryDirectory(prefix=tagged("best"), dir=out) as tmp_best, \
             atomic_path(out / "scores.parquet") as tmp:
-        writer = None
+        best_path = Path(tmp_best) / "best.parquet"
+        writer = best_writer = None
         try:
             for batch in engine_batches(con, target.select(*keys).order_by("id"),
                                         pc.score_batch, out):
@@ -307,31 +375,73 @@ def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: Prop
                     v = part["category"].map(value).fillna(0.0).to_numpy()
                     parts.append(pd.DataFrame(_gains(model, part, v, b.margin,
                                                      b.discount_depth)))
+                del distinct
                 gains = pd.concat(parts, ignore_index=True).iloc[code].set_index(rows.index)
-                scores = pd.concat([rows, gains], axis=1)
-                table = pa.Table.from_pandas(scores, preserve_index=False)
+                del parts
+                table = pa.Table.from_pandas(rows, preserve_index=False)
+                for col in gains.columns:
+                    table = table.append_column(col, pa.array(gains[col].to_numpy()))
                 if writer is None:
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
-                best_parts.append(scores.sort_values(["id", "expected_profit_gain"],
-                                                     ascending=[True, False])
-                                  .groupby("id").head(1))
-                sums.append(scores.groupby(["cluster", "category"])
-                            [["p_contacted", "uplift", "expected_profit_gain"]]
+                # each client's best category: the first of its highest expected gain
+                best = table.take(pa.array(gains["expected_profit_gain"]
+                                           .groupby(rows["id"].to_numpy(), sort=False)
+                                           .idxmax().to_numpy()))
+                del table
+                if best_writer is None:
+                    best_writer = pq.ParquetWriter(best_path, best.schema)
+                best_writer.write_table(best)
+                sums.append(pd.concat([rows[["cluster", "category"]], gains[gain_cols]],
+                                      axis=1).groupby(["cluster", "category"])
                             .agg(["sum", "count"]))
-                n_rows += len(scores)
-                profitable += int((scores["expected_profit_gain"] > 0).sum())
+                n_rows += len(rows)
+                profitable += int((gains["expected_profit_gain"] > 0).sum())
+                del rows, gains, best
         finally:
-            if writer is not None:
-                writer.close()
-    best = pd.concat(best_parts, ignore_index=True).sort_values(
-        ["expected_profit_gain", "id"], ascending=[False, True], ignore_index=True)
-    best.insert(0, "rank", np.arange(1, len(best) + 1))
+            for w in (writer, best_writer):
+                if w is not None:
+                    w.close()
+        head, counts = _rank(con, best_path, pc.budget_clients, pc.score_batch, out)
     total = pd.concat(sums).groupby(level=[0, 1]).sum()
     by_cluster = pd.DataFrame({c: total[(c, "sum")] / total[(c, "count")]
-                               for c in ("p_contacted", "uplift", "expected_profit_gain")}
-                              ).reset_index()
-    return best, by_cluster, {"rows_scored": n_rows, "profitable_rows": profitable}
+                               for c in gain_cols}).reset_index()
+    return head, by_cluster, {"rows_scored": n_rows, "profitable_rows": profitable,
+                              **counts}
+
+
+def _rank(con: Any, best_path: Path, head_rows: int, batch_rows: int, out: Path
+          ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Rank the best rows in ``best_path`` (expected profit gain, descending, then id) in
+    the engine; write ``targets.csv`` batch by batch; return the first ``head_rows``
+    ranked rows and the list's counts (see :func:`score_target`)."""
+    t = con.read_parquet(str(best_path))
+    ranked = t.mutate(rank=ibis.row_number().over(
+        order_by=[ibis.desc(t.expected_profit_gain), t.id]) + 1).order_by("rank")
+    heads: list[pd.DataFrame] = []
+    categories: Counter[str] = Counter()
+    runs, runs_history = SortedRuns(), SortedRuns()
+    with atomic_path(out / "targets.csv") as tmp, open(tmp, "w", newline="") as f:
+        for i, part in enumerate(engine_batches(con, ranked, batch_rows, out)):
+            part["rank"] = part["rank"].astype("int64")
+            part[TARGET_COLUMNS].round(6).to_csv(f, header=i == 0, index=False)
+            taken = sum(len(h) for h in heads)
+            if taken < head_rows:
+                heads.append(part.iloc[:head_rows - taken])
+            score = part["expected_profit_gain"].round(6).to_numpy()
+            runs.add(score)
+            runs_history.add(score[part["has_history"].to_numpy(bool)])
+            categories.update(part["category"].astype(str).tolist())
+        if not heads:  # no client: the header alone
+            pd.DataFrame(columns=TARGET_COLUMNS).to_csv(f, index=False)
+    head = (pd.concat(heads, ignore_index=True) if heads
+            else pd.DataFrame(columns=["rank", *t.columns]))
+    top = sorted(categories.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    alone, alone_history = runs.finish(), runs_history.finish()
+    return head, {"clients": runs.values, "clients_with_history": runs_history.values,
+                  "distinct_scores": alone["distinct"], "distinct_score_share": alone["share"],
+                  "distinct_score_share_with_history": alone_history["share"],
+                  "best_category_counts": dict(top)}
 
 
 def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[int]],
@@ -348,31 +458,27 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
     conv = model.convergence_
     value = window_value(purchases, WINDOW, ids["treated"])
     t0 = time.perf_counter()
-    best, by_cluster, counts = score_target(cfg, con, purchases, target, model, categories,
+    # writes targets.csv (each client's value, P(alive) and 90-day margin, is joined by
+    # the `targets` step, which waits for next_purchase; this step does not, so the two
+    # fit side by side)
+    head, by_cluster, counts = score_target(cfg, con, purchases, target, model, categories,
                                             value, out)
     score_seconds = time.perf_counter() - t0
     # the budget curve: posterior draws of the best category's gain of the first clients
     # (their rows, behaviour included, are the ranked list's)
     t0 = time.perf_counter()
-    head = best.head(pc.budget_clients)
     v = head["category"].map(value).fillna(0.0).to_numpy()
-    draws = gain_draws(model, head, v, b.margin, b.discount_depth)[2]
-    curve = budget_curve(draws, b.contact_cost)
+
+    def head_gains(idx: np.ndarray) -> np.ndarray:  # draws x clients, a block at a time
+        return gain_draws(model, head.iloc[idx], v[idx], b.margin, b.discount_depth)[2]
+
+    curve = budget_curve(head_gains, b.contact_cost, clients=len(head),
+                         block=model.ROW_BLOCK)
     curve.insert(1, "id", head["id"].to_numpy()[curve["client"].to_numpy()])
     curve = curve.drop(columns="client")
     n_contact = stop_point(curve)
     budget_seconds = time.perf_counter() - t0
     effects = model.category_effects()
-    # clients with the same model inputs share a score: say how coarse the ranking is
-    score = best["expected_profit_gain"].round(6)
-    history = best["has_history"].to_numpy(bool)
-    csv_cols = ["rank", "id", "cluster", "category", "has_history", "p_contacted",
-                "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
-                "p_uplift_positive", "expected_profit_gain", "profit_gain_low",
-                "profit_gain_high", "p_profit_positive", "expected_profit_gain_no_discount"]
-    # each client's value (P(alive), 90-day margin) is joined by the `targets` step, which
-    # waits for next_purchase; this step does not, so the two fit side by side
-    write_text(best[csv_cols].round(6).to_csv(index=False), out / "targets.csv")
     write_parquet(curve, out / "budget_curve.parquet")
     top_by_cluster = (by_cluster.sort_values(["cluster", "p_contacted"],
                                              ascending=[True, False])
@@ -424,13 +530,10 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
         "resampled_with": model.resampled_with_,
         "contact_effect_positive_categories": int(
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
-        "distinct_scores": int(score.nunique()),
-        "distinct_score_share": float((~score.duplicated(keep=False)).mean()),
-        "distinct_score_share_with_history": float(
-            (~score[history].duplicated(keep=False)).mean()) if history.any()
-        else float("nan"),
-        "clients_with_history": int(history.sum()),
-        "best_category_counts": best["category"].value_counts().head(5).to_dict(),
+        # clients with the same model inputs share a score: how coarse the ranking is
+        **{k: counts[k] for k in ("distinct_scores", "distinct_score_share",
+                                  "distinct_score_share_with_history",
+                                  "clients_with_history", "best_category_counts")},
         "share_profitable_with_discount": (counts["profitable_rows"] / counts["rows_scored"]
                                            if counts["rows_scored"] else float("nan")),
         "budget": {"clients_in_curve": len(curve), "contact_cost": b.contact_cost,

@@ -72,3 +72,20 @@ def test_budget_curve_accumulates_in_order_of_expected_gain_and_stops_at_the_cos
     assert curve["cumulative_mean"].idxmax() == 1  # the cumulative gain peaks there
     assert (curve["cumulative_low"] <= curve["cumulative_mean"]).all()
     assert isinstance(curve, pd.DataFrame) and curve["rank"].tolist() == [1, 2, 3, 4]
+
+
+def test_budget_curve_in_blocks_equals_the_whole_array_and_reads_at_most_a_block():
+    rng = np.random.default_rng(1)
+    draws = rng.normal(0, 5, (250, 1_003)) + rng.normal(3, 4, 1_003)
+    whole = budget_curve(draws, contact_cost=2.0)
+    widths = []
+
+    def gain(idx: np.ndarray) -> np.ndarray:
+        widths.append(len(idx))
+        return draws[:, idx]
+
+    blocked = budget_curve(gain, contact_cost=2.0, clients=1_003, block=100)
+    pd.testing.assert_frame_equal(blocked, whole)  # exactly: the same additions in order
+    assert max(widths) == 100 and sum(widths) == 2 * 1_003
+    with pytest.raises(ValueError, match="number of clients"):
+        budget_curve(gain)

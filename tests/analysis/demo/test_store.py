@@ -76,3 +76,20 @@ def test_unknown_design_is_refused():
 
     with pytest.raises(ValueError, match="unknown campaign-1 design"):
         DemoSpec(design="abtest")
+
+
+def test_a_killed_generators_temporary_folder_goes_with_the_next_run(tmp_path):
+    import os
+
+    from tests.conftest import ended_process_id
+
+    out = tmp_path / "demo"
+    dead = out / f".demo.pid{ended_process_id()}.abc123"
+    live = out / f".demo.pid{os.getpid()}.def456"  # another run writing now: kept
+    for folder in (dead, live):
+        folder.mkdir(parents=True)
+        (folder / "purchases.parquet").write_bytes(b"half written")
+    written = write_demo(out, DemoSpec(clients=300, seed=1))
+    assert not dead.exists() and live.exists()
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == [live.name]
+    assert "shop_database.db" in written

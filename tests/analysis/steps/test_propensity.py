@@ -52,7 +52,13 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     pd.testing.assert_frame_equal(
         targets[["id", "category"]].sort_values("id", ignore_index=True),
         best.sort_values("id", ignore_index=True))
-    assert s["distinct_scores"] == gain.round(6).nunique()
+    # the tie statistics and top categories, counted batch by batch, are the whole list's
+    score = gain.round(6)
+    assert s["distinct_scores"] == score.nunique()
+    assert s["distinct_score_share"] == pytest.approx((~score.duplicated(keep=False)).mean())
+    assert s["clients_with_history"] == int(targets["has_history"].sum())
+    counts = targets["category"].value_counts()
+    assert list(s["best_category_counts"].values()) == list(counts.head(5))
     # the budget curve: cumulative expected gain of the ranked clients, stop where the next
     # contact's expected gain falls below its cost
     curve = pd.read_parquet(out / "budget_curve.parquet")
@@ -100,3 +106,23 @@ def test_distinct_inputs_give_back_every_row_in_its_order():
     assert len(distinct) == len(rows[keys].drop_duplicates()) < n
     pd.testing.assert_frame_equal(distinct.iloc[code][keys].reset_index(drop=True),
                                   rows[keys].reset_index(drop=True))
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_sorted_runs_fed_in_pieces_count_as_pandas_does_on_the_whole(seed):
+    import numpy as np
+
+    from analysis.steps.propensity import SortedRuns
+
+    rng = np.random.default_rng(seed)
+    x = np.sort(rng.integers(0, 40, 120))[::-1].astype(float)  # ties, runs across pieces
+    cuts = np.sort(rng.choice(np.arange(1, len(x)), 6, replace=False))
+    runs = SortedRuns()
+    for piece in np.split(x, cuts):
+        runs.add(piece)
+        runs.add(piece[:0])  # an empty piece changes nothing
+    got = runs.finish()
+    s = pd.Series(x)
+    assert got["distinct"] == s.nunique()
+    assert got["share"] == pytest.approx((~s.duplicated(keep=False)).mean())
+    assert np.isnan(SortedRuns().finish()["share"])
