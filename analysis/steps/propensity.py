@@ -386,8 +386,9 @@ def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: Prop
                     writer = pq.ParquetWriter(tmp, table.schema)
                 writer.write_table(table)
                 # each client's best category: the first of its highest expected gain
-                best = table.take(pa.array(gains["expected_profit_gain"]
-                                           .groupby(rows["id"].to_numpy(), sort=False)
+                # (positions in the batch: idxmax of a series indexed 0..n-1)
+                gain = pd.Series(gains["expected_profit_gain"].to_numpy())
+                best = table.take(pa.array(gain.groupby(rows["id"].to_numpy(), sort=False)
                                            .idxmax().to_numpy()))
                 del table
                 if best_writer is None:
