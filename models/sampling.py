@@ -175,8 +175,9 @@ class Sampler:
         ceiling). At ``min_draws`` per chain the checks run on the draws so far; when they
         fail for too few effective draws the same chains go on (no new tuning) to the next
         check, set where ESS, which grows about in proportion to the draws, should pass
-        (``n * 400 / ESS`` plus 10%, at least 1.25 and at most 4 times ``n``; twice ``n``
-        when only r_hat failed); a divergence or the ceiling ends the run with the checks
+        (``n * 400 / ESS`` plus 10%, at least 1.25 and at most 4 times ``n``; when only
+        r_hat failed, ``n * (r_hat - 1) / 0.01`` plus 10%, 1.25 to 2 times ``n``:
+        :func:`next_check`); a divergence or the ceiling ends the run with the checks
         of the draws so far, which then decide. Sampling stops at the first check that
         passes and returns exactly the draws it checked.
 
@@ -264,17 +265,33 @@ class Sampler:
                              compute_convergence_checks=False)
 
 
-def next_check(n: int, conv: Convergence, ceiling: int, ess_min: float = 400.0) -> int:
+def next_check(n: int, conv: Convergence, ceiling: int, ess_min: float = 400.0,
+               r_hat_max: float = 1.01, bfmi_min: float = 0.3) -> int:
     """Draws per chain at the next check of :meth:`Sampler.sample_until`, after checks at
-    ``n`` draws fell short: ESS grows about in proportion to the draws, so where the
-    lowest bulk or tail ESS should reach ``ess_min`` with 10% to spare (between 1.25 and 4
-    times ``n``; twice ``n`` when the ESS passed and r_hat or E-BFMI did not), rounded up
-    to a multiple of 50 and at most ``ceiling``."""
+    ``n`` draws fell short, rounded up to a multiple of 50 and at most ``ceiling``.
+
+    * ESS short: ESS grows about in proportion to the draws, so where the lowest bulk or
+      tail ESS should reach ``ess_min`` with 10% to spare (between 1.25 and 4 times
+      ``n``).
+    * ESS passed, r_hat short: for chains that mix, the expected excess ``r_hat - 1``
+      falls about as ``1 / draws`` (the between-chain variance of the chain means shrinks
+      with the draws; Gelman et al. 2013, *Bayesian Data Analysis*, 3rd ed., sec. 11.4;
+      Vehtari et al. 2021, "Rank-normalization, folding, and localization", Bayesian
+      Analysis 16), so where it should reach ``r_hat_max`` with 10% to spare (between
+      1.25 and 2 times ``n``).
+    * Otherwise (E-BFMI short, or r_hat undefined): twice ``n``.
+
+    The thresholds default to those of :func:`models.diagnostics.check_convergence`.
+    """
     ess = min(conv.min_ess_bulk, conv.min_ess_tail)
-    if ess >= ess_min or np.isnan(ess):  # ESS passed (or undefined): r_hat / E-BFMI short
-        target = 2.0 * n
-    else:
+    r_hat = float(getattr(conv, "max_r_hat", np.nan))
+    bfmi = float(getattr(conv, "min_bfmi", np.nan))
+    if ess < ess_min:
         target = min(4.0 * n, max(1.25 * n, 1.1 * n * ess_min / max(ess, 1.0)))
+    elif np.isfinite(r_hat) and r_hat > r_hat_max and not bfmi < bfmi_min:
+        target = min(2.0 * n, max(1.25 * n, 1.1 * n * (r_hat - 1.0) / (r_hat_max - 1.0)))
+    else:
+        target = 2.0 * n
     return int(min(ceiling, 50 * -(-int(target) // 50)))
 
 

@@ -79,8 +79,10 @@ def test_sample_checked_logs_what_the_checks_reached():
     assert summarize_log()["checked_fits"] == 0
 
 
-def _conv(bulk: float, tail: float, ok: bool = False) -> SimpleNamespace:
-    return SimpleNamespace(ok=ok, min_ess_bulk=bulk, min_ess_tail=tail, divergences=0)
+def _conv(bulk: float, tail: float, ok: bool = False, r_hat: float = float("nan"),
+          bfmi: float = 1.0) -> SimpleNamespace:
+    return SimpleNamespace(ok=ok, min_ess_bulk=bulk, min_ess_tail=tail, divergences=0,
+                           max_r_hat=r_hat, min_bfmi=bfmi)
 
 
 def test_the_next_check_is_where_ess_should_pass():
@@ -92,7 +94,14 @@ def test_the_next_check_is_where_ess_should_pass():
     assert next_check(400, _conv(390.0, 395.0), ceiling=5000) == 500
     assert next_check(250, _conv(10.0, 10.0), ceiling=5000) == 1000
     assert next_check(2000, _conv(100.0, 100.0), ceiling=3000) == 3000
-    # ESS passed but r_hat did not: twice the draws
+    # ESS passed but r_hat did not: r_hat - 1 falls about as 1 / draws, so where it should
+    # reach 1.01 with 10% to spare (1.015 at 300 draws: 1.1 x 1.5 x 300 = 495 -> 500),
+    # between 1.25 and 2 times the draws
+    assert next_check(300, _conv(900.0, 800.0, r_hat=1.015), ceiling=5000) == 500
+    assert next_check(400, _conv(900.0, 800.0, r_hat=1.0105), ceiling=5000) == 500
+    assert next_check(300, _conv(900.0, 800.0, r_hat=1.08), ceiling=5000) == 600
+    # E-BFMI short, or r_hat undefined: twice the draws
+    assert next_check(300, _conv(900.0, 800.0, r_hat=1.015, bfmi=0.2), ceiling=5000) == 600
     assert next_check(300, _conv(900.0, 800.0), ceiling=5000) == 600
 
 
