@@ -265,31 +265,31 @@ class Sampler:
                              compute_convergence_checks=False)
 
 
-def next_check(n: int, conv: Convergence, ceiling: int, ess_min: float = 400.0,
-               r_hat_max: float = 1.01, bfmi_min: float = 0.3) -> int:
+def next_check(n: int, conv: Convergence, ceiling: int) -> int:
     """Draws per chain at the next check of :meth:`Sampler.sample_until`, after checks at
     ``n`` draws fell short, rounded up to a multiple of 50 and at most ``ceiling``.
 
     * ESS short: ESS grows about in proportion to the draws, so where the lowest bulk or
-      tail ESS should reach ``ess_min`` with 10% to spare (between 1.25 and 4 times
+      tail ESS should reach the checks' minimum (400) with 10% to spare (between 1.25 and 4 times
       ``n``).
     * ESS passed, r_hat short: for chains that mix, the expected excess ``r_hat - 1``
       falls about as ``1 / draws`` (the between-chain variance of the chain means shrinks
       with the draws; Gelman et al. 2013, *Bayesian Data Analysis*, 3rd ed., sec. 11.4;
       Vehtari et al. 2021, "Rank-normalization, folding, and localization", Bayesian
-      Analysis 16), so where it should reach ``r_hat_max`` with 10% to spare (between
+      Analysis 16), so where it should reach the checks' 1.01 with 10% to spare (between
       1.25 and 2 times ``n``).
     * Otherwise (E-BFMI short, or r_hat undefined): twice ``n``.
 
-    The thresholds default to those of :func:`models.diagnostics.check_convergence`.
+    The thresholds are those of :func:`models.diagnostics.check_convergence`.
     """
+    from models.diagnostics import BFMI_MIN, ESS_MIN, RHAT_MAX  # loaded by the checks
+
     ess = min(conv.min_ess_bulk, conv.min_ess_tail)
-    r_hat = float(getattr(conv, "max_r_hat", np.nan))
-    bfmi = float(getattr(conv, "min_bfmi", np.nan))
-    if ess < ess_min:
-        target = min(4.0 * n, max(1.25 * n, 1.1 * n * ess_min / max(ess, 1.0)))
-    elif np.isfinite(r_hat) and r_hat > r_hat_max and not bfmi < bfmi_min:
-        target = min(2.0 * n, max(1.25 * n, 1.1 * n * (r_hat - 1.0) / (r_hat_max - 1.0)))
+    r_hat, bfmi = float(conv.max_r_hat), float(conv.min_bfmi)
+    if ess < ESS_MIN:
+        target = min(4.0 * n, max(1.25 * n, 1.1 * n * ESS_MIN / max(ess, 1.0)))
+    elif np.isfinite(r_hat) and r_hat > RHAT_MAX and not bfmi < BFMI_MIN:
+        target = min(2.0 * n, max(1.25 * n, 1.1 * n * (r_hat - 1.0) / (RHAT_MAX - 1.0)))
     else:
         target = 2.0 * n
     return int(min(ceiling, 50 * -(-int(target) // 50)))

@@ -421,15 +421,16 @@ def _rank(con: Any, best_path: Path, head_rows: int, batch_rows: int, out: Path
     ranked = t.mutate(rank=ibis.row_number().over(
         order_by=[ibis.desc(t.expected_profit_gain), t.id]) + 1).order_by("rank")
     heads: list[pd.DataFrame] = []
+    taken = 0  # rows in heads
     categories: Counter[str] = Counter()
     runs, runs_history = SortedRuns(), SortedRuns()
     with atomic_path(out / "targets.csv") as tmp, open(tmp, "w", newline="") as f:
         for i, part in enumerate(engine_batches(con, ranked, batch_rows, out)):
             part["rank"] = part["rank"].astype("int64")
             part[TARGET_COLUMNS].round(6).to_csv(f, header=i == 0, index=False)
-            taken = sum(len(h) for h in heads)
             if taken < head_rows:
                 heads.append(part.iloc[:head_rows - taken])
+                taken += len(heads[-1])
             score = part["expected_profit_gain"].round(6).to_numpy()
             runs.add(score)
             runs_history.add(score[part["has_history"].to_numpy(bool)])
