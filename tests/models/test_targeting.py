@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from models.targeting import budget_curve, stop_point, uplift_evaluation
+from models.targeting import budget_curve, draw_quantiles, stop_point, uplift_evaluation
 
 
 def _trial(n=20_000, seed=0):
@@ -89,3 +89,21 @@ def test_budget_curve_in_blocks_equals_the_whole_array_and_reads_at_most_a_block
     assert max(widths) == 100 and sum(widths) == 2 * 1_003
     with pytest.raises(ValueError, match="number of clients"):
         budget_curve(gain)
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 250, 1001])
+def test_draw_quantiles_are_numpys_linear_quantiles(n):
+    rng = np.random.default_rng(n)
+    draws = rng.standard_normal((n, 40, 3)) * 1e3
+    for q in ([0.03, 0.97], [0.0, 1.0], 0.5, [0.25]):
+        got = draw_quantiles(draws, q)
+        want = np.quantile(draws, q, axis=0)
+        assert got.shape == want.shape
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-9)
+
+
+def test_draw_quantiles_reject_no_draws_and_quantiles_outside_0_1():
+    with pytest.raises(ValueError, match="no draws"):
+        draw_quantiles(np.zeros((0, 3)), [0.5])
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        draw_quantiles(np.zeros((5, 3)), [0.03, 1.5])
