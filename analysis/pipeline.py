@@ -10,7 +10,8 @@ reused; a step whose upstream failed is not run.
 Steps run ``jobs`` at a time (config ``jobs``, ``--jobs``; default 2), each in a fresh
 worker process as soon as the steps it builds on have finished, the longest chain of
 steps first (:func:`run_concurrently`); with ``jobs`` 1 they run one after the other in
-this process. Either way the results are the same. ``run.json`` in the results folder
+this process, each giving back the memory it freed before the next
+(:func:`release_memory`). Either way the results are the same. ``run.json`` in the results folder
 records the last run that computed a step: its wall time and each step's start and end.
 """
 
@@ -253,6 +254,28 @@ def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
+def release_memory() -> None:
+    """Give memory the last step freed back to the system: collect Python's garbage
+    (a step's engine connection closes there), then return the unused pages of Arrow's
+    allocator (``MemoryPool.release_unused``) and of the C heap (glibc's ``malloc_trim``;
+    skipped elsewhere). Steps run one after the other in one process otherwise add up:
+    at 10 million clients the propensity step peaked 465 MiB higher after the six steps
+    before it than alone."""
+    import ctypes
+    import ctypes.util
+    import gc
+
+    gc.collect()
+    if "pyarrow" in sys.modules:
+        sys.modules["pyarrow"].default_memory_pool().release_unused()
+    libc = ctypes.util.find_library("c")
+    if libc and sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(libc).malloc_trim(0)
+        except (OSError, AttributeError):  # not glibc (musl has no malloc_trim)
+            pass
+
+
 def compile_cache_dir(cfg: Config) -> Path:
     """Where compiled models are kept: ``SHOPBAYES_COMPILE_CACHE`` when set (one folder
     for several results folders, as the tests use), else ``<results_dir>/.compiled``."""
@@ -355,6 +378,7 @@ def run(cfg: Config, only: str | None = None, force: bool = False,
             sys.stdout.flush()
             start = time.perf_counter() - t0
             res = run_step(cfg, step, force=force or only is not None)
+            release_memory()
             res.update(run_start=round(start, 2), run_end=round(time.perf_counter() - t0, 2))
             echo(_outcome(res))
             results.append(res)

@@ -388,3 +388,28 @@ def test_arvizs_empty_warm_up_warning_is_quiet_in_a_step():
     assert any(m.startswith("More chains (2) than draws (0)") for m in warned())
     quiet = True
     assert warned() == ["More chains than expected"]
+
+
+def test_memory_a_step_freed_goes_back_before_the_next(monkeypatch):
+    import gc
+
+    def rss_mib() -> float:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+    if not os.path.exists("/proc/self/statm"):
+        pytest.skip("needs Linux /proc")
+    gc.disable()  # what a step leaves: objects in reference cycles, freed only by gc
+    try:
+        before = rss_mib()
+        cycles = []
+        for i in range(300_000):
+            a: list = [str(i) * 20]
+            a.append(a)
+            cycles.append(a)
+        grown = rss_mib() - before
+        del cycles, a
+        pipeline.release_memory()
+        assert grown > 50 and rss_mib() - before < 0.3 * grown, (before, grown, rss_mib())
+    finally:
+        gc.enable()
