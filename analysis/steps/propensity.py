@@ -284,6 +284,16 @@ def distinct_inputs(rows: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
     return code, rows.iloc[first].reset_index(drop=True)
 
 
+def input_key(rows: pd.DataFrame) -> np.ndarray:
+    """A 64-bit hash of each row's inputs as the model sees them (the keys of
+    :data:`models.propensity.ROW_KEYS` and the behaviour features of
+    :func:`models.propensity.client_features`): rows with equal keys get equal scores
+    (int64; pandas' ``hash_pandas_object``, a collision about 1 in 2**64 per pair)."""
+    seen = pd.concat([rows[[c for c in ROW_KEYS if c in rows]].reset_index(drop=True),
+                      client_features(rows).reset_index(drop=True)], axis=1)
+    return pd.util.hash_pandas_object(seen, index=False).to_numpy().view(np.int64)
+
+
 #: the ranked list's columns (``targets.csv``)
 TARGET_COLUMNS = ["rank", "id", "cluster", "category", "has_history", "p_contacted",
                   "p_contacted_low", "p_contacted_high", "p_not_contacted", "uplift",
@@ -392,8 +402,9 @@ def score_target(cfg: Config, con: Any, purchases: Any, target: Any, model: Prop
                 # each client's best category: the first of its highest expected gain
                 # (positions in the batch: idxmax of a series indexed 0..n-1)
                 gain = pd.Series(gains[:, GAIN_COLUMNS.index("expected_profit_gain")])
-                best = table.take(pa.array(gain.groupby(rows["id"].to_numpy(), sort=False)
-                                           .idxmax().to_numpy()))
+                at = gain.groupby(rows["id"].to_numpy(), sort=False).idxmax().to_numpy()
+                best = table.take(pa.array(at))
+                best = best.append_column("input_key", pa.array(input_key(rows.iloc[at])))
                 del table
                 if best_writer is None:
                     best_writer = pq.ParquetWriter(best_path, best.schema)
@@ -422,6 +433,14 @@ def _rank(con: Any, best_path: Path, head_rows: int, batch_rows: int, out: Path
     the engine; write ``targets.csv`` batch by batch; return the first ``head_rows``
     ranked rows and the list's counts (see :func:`score_target`)."""
     t = con.read_parquet(str(best_path))
+    # ties the inputs explain: clients whose best-row inputs no other client shares, and
+    # clients whose score (as listed) equals that of a client with other inputs
+    by_key = t.group_by("input_key").aggregate(n=t.count())
+    own_inputs = int(by_key.filter(by_key.n == 1).count().to_pyarrow().as_py())
+    scored = t.mutate(score=t.expected_profit_gain.round(6))
+    by_score = scored.group_by("score").aggregate(n=scored.count(),
+                                                  inputs=scored.input_key.nunique())
+    tied_unlike = int(by_score.filter(by_score.inputs > 1).n.sum().to_pyarrow().as_py() or 0)
     ranked = t.mutate(rank=ibis.row_number().over(
         order_by=[ibis.desc(t.expected_profit_gain), t.id]) + 1).order_by("rank")
     heads: list[pd.DataFrame] = []
@@ -448,6 +467,8 @@ def _rank(con: Any, best_path: Path, head_rows: int, batch_rows: int, out: Path
     return head, {"clients": runs.values, "clients_with_history": runs_history.values,
                   "distinct_scores": alone["distinct"], "distinct_score_share": alone["share"],
                   "distinct_score_share_with_history": alone_history["share"],
+                  "own_inputs_share": own_inputs / runs.values if runs.values else float("nan"),
+                  "tied_with_other_inputs": tied_unlike,
                   "best_category_counts": dict(top)}
 
 
@@ -539,7 +560,8 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
             (effects.get("uplift_points_p_positive", pd.Series(dtype=float)) > 0.9).sum()),
         # clients with the same model inputs share a score: how coarse the ranking is
         **{k: counts[k] for k in ("distinct_scores", "distinct_score_share",
-                                  "distinct_score_share_with_history",
+                                  "distinct_score_share_with_history", "own_inputs_share",
+                                  "tied_with_other_inputs",
                                   "clients_with_history", "best_category_counts")},
         "share_profitable_with_discount": (counts["profitable_rows"] / counts["rows_scored"]
                                            if counts["rows_scored"] else float("nan")),

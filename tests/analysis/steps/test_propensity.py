@@ -57,6 +57,20 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     assert s["distinct_scores"] == score.nunique()
     assert s["distinct_score_share"] == pytest.approx((~score.duplicated(keep=False)).mean())
     assert s["clients_with_history"] == int(targets["has_history"].sum())
+    # ties the inputs explain: best rows with the same inputs as the model sees them
+    from models.propensity import client_features
+
+    rows = targets[["id", "category"]].merge(scores, on=["id", "category"])
+    seen = pd.concat([rows[["city", "cluster", "gender", "contacted", "category",
+                            "has_history"]], client_features(rows)], axis=1)
+    group = seen.groupby(list(seen.columns), dropna=False).ngroup()
+    assert s["own_inputs_share"] == pytest.approx((~group.duplicated(keep=False)).mean())
+    unlike = pd.DataFrame({"score": rows["expected_profit_gain"].round(6), "group": group})
+    per_score = unlike.groupby("score")["group"].agg(["nunique", "size"])
+    assert s["tied_with_other_inputs"] == int(per_score.loc[per_score["nunique"] > 1,
+                                                            "size"].sum())
+    if s["tied_with_other_inputs"] == 0:  # then every tie is one of identical inputs
+        assert s["distinct_score_share"] == pytest.approx(s["own_inputs_share"])
     counts = targets["category"].value_counts()
     assert list(s["best_category_counts"].values()) == list(counts.head(5))
     # the budget curve: cumulative expected gain of the ranked clients, stop where the next
