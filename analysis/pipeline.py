@@ -250,7 +250,27 @@ def is_current(cfg: Config, step: Step) -> bool:
     return bool(m and m.get("status") == "ok" and m.get("input_hash") == input_hash(cfg, step))
 
 
+def reset_peak_rss() -> None:
+    """Start this process's peak resident memory afresh (Linux: writing 5 to
+    ``/proc/self/clear_refs`` resets ``VmHWM``; elsewhere nothing), so that a step run
+    after others in the same process reports its own peak."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        pass
+
+
 def _peak_rss_mib() -> float:
+    """Peak resident memory of this process since :func:`reset_peak_rss` (MiB): Linux's
+    ``VmHWM``, else the peak since the process started (``ru_maxrss``)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except (OSError, ValueError, IndexError):
+        pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
@@ -312,6 +332,7 @@ def run_step(cfg: Config, step: Step, force: bool = False) -> dict[str, Any]:
                 why += f" ({m.get('message')})"
             return _finish(cfg, step, status, why, 0.0, {}, removed)
     t0 = time.perf_counter()
+    reset_peak_rss()
     sampling.reset_log()
     sampling.use_compile_store(CompileCache(compile_cache_dir(cfg))
                                if cfg.compile_cache else None)

@@ -239,9 +239,10 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     """Every step of ``shopbayes run`` on the store in ``data`` (results in ``results``,
     rerun from scratch), ``jobs`` steps at a time: the wall seconds, the peak of the
     summed RSS of this process and its workers (MiB, sampled every 0.25 s), and per step
-    the status, seconds, peak RSS (MiB; of the process so far when steps share it, of its
-    own worker otherwise) and, for the MCMC steps, where the MCMC time went and whether it
-    converged. ``one_click``: the one-click case's folder (default: the config's)."""
+    the status, seconds, peak RSS (MiB; the step's own, also when steps share a process:
+    :func:`analysis.pipeline.reset_peak_rss`) and, for the MCMC steps, where the MCMC
+    time went and whether it converged. ``one_click``: the one-click case's folder
+    (default: the config's)."""
     import json
     import os
     import shutil

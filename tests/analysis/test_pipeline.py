@@ -413,3 +413,14 @@ def test_memory_a_step_freed_goes_back_before_the_next(monkeypatch):
         assert grown > 50 and rss_mib() - before < 0.3 * grown, (before, grown, rss_mib())
     finally:
         gc.enable()
+
+
+def test_a_step_after_others_in_the_same_process_reports_its_own_peak(tmp_path):
+    if not os.path.exists("/proc/self/clear_refs"):
+        pytest.skip("needs Linux /proc")
+    cfg = load_config(None, results_dir=tmp_path / "res")
+    res = {r["step"]: r for r in pipeline.run(cfg, steps=(_toy("big"), _toy("small")),
+                                               jobs=1, echo=lambda s: None)}
+    assert res["big"]["status"] == res["small"]["status"] == "ok"
+    # big held 381 MiB; small, run next in the same process, did not
+    assert res["big"]["peak_rss_mib"] > res["small"]["peak_rss_mib"] + 300, res

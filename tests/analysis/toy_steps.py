@@ -75,3 +75,18 @@ def killed_rerun(cfg: Config) -> dict:
 
 def read_value(results: Path, name: str) -> int:
     return json.loads((results / name / "out.json").read_text())["value"]
+
+
+def big(cfg: Config) -> dict:
+    """Holds about 400 MiB for a moment, then frees it."""
+    import numpy as np
+
+    block = np.ones(50_000_000)
+    block[::4096] = 2.0  # every page touched
+    value = float(block.sum())
+    del block
+    return _record(cfg, "big", 0.0) | {"held": value}
+
+
+def small(cfg: Config) -> dict:
+    return _record(cfg, "small", 0.0)
