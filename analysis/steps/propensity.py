@@ -23,6 +23,7 @@ Run alone: ``python -m analysis.steps.propensity`` or ``shopbayes run propensity
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections import Counter
@@ -57,6 +58,7 @@ from analysis.store.aggregates import (
 from analysis.store.engine import connect
 from analysis.store.tables import engine_batches, materialised, open_table
 from models import propensity_eval as E
+from models.classification_metrics import auc_bootstrap
 from models.propensity import (
     BEHAVIOUR,
     ROW_KEYS,
@@ -198,6 +200,19 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
         metrics.append({"model": name, **E.holdout_metrics(holdout, p),
                         "ece": E.table_calibration_error(tab)})
         calib.append(tab.assign(model=name))
+    # the AUCs with paired Bayesian-bootstrap intervals (clients resampled, rows of a
+    # client together), on every held-out row and on the contacted ones: P(buy | contacted)
+    pos, y, w = E.weighted_rows(holdout)
+    ids = holdout["id"].to_numpy()[pos]
+    unit = np.where(ids >= 0, ids, -1)
+    contacted = holdout["contacted"].to_numpy(bool)[pos]
+    auc: dict[str, Any] = {}
+    for part, keep in (("all", np.ones(len(pos), bool)), ("contacted", contacted)):
+        if 0 < (w * y)[keep].sum() < w[keep].sum():
+            auc[part] = auc_bootstrap(y[keep], w[keep],
+                                      {n: np.asarray(p)[pos][keep] for n, p in preds.items()},
+                                      unit=unit[keep], draws=pc.bootstrap_draws,
+                                      seed=cfg.seed, prob=HDI_PROB)
     # uplift: held-out clients of the target country with history, where contact was
     # possible (estimated P(contacted) within the overlap bounds), weighted by 1 / P(arm)
     e = contact_propensity(train[train["country"] == pc.target_country], holdout)
@@ -230,7 +245,7 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
     eval_seconds = time.perf_counter() - t0
     # only the held-out rows' count is kept (they are 755,000 at 10 million clients)
     info = {"train": train, "holdout_rows": len(holdout), "shares": shares,
-            "counts": counts, "metrics": pd.DataFrame(metrics),
+            "counts": counts, "metrics": pd.DataFrame(metrics), "auc": auc,
             "calibration": pd.concat(calib, ignore_index=True), "uplift": uplift,
             "qini": pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(),
             "best_params": {k.replace("boost__", ""): v
@@ -545,6 +560,8 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
                  "negative_rate": pc.negative_rate},
         "holdout_share": pc.holdout_share,
         "metrics": metrics.to_dict("records"),
+        "roc_auc_intervals": info["auc"],
+        "truth": _truth(cfg),
         "uplift": info["uplift"],
         "baseline_params": info["best_params"],
         "timings_seconds": {**{k: round(v, 1) for k, v in info["timings"].items()},
@@ -578,6 +595,17 @@ def _run(cfg: Config, con: Any, purchases: Any, frame: Any, ids: dict[str, list[
                        f"{boost['roc_auc']:.3f}); {n_target} clients of city "
                        f"{pc.target_city} scored, contact {n_contact}; {status}",
             "convergence_ok": conv.ok}
+
+
+def _truth(cfg: Config) -> dict[str, float] | None:
+    """The demo's planted ceiling (``truth.json``'s ``propensity``: ROC-AUC of the true
+    probabilities, on every client and on the contacted ones), ``None`` for real data."""
+    f = Path(cfg.data_dir) / "truth.json"
+    if not f.exists():
+        return None
+    t = json.loads(f.read_text()).get("propensity") or {}
+    keep = ("auc_ceiling", "auc_ceiling_contacted")
+    return {k: float(t[k]) for k in keep if k in t} or None
 
 
 def _at(curve: pd.DataFrame, n: int) -> dict[str, float] | None:

@@ -82,6 +82,15 @@ def test_propensity_step_scores_the_target_city_and_compares_with_a_baseline(dem
     assert {m["model"] for m in s["metrics"]} == {"hierarchical Bayesian (PyMC)",
                                                   "gradient boosting (scikit-learn, tuned)"}
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])
+    # the AUCs with paired bootstrap intervals: the point values are the metrics table's
+    auc = s["roc_auc_intervals"]["all"]
+    for m in s["metrics"]:
+        assert auc[m["model"]]["mean"] == pytest.approx(m["roc_auc"])
+        assert auc[m["model"]]["low"] <= m["roc_auc"] <= auc[m["model"]]["high"]
+    names = [m["model"] for m in s["metrics"]]
+    diff = auc[f"difference vs {names[1]}"]
+    assert diff["mean"] == pytest.approx(auc[names[0]]["mean"] - auc[names[1]]["mean"])
+    assert s["truth"]["auc_ceiling"] > 0.5  # the demo's planted ceiling, from truth.json
     # uplift metrics for the Bayesian ranking and the three baselines, with intervals
     u = s["uplift"]["models"]
     assert set(u) == {"hierarchical Bayesian (PyMC)", "S-learner (tuned boosting)",
