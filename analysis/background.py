@@ -33,6 +33,54 @@ ENV_VAR = "SHOPBAYES_BACKGROUND"
 _ROOT = Path(__file__).resolve().parents[1]
 
 
+def die_with_parent() -> None:
+    """Have the kernel end this process (SIGTERM) when the process that started it ends,
+    however it ends: a run killed with SIGKILL (or by the out-of-memory killer) leaves no
+    worker computing for nobody (Linux ``prctl(PR_SET_PDEATHSIG)``; nothing elsewhere).
+    A step's worker is a fork of the pipeline's fork server, which itself ends with the
+    run; a background task is a child of its step's process."""
+    import ctypes
+    import ctypes.util
+    import signal
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() == 1:  # the parent ended before the call took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def end_with(pid: int) -> None:
+    """End this process (SIGTERM) when process ``pid`` ends: a daemon thread waits on a
+    Linux pidfd of ``pid`` (``os.pidfd_open``; nothing where there is none). A step's
+    worker is a fork of the pipeline's fork server, which lives as long as any of its
+    workers does (each holds the server's liveness pipe), so the death of the server's
+    parent reaches neither: the worker watches the run itself."""
+    import select
+    import signal
+    import threading
+
+    if not hasattr(os, "pidfd_open"):
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:  # the run ended before this worker started
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    except OSError:
+        return
+
+    def watch() -> None:
+        select.select([fd], [], [])  # readable when the process ends
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="shopbayes-run-watch", daemon=True).start()
+
+
 def _enabled() -> bool:
     return os.environ.get(ENV_VAR, "1") != "0" and (os.cpu_count() or 1) >= 2
 
@@ -122,6 +170,7 @@ def _worker(folder: Path) -> None:
 
     # below the step that waits for it: the step's sampler keeps the cores it needs and
     # the task takes what the sampler leaves idle (all of a core while a model compiles)
+    die_with_parent()
     os.nice(BACKGROUND_NICE)
     with (folder / "task.pkl").open("rb") as f:
         module, name, args = pickle.load(f)

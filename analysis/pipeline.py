@@ -512,9 +512,14 @@ def worker_env() -> dict[str, str]:
     return {**WORKER_ENV, "OPENBLAS_NUM_THREADS": blas}
 
 
-def _worker_init(env: dict[str, str]) -> None:
+def _worker_init(env: dict[str, str], run_pid: int) -> None:
     """Runs first in every worker (``env``: :func:`worker_env` of the run, for what the
-    worker starts)."""
+    worker starts); the worker ends when the run's process ``run_pid`` does, however it
+    ends (:func:`analysis.background.end_with`: a run killed with SIGKILL or by the
+    out-of-memory killer leaves no worker computing for nobody)."""
+    from analysis.background import end_with
+
+    end_with(run_pid)
     os.environ.update(env)
 
 
@@ -618,7 +623,8 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                     else:
                         mp_context = context
                     pool = ProcessPoolExecutor(1, mp_context=mp_context,
-                                               initializer=_worker_init, initargs=(env,))
+                                               initializer=_worker_init,
+                                               initargs=(env, os.getpid()))
                     running[pool.submit(_run_in_worker, cfg, step, nice)] = (
                         step, time.perf_counter(), pool)
                     progressed = True

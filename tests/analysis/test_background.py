@@ -73,3 +73,44 @@ def test_the_worker_yields_the_cores_to_the_step_waiting_for_it(
         assert omp.result() == "1"
         assert blas.result() == "2"
         assert nice.result() == min(os.nice(0) + BACKGROUND_NICE, 19)
+
+
+def test_a_task_ends_when_its_step_is_killed(tmp_path) -> None:
+    import os
+    import signal
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    pid_file = tmp_path / "task.pid"
+    code = textwrap.dedent(f"""
+        import time
+        from analysis.background import background
+        with background(time.sleep, 120) as task:
+            open(r"{pid_file}", "w").write(str(task._proc.pid))
+            time.sleep(120)
+    """)
+    step = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        for _ in range(300):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        task = int(pid_file.read_text())
+        time.sleep(1.0)  # the task has set its death signal
+        step.send_signal(signal.SIGKILL)
+        step.wait(10)
+        for _ in range(100):
+            try:
+                with open(f"/proc/{task}/stat") as fh:
+                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
+                        break
+            except FileNotFoundError:
+                break
+            time.sleep(0.1)
+        else:
+            os.kill(task, signal.SIGKILL)
+            pytest.fail("the background task outlived its killed step")
+    finally:
+        if step.poll() is None:
+            step.kill()

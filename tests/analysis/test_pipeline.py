@@ -424,3 +424,48 @@ def test_a_step_after_others_in_the_same_process_reports_its_own_peak(tmp_path):
     assert res["big"]["status"] == res["small"]["status"] == "ok"
     # big held 381 MiB; small, run next in the same process, did not
     assert res["big"]["peak_rss_mib"] > res["small"]["peak_rss_mib"] + 300, res
+
+
+def test_workers_end_when_the_run_is_killed(tmp_path):
+    """SIGKILL of the run (no chance to clean up) still ends its workers: they die with
+    their parent (the fork server, which ends with the run)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+    res = tmp_path / "res"
+    code = ("from analysis import pipeline\nfrom analysis.config import load_config\n"
+            "from tests.analysis.test_pipeline import _toy\n"
+            f"cfg = load_config(None, results_dir=r'{res}')\n"
+            "pipeline.run(cfg, steps=(_toy('beside'), _toy('sleeper')), jobs=2,"
+            " echo=lambda s: None)\n")
+    run = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
+    pid_file = res / "sleeper.pid"
+    try:
+        for _ in range(600):
+            if pid_file.exists() and pid_file.read_text():
+                break
+            time.sleep(0.1)
+        worker = int(pid_file.read_text())
+        assert worker != run.pid
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+
+        def alive(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat") as fh:
+                    return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+            except FileNotFoundError:
+                return False
+
+        for _ in range(150):
+            if not alive(worker):
+                break
+            time.sleep(0.1)
+        assert not alive(worker), "the worker outlived the killed run"
+    finally:
+        if run.poll() is None:
+            run.kill()

@@ -90,3 +90,10 @@ def big(cfg: Config) -> dict:
 
 def small(cfg: Config) -> dict:
     return _record(cfg, "small", 0.0)
+
+
+def sleeper(cfg: Config) -> dict:
+    """Says where it runs (``sleeper.pid``), then takes two minutes."""
+    cfg.results_dir.mkdir(parents=True, exist_ok=True)
+    (cfg.results_dir / "sleeper.pid").write_text(str(os.getpid()))
+    return _record(cfg, "sleeper", 120.0)
