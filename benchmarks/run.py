@@ -68,6 +68,10 @@ CASES: dict[str, tuple[str, float]] = {
                                  "'evaluation_seconds': s['timings_seconds']['evaluation'], "
                                  "'roc_auc': s['metrics'][0]['roc_auc'], "
                                  "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "
+                                 "'roc_auc_intervals': s['roc_auc_intervals'], "
+                                 "'distinct_score_share': s['distinct_score_share'], "
+                                 "'own_inputs_share': s['own_inputs_share'], "
+                                 "'tied_with_other_inputs': s['tied_with_other_inputs'], "
                                  "'converged': s['convergence']['ok']}"), 90.0),
     # issue 23: next purchase and customer value (BG/NBD, Gamma-Gamma, boosting, SHAP)
     "next_purchase_real_scale": (
