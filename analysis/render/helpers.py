@@ -170,6 +170,19 @@ def table(df: pd.DataFrame, caption: str | None = None) -> Output:
     return Output(cap + body, md_cap + pipe_table(df))
 
 
+#: the held-out metrics of a classifier comparison, as the report's tables name them
+METRIC_COLUMNS = {"model": "model", "roc_auc": "ROC-AUC", "log_loss": "log loss",
+                  "brier": "Brier score", "ece": "ECE", "top_decile_lift": "top-decile lift",
+                  "base_rate": "base rate", "mean_prediction": "mean prediction"}
+
+
+def metrics_table(records: list[dict[str, Any]], caption: str) -> Output:
+    """The held-out metrics of the models compared (one record per model, with the
+    columns of :data:`METRIC_COLUMNS`), rounded to 4 decimals, under readable names."""
+    df = pd.DataFrame(records)[list(METRIC_COLUMNS)].round(4)
+    return table(df.rename(columns=METRIC_COLUMNS), caption=caption)
+
+
 def pipe_table(df: pd.DataFrame) -> str:
     """``df`` as a pandoc pipe table with escaped cells; numbers right-, text left-aligned.
 
