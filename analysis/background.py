@@ -35,10 +35,10 @@ _ROOT = Path(__file__).resolve().parents[1]
 
 def die_with_parent() -> None:
     """Have the kernel end this process (SIGTERM) when the process that started it ends,
-    however it ends: a run killed with SIGKILL (or by the out-of-memory killer) leaves no
-    worker computing for nobody (Linux ``prctl(PR_SET_PDEATHSIG)``; nothing elsewhere).
-    A step's worker is a fork of the pipeline's fork server, which itself ends with the
-    run; a background task is a child of its step's process."""
+    however it ends: a step killed with SIGKILL (or by the out-of-memory killer) leaves
+    no background task computing for nobody (Linux ``prctl(PR_SET_PDEATHSIG)``; nothing
+    elsewhere). For a background task, whose parent is its step's process; a step's
+    worker, whose parent is the fork server, watches the run instead (:func:`end_with`)."""
     import ctypes
     import ctypes.util
     import signal

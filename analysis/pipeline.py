@@ -11,8 +11,9 @@ Steps run ``jobs`` at a time (config ``jobs``, ``--jobs``; default 2), each in a
 worker process as soon as the steps it builds on have finished, the longest chain of
 steps first (:func:`run_concurrently`); with ``jobs`` 1 they run one after the other in
 this process, each giving back the memory it freed before the next
-(:func:`release_memory`). Either way the results are the same. ``run.json`` in the results folder
-records the last run that computed a step: its wall time and each step's start and end.
+(:func:`release_memory`). Either way the results are the same. ``run.json`` in the
+results folder records the last run that computed a step: its wall time and each step's
+start and end.
 """
 
 from __future__ import annotations
