@@ -183,14 +183,15 @@ def _worker(folder: Path) -> None:
         payload = (False, exc)
     tmp = folder / "result.pkl.tmp"
     with tmp.open("wb") as f:
-        pickle.dump((*payload, _peak_rss_mib()), f, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump((*payload, peak_rss_mib()), f, protocol=pickle.HIGHEST_PROTOCOL)
     tmp.replace(folder / "result.pkl")
 
 
-def _peak_rss_mib() -> float | None:
-    """This process's peak resident memory (MiB) since it started its program: Linux's
-    ``VmHWM``. ``getrusage`` would not do: after the parent's fork and exec it reports
-    the parent's peak as the child's."""
+def peak_rss_mib() -> float | None:
+    """This process's peak resident memory (MiB) since it started its program, or since
+    :func:`analysis.pipeline.reset_peak_rss`: Linux's ``VmHWM`` (``None`` elsewhere).
+    ``getrusage`` would not do: after the parent's fork and exec it reports the parent's
+    peak as the child's, and it cannot be reset."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):

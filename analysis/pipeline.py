@@ -263,16 +263,14 @@ def reset_peak_rss() -> None:
 
 
 def _peak_rss_mib() -> float:
-    """Peak resident memory of this process since :func:`reset_peak_rss` (MiB): Linux's
-    ``VmHWM``, else the peak since the process started (``ru_maxrss``)."""
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident memory of this process since :func:`reset_peak_rss` (MiB):
+    :func:`analysis.background.peak_rss_mib`, else the peak since the process started
+    (``ru_maxrss``)."""
+    from analysis.background import peak_rss_mib
+
+    peak = peak_rss_mib()
+    return peak if peak is not None else (
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
 
 
 def release_memory() -> None:
