@@ -11,6 +11,8 @@ import pandas as pd
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import accuracy_score, brier_score_loss, log_loss, roc_auc_score
 
+from models.bootstrap import ClientBootstrap
+
 
 def expected_calibration_error(y: np.ndarray, p: np.ndarray, bins: int = 10) -> float:
     """Weighted mean |observed - predicted| over equal-width probability bins."""
@@ -68,10 +70,10 @@ def auc_bootstrap(y: np.ndarray, w: np.ndarray, predictions: dict[str, np.ndarra
     difference of the first model's AUC from each other's, paired (every model reweighted
     by the same draws).
 
-    The Bayesian bootstrap (Rubin 1981, "The Bayesian bootstrap", Annals of Statistics 9)
-    gives every client an Exp(1) weight shared by all of its rows; a row of a negative
-    ``unit`` stands for ``w`` clients of a cell and gets Gamma(``w``, 1), the sum of their
-    weights. The AUC is the weighted Mann-Whitney statistic (ties count one half), equal
+    The replicates' weights are :class:`models.bootstrap.ClientBootstrap`'s (Rubin's
+    Bayesian bootstrap: every client an Exp(1) weight shared by all of its rows, a cell
+    row of ``w`` clients Gamma(``w``, 1)), as in :func:`models.targeting.
+    uplift_evaluation`. The AUC is the weighted Mann-Whitney statistic (ties count one half), equal
     to scikit-learn's ``roc_auc_score`` with ``sample_weight``.
 
     Parameters
@@ -109,9 +111,6 @@ def auc_bootstrap(y: np.ndarray, w: np.ndarray, predictions: dict[str, np.ndarra
         raise ValueError("y, w and every prediction must have the same length")
     if (w * y).sum() <= 0 or (w * (1 - y)).sum() <= 0:
         raise ValueError("the AUC needs rows of both outcomes with positive weight")
-    unit = np.arange(len(y)) if unit is None else np.asarray(unit)
-    cells = unit < 0
-    codes, inverse = np.unique(np.where(cells, -1, unit), return_inverse=True)
     sorted_by = {}
     for name, p in predictions.items():
         p = np.asarray(p, float)
@@ -120,26 +119,15 @@ def auc_bootstrap(y: np.ndarray, w: np.ndarray, predictions: dict[str, np.ndarra
         sorted_by[name] = (order, np.r_[0, np.flatnonzero(ps[1:] != ps[:-1]) + 1])
     point = {n: float(_grouped_auc(y[o], w[o], s)) for n, (o, s) in sorted_by.items()}
     rng = np.random.default_rng(seed)
-    cell_rows = np.flatnonzero(cells)
-    cell_of_row = np.full(len(y), -1)
-    cell_of_row[cell_rows] = np.arange(len(cell_rows))
-    # per model, in its sorted order: outcome, weight, unit and cell of each row (the
-    # replicates' weights are gathered once, straight into that order; float32 halves
-    # the memory traffic of the replicates, the point AUC above is float64)
-    sorted_rows = {n: (y[o].astype(np.float32), w[o].astype(np.float32), inverse[o],
-                       np.flatnonzero(cells[o]), cell_of_row[o][cells[o]], s)
-                   for n, (o, s) in sorted_by.items()}
+    boot = ClientBootstrap(w, unit)
+    # the replicates in float32 (half the memory traffic; the point AUC above is float64)
+    y_sorted = {n: y[o].astype(np.float32) for n, (o, _) in sorted_by.items()}
     reps: dict[str, list[np.ndarray]] = {n: [] for n in predictions}
     for lo in range(0, draws, block):
-        k = min(block, draws - lo)
-        mult = rng.exponential(1.0, (k, len(codes))).astype(np.float32)
-        gam = (rng.gamma(np.maximum(w[cell_rows], 1e-12), 1.0, (k, len(cell_rows)))
-               .astype(np.float32) if len(cell_rows) else None)
-        for name, (ys, ws, inv, at_cells, which, starts) in sorted_rows.items():
-            bw = ws * mult[:, inv]
-            if gam is not None:
-                bw[:, at_cells] = gam[:, which]
-            reps[name].append(_grouped_auc(ys, bw, starts).astype(float))
+        bw = boot.draw(rng, min(block, draws - lo)).astype(np.float32)
+        for name, (order, starts) in sorted_by.items():
+            reps[name].append(_grouped_auc(y_sorted[name], bw[:, order], starts)
+                              .astype(float))
     rep = {n: np.concatenate(v) for n, v in reps.items()}
     q = [(1 - prob) / 2, 1 - (1 - prob) / 2]
 

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from models.bootstrap import ClientBootstrap
 from models.uplift import HDI_PROB
 
 #: shares of the ranked population at which uplift is reported
@@ -107,15 +108,10 @@ def uplift_evaluation(y: np.ndarray, t: np.ndarray, w: np.ndarray, score: np.nda
 
     point, qini, random_line = stats(w)
     rng = np.random.default_rng(seed)
-    cells = unit < 0
-    codes, inverse = np.unique(np.where(cells, -1, unit), return_inverse=True)
+    boot = ClientBootstrap(w, unit)
     reps, curves = [], []
     for _ in range(draws):
-        mult = rng.exponential(1.0, len(codes))[inverse]
-        bw = w * mult
-        if cells.any():
-            bw[cells] = rng.gamma(np.maximum(w[cells], 1e-12), 1.0)
-        s, q, _ = stats(bw)
+        s, q, _ = stats(boot.draw(rng)[0])
         reps.append(s)
         curves.append(q)
     reps, curves = np.array(reps), np.array(curves)
