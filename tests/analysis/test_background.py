@@ -80,6 +80,8 @@ def test_a_task_ends_when_its_step_is_killed(tmp_path) -> None:
     import signal
     import time
 
+    from tests.analysis.processes import ends_within, wait_for_pid
+
     if not sys.platform.startswith("linux"):
         pytest.skip("PR_SET_PDEATHSIG is Linux's")
     pid_file = tmp_path / "task.pid"
@@ -92,23 +94,11 @@ def test_a_task_ends_when_its_step_is_killed(tmp_path) -> None:
     """)
     step = subprocess.Popen([sys.executable, "-c", code])
     try:
-        for _ in range(300):
-            if pid_file.exists() and pid_file.read_text():
-                break
-            time.sleep(0.1)
-        task = int(pid_file.read_text())
+        task = wait_for_pid(pid_file, 30.0)
         time.sleep(1.0)  # the task has set its death signal
         step.send_signal(signal.SIGKILL)
         step.wait(10)
-        for _ in range(100):
-            try:
-                with open(f"/proc/{task}/stat") as fh:
-                    if fh.read().rsplit(")", 1)[1].split()[0] == "Z":
-                        break
-            except FileNotFoundError:
-                break
-            time.sleep(0.1)
-        else:
+        if not ends_within(task, 10.0):
             os.kill(task, signal.SIGKILL)
             pytest.fail("the background task outlived its killed step")
     finally:

@@ -427,15 +427,16 @@ def test_a_step_after_others_in_the_same_process_reports_its_own_peak(tmp_path):
 
 
 def test_workers_end_when_the_run_is_killed(tmp_path):
-    """SIGKILL of the run (no chance to clean up) still ends its workers: they die with
-    their parent (the fork server, which ends with the run)."""
+    """SIGKILL of the run (no chance to clean up) still ends its workers: each watches
+    the run's process (the fork server, their parent, lives as long as they do)."""
     import signal
     import subprocess
     import sys
-    import time
+
+    from tests.analysis.processes import ends_within, wait_for_pid
 
     if not sys.platform.startswith("linux"):
-        pytest.skip("PR_SET_PDEATHSIG is Linux's")
+        pytest.skip("pidfd_open is Linux's")
     res = tmp_path / "res"
     code = ("from analysis import pipeline\nfrom analysis.config import load_config\n"
             "from tests.analysis.test_pipeline import _toy\n"
@@ -443,29 +444,12 @@ def test_workers_end_when_the_run_is_killed(tmp_path):
             "pipeline.run(cfg, steps=(_toy('beside'), _toy('sleeper')), jobs=2,"
             " echo=lambda s: None)\n")
     run = subprocess.Popen([sys.executable, "-c", code], cwd=Path(__file__).parents[2])
-    pid_file = res / "sleeper.pid"
     try:
-        for _ in range(600):
-            if pid_file.exists() and pid_file.read_text():
-                break
-            time.sleep(0.1)
-        worker = int(pid_file.read_text())
+        worker = wait_for_pid(res / "sleeper.pid")
         assert worker != run.pid
         run.send_signal(signal.SIGKILL)
         run.wait(10)
-
-        def alive(pid: int) -> bool:
-            try:
-                with open(f"/proc/{pid}/stat") as fh:
-                    return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
-            except FileNotFoundError:
-                return False
-
-        for _ in range(150):
-            if not alive(worker):
-                break
-            time.sleep(0.1)
-        assert not alive(worker), "the worker outlived the killed run"
+        assert ends_within(worker, 15.0), "the worker outlived the killed run"
     finally:
         if run.poll() is None:
             run.kill()
