@@ -390,7 +390,7 @@ def test_arvizs_empty_warm_up_warning_is_quiet_in_a_step():
     assert warned() == ["More chains than expected"]
 
 
-def test_memory_a_step_freed_goes_back_before_the_next(monkeypatch):
+def test_memory_a_step_freed_goes_back_before_the_next():
     import gc
 
     def rss_mib() -> float:
