@@ -191,6 +191,12 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     store, report = store_frame(clients, None, ids["treated"], ids["control"], cluster_rows,
                                 per_client=per_client)
     del clients, per_client, cluster_rows
+    # ids that are no client of the store: counted against the whole groups, not the
+    # sample (a sampled-out client is a client; an id in both files is treated)
+    treated_ids = {int(i) for i in ids["treated"]}
+    report["dropped_unknown_treated"] = len(treated_ids) - group_sizes["treated"]
+    report["dropped_unknown_control"] = (len({int(i) for i in ids["control"]} - treated_ids)
+                                        - group_sizes["control"])
     sampled = store["group"].value_counts()
     weight = {g: group_sizes[g] / sampled[g] if sampled.get(g, 0) else 1.0 for g in GROUPS}
     store_sampling = {"cap": cap, "sampled": bool(shares), "groups": {

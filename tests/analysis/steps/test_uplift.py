@@ -32,6 +32,9 @@ def test_uplift_step_writes_results_and_states_convergence(demo_copy, tmp_path):
         assert (out / f).exists(), f
     s = json.loads((out / "summary.json").read_text())
     assert s["trust"]["srm"]["n_treated"] == s["trust"]["srm"]["n_control"]
+    # every id of both files is a client: the sampled-out ones are not "unknown"
+    assert s["trust"]["ids"]["dropped_unknown_treated"] == 0
+    assert s["trust"]["ids"]["dropped_unknown_control"] == 0
     clean = tmp_path / "res" / "clean"
     whole, _ = campaign_frame(pd.read_parquet(clean / "clients.parquet"),
                               pd.read_parquet(clean / "purchases.parquet"), read_id_file(
