@@ -168,6 +168,29 @@ def run(cfg: Config) -> dict[str, Any]:
         return _run(cfg, table, ids, clusters_t is not None, out)
 
 
+def _placebo_caveat(placebo: dict[str, Any], window_rate: float, overall: pd.Series,
+                    sentence: str) -> str:
+    """The recommendation when the placebo's interval excludes 0: kept, with the placebo
+    stated, when the largest bias it leaves plausible
+    (:func:`models.observational.placebo_bias_bound`) lies below the uplift's 94%
+    interval; withheld otherwise (the bias could explain the effect)."""
+    pl = placebo["conversion"]
+    bound = OBS.placebo_bias_bound(pl, window_rate)
+    low = float(overall["conversion_uplift_hdi_low"])
+    said = (f"The placebo before the email (days 3-4) shows an effect of "
+            f"{100 * pl['mean']:+.2f} points (94% interval {100 * pl['hdi_low']:.2f} to "
+            f"{100 * pl['hdi_high']:.2f}), so the adjustment leaves some bias")
+    if bound is not None and low > bound:
+        return (said + f"; scaled to the window, at most {100 * bound:.1f} points, below "
+                f"the uplift's lower bound of {100 * low:.1f} points, so it does not change "
+                "the conclusion. " + sentence)
+    head = sentence.split("Recommendation:")[0]
+    size = "" if bound is None else f" (up to {100 * bound:.1f} points in the window)"
+    return ("WARNING: " + said + size + ", as large as the uplift's lower bound of "
+            f"{100 * low:.1f} points: the adjusted comparison may be confounded. " + head
+            + "Recommendation withheld: the comparison it would rest on failed its placebo.")
+
+
 def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out: Path
          ) -> dict[str, Any]:
     lo, hi = PERIODS["pre"]
@@ -275,9 +298,11 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
         sentence = ("The control file was not used (" + "; ".join(verdict.control_problems)
                     + "). " + sentence)
     sentence = conv.caveat("the hierarchical model") + sentence
+    if obs["placebo"]["conversion"] is not None:
+        obs["placebo"]["bias_bound"] = OBS.placebo_bias_bound(obs["placebo"]["conversion"],
+                                                              rates["treated"])
     if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
-        sentence = ("WARNING: the placebo before the email shows an effect, so the adjusted "
-                    "comparison may still be confounded. ") + sentence
+        sentence = _placebo_caveat(obs["placebo"], rates["treated"], overall, sentence)
     _figures(model, curve, out, b)
     ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
     if shares:

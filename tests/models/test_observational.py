@@ -1,7 +1,13 @@
 import numpy as np
 import pandas as pd
+import pytest
 
-from models.observational import doubly_robust_att, overlap_summary, treatment_propensity
+from models.observational import (
+    doubly_robust_att,
+    overlap_summary,
+    placebo_bias_bound,
+    treatment_propensity,
+)
 
 
 def _confounded(seed: int = 0, n: int = 30_000) -> tuple[pd.DataFrame, float]:
@@ -36,3 +42,14 @@ def test_no_effect_gives_an_interval_around_zero():
     df["converted"] = rng.random(len(df)) < 0.3 + 0.1 * (df.pre_orders > 0)
     att = doubly_robust_att(df, "converted", treatment_propensity(df), binary=True)
     assert att["hdi_low"] < 0 < att["hdi_high"]
+
+
+def test_placebo_bias_bound_carries_the_placebo_interval_over_to_the_window():
+    # placebo: +0.8 points (0.03 to 1.57) on a placebo conversion of 31%; in the window
+    # the treated convert at 96%: the farthest end, 1.57 / 31 of buying, is 4.86 points
+    pl = {"mean": 0.008, "hdi_low": 0.0003, "hdi_high": 0.0157, "treated_mean": 0.31}
+    assert placebo_bias_bound(pl, 0.96) == pytest.approx(0.0157 / 0.31 * 0.96)
+    # a negative placebo: its farthest end from 0 is the lower one
+    neg = {**pl, "hdi_low": -0.03, "hdi_high": -0.001}
+    assert placebo_bias_bound(neg, 0.5) == pytest.approx(0.03 / 0.31 * 0.5)
+    assert placebo_bias_bound({**pl, "treated_mean": 0.0}, 0.96) is None
