@@ -11,6 +11,7 @@ rows.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -161,8 +162,34 @@ def predict_baseline(model: Any, rows: pd.DataFrame, contacted: bool | None = No
     return model.predict_proba(X)[:, 1]
 
 
+@dataclass
+class MetaLearners:
+    """Fitted T- and X-learners (:func:`meta_learners`): the response model of each arm
+    (``m1`` contacted, ``m0`` not) and the X-learner's effect regressions of each arm
+    (``tau1``, ``tau0``), all on the features ``columns``. Picklable, so they can be
+    fitted in another process."""
+
+    m1: Pipeline
+    m0: Pipeline
+    tau1: Pipeline
+    tau0: Pipeline
+    columns: list[str]
+
+    def predict_t(self, rows: pd.DataFrame) -> np.ndarray:
+        """T-learner uplift per row: P(buy | contacted) - P(buy | not), shape (rows,)."""
+        X = features(rows, self.columns)
+        return self.m1.predict_proba(X)[:, 1] - self.m0.predict_proba(X)[:, 1]
+
+    def predict_x(self, rows: pd.DataFrame, propensity: np.ndarray) -> np.ndarray:
+        """X-learner uplift per row, the arms' effect regressions weighted by
+        P(contacted) (``propensity``, shape (rows,)): ``e * tau0 + (1 - e) * tau1``."""
+        X = features(rows, self.columns)
+        e = np.asarray(propensity, float)
+        return e * self.tau0.predict(X) + (1 - e) * self.tau1.predict(X)
+
+
 def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, Any],
-                  random_state: int = 0) -> dict[str, Any]:
+                  random_state: int = 0) -> MetaLearners:
     """T- and X-learner uplift models from scikit-learn's gradient boosting (Kunzel et
     al. 2019, "Metalearners for estimating heterogeneous treatment effects using machine
     learning", PNAS 116).
@@ -178,9 +205,14 @@ def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, 
 
     Returns
     -------
-    dict
-        ``predict_t(rows)`` and ``predict_x(rows, propensity)``: callables returning the
-        predicted uplift per row (points of probability).
+    MetaLearners
+        ``predict_t(rows)`` and ``predict_x(rows, propensity)`` give the predicted uplift
+        per row (points of probability).
+
+    Raises
+    ------
+    ValueError
+        When the rows are all contacted or all not.
     """
     from sklearn.ensemble import HistGradientBoostingRegressor
 
@@ -206,13 +238,4 @@ def meta_learners(rows: pd.DataFrame, propensity: np.ndarray, params: dict[str, 
 
     tau1 = regressor().fit(X[t], d[t], boost__sample_weight=w[t])
     tau0 = regressor().fit(X[~t], d[~t], boost__sample_weight=w[~t])
-
-    def predict_t(r: pd.DataFrame) -> np.ndarray:
-        Xr = features(r, cols)
-        return m1.predict_proba(Xr)[:, 1] - m0.predict_proba(Xr)[:, 1]
-
-    def predict_x(r: pd.DataFrame, e: np.ndarray) -> np.ndarray:
-        Xr = features(r, cols)
-        return e * tau0.predict(Xr) + (1 - e) * tau1.predict(Xr)
-
-    return {"predict_t": predict_t, "predict_x": predict_x}
+    return MetaLearners(m1, m0, tau1, tau0, cols)

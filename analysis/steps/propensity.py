@@ -39,6 +39,7 @@ import pyarrow.parquet as pq
 from scipy.special import expit
 from sklearn.linear_model import LogisticRegression
 
+from analysis.background import background
 from analysis.config import Config
 from analysis.io import atomic_path, save_figure, write_json, write_parquet
 from analysis.leftovers import tagged
@@ -166,6 +167,16 @@ def run(cfg: Config) -> dict[str, Any]:
         return _run(cfg, con, purchases, frame, ids, out)
 
 
+def fit_baselines(train: pd.DataFrame, seed: int) -> tuple[Any, E.MetaLearners]:
+    """The held-out comparison's scikit-learn models on the training rows: the tuned
+    boosting response model (:func:`models.propensity_eval.fit_baseline`) and the T- and
+    X-learners with its settings (:func:`models.propensity_eval.meta_learners`)."""
+    base = E.fit_baseline(train, random_state=seed)
+    learners = E.meta_learners(train, contact_propensity(train, train), base.best_params_,
+                               seed)
+    return base, learners
+
+
 def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
                      categories: list[str], cat_table: pd.DataFrame
                      ) -> tuple[PropensityModel, dict[str, Any]]:
@@ -182,15 +193,15 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
     train = rows[rows["split"] == "train"].drop(columns="split").reset_index(drop=True)
     holdout = rows[rows["split"] == "holdout"].drop(columns="split").reset_index(drop=True)
     model = PropensityModel(sampler_config=cfg.sampler_for("propensity"), seed=cfg.seed)
+    # the baselines (scikit-learn, one core) are fitted in a second process while the
+    # model compiles (one core) and samples: the fits of the sequential run
     t0 = time.perf_counter()
-    model.fit(train, cat_table)
-    fit_seconds = time.perf_counter() - t0
-    # response: held-out comparison with tuned gradient boosting
-    t0 = time.perf_counter()
-    base = E.fit_baseline(train, random_state=cfg.seed)
-    learners = E.meta_learners(train, contact_propensity(train, train), base.best_params_,
-                               cfg.seed)
-    base_seconds = time.perf_counter() - t0
+    with background(fit_baselines, train, cfg.seed) as task:
+        model.fit(train, cat_table)
+        fit_seconds = time.perf_counter() - t0
+        base, learners = task.result()
+    # what the baselines added to the step: the wait after the model's fit
+    base_seconds = time.perf_counter() - t0 - fit_seconds
     t0 = time.perf_counter()
     preds = {"hierarchical Bayesian (PyMC)": model.predict_mean(holdout),
              "gradient boosting (scikit-learn, tuned)": E.predict_baseline(base, holdout)}
@@ -231,8 +242,8 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
         scores = {"hierarchical Bayesian (PyMC)": model.predict_uplift_mean(ev),
                   "S-learner (tuned boosting)": E.predict_baseline(base, ev, True)
                   - E.predict_baseline(base, ev, False),
-                  "T-learner (boosting)": learners["predict_t"](ev),
-                  "X-learner (boosting)": learners["predict_x"](ev, e_ev)}
+                  "T-learner (boosting)": learners.predict_t(ev),
+                  "X-learner (boosting)": learners.predict_x(ev, e_ev)}
         pos, y, w = E.weighted_rows(ev)
         t = ev["contacted"].to_numpy(float)[pos]
         ipw = np.where(t == 1, 1 / e_ev[pos], 1 / (1 - e_ev[pos]))

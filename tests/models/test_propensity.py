@@ -158,3 +158,25 @@ def test_fit_rejects_rows_without_their_columns(fitted):
         PropensityModel().fit(rows.drop(columns="negative_rate"), cats)
     with pytest.raises(ValueError, match="outside 0..n"):
         PropensityModel().fit(rows.assign(k=rows["n"] + 1), cats)
+
+
+def test_meta_learners_survive_pickling_for_a_second_process():
+    """The T- and X-learners are fitted in a background process and sent back: pickled
+    and restored they predict the same uplift."""
+    import pickle
+
+    from models.propensity_eval import meta_learners
+
+    rows, _, _ = simulate_rows(n_clients=1_500, n_categories=4, seed=5)
+    e = np.full(len(rows), 0.1)
+    params = {"boost__learning_rate": 0.1, "boost__max_leaf_nodes": 15,
+              "boost__min_samples_leaf": 40}
+    learners = meta_learners(rows, e, params)
+    back = pickle.loads(pickle.dumps(learners))
+    part = rows.head(200)
+    np.testing.assert_array_equal(back.predict_t(part), learners.predict_t(part))
+    np.testing.assert_array_equal(back.predict_x(part, e[:200]),
+                                  learners.predict_x(part, e[:200]))
+    assert np.isfinite(learners.predict_x(part, e[:200])).all()
+    with pytest.raises(ValueError, match="contacted and not-contacted"):
+        meta_learners(rows.assign(contacted=True), e, params)
