@@ -557,6 +557,64 @@ def worker_context(plan: list[Step], env: dict[str, str]) -> Any:
     return ctx
 
 
+class MemoryPlan:
+    """Which ready step may start beside the running ones within a memory budget.
+
+    A step's expected peak RSS is the larger of its peak in its last run (its manifest)
+    and the peaks measured in this run of the steps it builds on, directly or not (every
+    store step builds on ``clean``, which reads every purchase row: a store larger than
+    last time shows there first); a step with neither is expected to take an equal share
+    of the budget (``budget_mib / jobs``). A step starts beside running ones only when the
+    expected peaks of all of them fit in ``budget_mib``; a step alone always starts.
+
+    Parameters
+    ----------
+    cfg
+        The run's config (``memory_budget_mib``; 0: no limit).
+    plan
+        The steps of the run.
+    jobs
+        Steps run at once at most.
+    """
+
+    def __init__(self, cfg: Config, plan: list[Step], jobs: int) -> None:
+        self.budget_mib = float(cfg.memory_budget_mib)
+        self.share_mib = self.budget_mib / max(jobs, 1)
+        self.history = {s.name: float((manifest(cfg, s.name) or {}).get("peak_rss_mib") or 0)
+                        for s in plan}
+        planned = {s.name for s in plan}
+        direct = {s.name: [d for d in s.needs + s.uses if d in planned] for s in plan}
+        self.upstream: dict[str, set[str]] = {}
+
+        def walk(name: str) -> set[str]:
+            if name not in self.upstream:
+                self.upstream[name] = set()  # a cycle is reported by the runner
+                self.upstream[name] = set(direct[name]).union(*map(walk, direct[name]))
+            return self.upstream[name]
+
+        for s in plan:
+            walk(s.name)
+        self.measured: dict[str, float] = {}
+
+    def measure(self, name: str, peak_mib: float | None) -> None:
+        """Record a finished step's peak RSS in this run."""
+        if peak_mib:
+            self.measured[name] = float(peak_mib)
+
+    def expected_mib(self, name: str) -> float:
+        """The step's expected peak RSS (MiB)."""
+        known = [self.history.get(name, 0.0)] + [self.measured.get(u, 0.0)
+                                                  for u in self.upstream.get(name, ())]
+        return max(known) if max(known) > 0 else self.share_mib
+
+    def admits(self, name: str, running: list[str]) -> bool:
+        """Whether step ``name`` may start beside the steps ``running``."""
+        if self.budget_mib <= 0 or not running:
+            return True
+        return (self.expected_mib(name) + sum(map(self.expected_mib, running))
+                <= self.budget_mib)
+
+
 def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                      echo: Callable[[str], None] = print, jobs: int = 2,
                      t0: float | None = None) -> list[dict[str, Any]]:
@@ -591,6 +649,8 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
     t0 = time.perf_counter() if t0 is None else t0
     context = None  # the fork server, started when the first step needs a worker
     env = worker_env()
+    memory = MemoryPlan(cfg, plan, jobs)
+    held: set[str] = set()  # steps said to wait for memory
     try:
         while len(done) < len(plan):
             busy = {s.name for s, _, _ in running.values()}
@@ -608,6 +668,16 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                     progressed = True
                     break  # what is ready may have changed
                 stale.add(step.name)
+                names = [s.name for s, _, _ in running.values()]
+                if len(running) < jobs and not memory.admits(step.name, names):
+                    if step.name not in held:
+                        held.add(step.name)
+                        echo(f"      {step.name} waits: expected peak "
+                             f"{memory.expected_mib(step.name):,.0f} MiB beside "
+                             f"{sum(map(memory.expected_mib, names)):,.0f} MiB running "
+                             f"({', '.join(names)}) is over the memory budget of "
+                             f"{memory.budget_mib:,.0f} MiB (memory_budget_mib)")
+                    continue
                 if len(running) < jobs:
                     started += 1
                     echo(f"[{started}/{len(plan)}] {step.name}: {step.description} ... "
@@ -645,6 +715,7 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                 ended.append(pool)
                 res.update(run_start=round(t1 - t0, 2), run_end=round(time.perf_counter() - t0, 2))
                 done[step.name] = res
+                memory.measure(step.name, res.get("peak_rss_mib"))
                 echo(_outcome(res, step.name))
     finally:
         for fut, (_, _, pool) in running.items():

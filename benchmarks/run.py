@@ -180,10 +180,12 @@ CASES: dict[str, tuple[str, float]] = {
     # every step, from a clean results folder, on the 1M / 10M Parquet stores
     "pipeline_duckdb_1m": (
         "from benchmarks.store_cases import whole_pipeline\n"
-        f"extra = whole_pipeline(r'{WORK / 'pq1m'}', r'{WORK / 'res1m_full'}')", 1800.0),
+        f"extra = whole_pipeline(r'{WORK / 'pq1m'}', r'{WORK / 'res1m_full'}', jobs=2, "
+        f"one_click=r'{ONE_CLICK}')", 1800.0),
     "pipeline_duckdb_10m": (
         "from benchmarks.store_cases import whole_pipeline\n"
-        f"extra = whole_pipeline(r'{WORK / 'pq10m'}', r'{WORK / 'res10m_full'}')", 7200.0),
+        f"extra = whole_pipeline(r'{WORK / 'pq10m'}', r'{WORK / 'res10m_full'}', jobs=2, "
+        f"one_click=r'{ONE_CLICK}')", 7200.0),
     "uplift_bambi_crosscheck_10k": (
         "from benchmarks.uplift_cases import bambi_crosscheck\nextra = bambi_crosscheck()",
         30.0),

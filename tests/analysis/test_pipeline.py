@@ -453,3 +453,45 @@ def test_workers_end_when_the_run_is_killed(tmp_path):
     finally:
         if run.poll() is None:
             run.kill()
+
+
+def _manifest(results: Path, name: str, peak_mib: float) -> None:
+    (results / name).mkdir(parents=True, exist_ok=True)
+    (results / name / "manifest.json").write_text(json.dumps(
+        {"step": name, "status": "ok", "peak_rss_mib": peak_mib, "seconds": 1.0}))
+
+
+def test_memory_plan_expects_last_peaks_and_what_upstream_steps_measured(tmp_path):
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    cfg = replace(cfg, memory_budget_mib=2700)
+    _manifest(tmp_path / "res", "second", 1400.0)
+    _manifest(tmp_path / "res", "beside", 1200.0)
+    plan = pipeline.MemoryPlan(cfg, list(TOYS), jobs=2)
+    # last peaks; a step that never ran: an equal share of the budget
+    assert plan.expected_mib("second") == 1400 and plan.expected_mib("first") == 1350
+    assert plan.admits("second", ["beside"]) and plan.admits("first", ["second"]) is False
+    assert plan.admits("first", [])  # a step alone always runs
+    # `last` builds on `second`, which builds on `first`: a large `first` in this run
+    # (a store larger than last time) raises what both are expected to take
+    plan.measure("first", 2000.0)
+    assert plan.expected_mib("second") == 2000 and plan.expected_mib("last") == 2000
+    assert plan.expected_mib("beside") == 1200 and not plan.admits("second", ["beside"])
+    assert pipeline.MemoryPlan(replace(cfg, memory_budget_mib=0), list(TOYS), 2).admits(
+        "first", ["second", "beside"])
+
+
+def test_steps_whose_peaks_do_not_fit_together_run_one_after_the_other(demo_copy, tmp_path):
+    """`first` and `beside` are independent and would run at once; with last peaks of
+    800 MiB each and a budget of 1,000 MiB they do not, and the run says why."""
+    res = tmp_path / "res"
+    cfg = replace(load_config(None, data_dir=demo_copy, results_dir=res),
+                  memory_budget_mib=1000)
+    for name in ("first", "second", "beside", "last"):
+        _manifest(res, name, 800.0)
+    lines: list[str] = []
+    out = pipeline.run(cfg, steps=TOYS, jobs=2, force=True, echo=lines.append)
+    assert [r["status"] for r in out] == ["ok"] * 4
+    t = {n: json.loads((res / n / "out.json").read_text()) for n in ("first", "beside")}
+    assert t["beside"]["start"] >= t["first"]["end"] or t["first"]["start"] >= t["beside"]["end"]
+    assert any("beside waits: expected peak 800 MiB beside 800 MiB running (first) is over "
+               "the memory budget of 1,000 MiB" in line for line in lines)
