@@ -271,9 +271,10 @@ class Config:
     jobs: int = 2
     #: MiB the steps running at once may use together (analysis.pipeline.MemoryPlan): a
     #: step starts beside running ones only when their expected peaks (each step's peak
-    #: in its last run, at least that of the steps it builds on in this run) fit; a step
-    #: alone always runs. 0: no limit. A 10,000,000-client store's steps peak at 1.6 to
-    #: 2.8 GiB each, so there they run one at a time; at 105,000 clients two at once
+    #: in its last run, at least that of the steps it builds on in this run; an equal
+    #: share when neither is known) stay below it; a step alone always runs. 0: no limit.
+    #: A 10,000,000-client store's steps peak at 1.6 to 2.8 GiB each, so there they run
+    #: one at a time; at 105,000 clients two at once
     memory_budget_mib: int = 3072
     #: keep each MCMC model's compiled code in ``<results_dir>/.compiled`` and load it in
     #: later runs instead of compiling again (analysis.compile_cache, models.compiled):

@@ -565,7 +565,9 @@ class MemoryPlan:
     store step builds on ``clean``, which reads every purchase row: a store larger than
     last time shows there first); a step with neither is expected to take an equal share
     of the budget (``budget_mib / jobs``). A step starts beside running ones only when the
-    expected peaks of all of them fit in ``budget_mib``; a step alone always starts.
+    expected peaks of all of them stay below ``budget_mib``, so two steps of unknown size
+    do not start together (the first run of a store: ``clean`` runs alone, and what it
+    took then sizes the rest); a step alone always starts.
 
     Parameters
     ----------
@@ -612,7 +614,7 @@ class MemoryPlan:
         if self.budget_mib <= 0 or not running:
             return True
         return (self.expected_mib(name) + sum(map(self.expected_mib, running))
-                <= self.budget_mib)
+                < self.budget_mib)
 
 
 def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,

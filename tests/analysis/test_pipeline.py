@@ -191,7 +191,9 @@ def test_concurrent_steps_wait_for_their_upstream_and_overlap_the_rest(demo_copy
     from tests.analysis.toy_steps import read_value
 
     seq = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "seq")
-    con = load_config(None, data_dir=demo_copy, results_dir=tmp_path / "con")
+    # no memory budget: two steps never run before would otherwise not start together
+    con = replace(load_config(None, data_dir=demo_copy, results_dir=tmp_path / "con"),
+                  memory_budget_mib=0)
     lines: list[str] = []
     policy = os.environ.get("OMP_NUM_THREADS")
     a = pipeline.run(seq, steps=TOYS, jobs=1, echo=lambda s: None)
@@ -471,6 +473,9 @@ def test_memory_plan_expects_last_peaks_and_what_upstream_steps_measured(tmp_pat
     assert plan.expected_mib("second") == 1400 and plan.expected_mib("first") == 1350
     assert plan.admits("second", ["beside"]) and plan.admits("first", ["second"]) is False
     assert plan.admits("first", [])  # a step alone always runs
+    # two steps never run before: an equal share each, together not below the budget
+    fresh = pipeline.MemoryPlan(replace(cfg, results_dir=tmp_path / "new"), list(TOYS), 2)
+    assert not fresh.admits("first", ["beside"])
     # `last` builds on `second`, which builds on `first`: a large `first` in this run
     # (a store larger than last time) raises what both are expected to take
     plan.measure("first", 2000.0)
