@@ -64,7 +64,8 @@ CASES: dict[str, tuple[str, float]] = {
     "propensity_real_scale": (
         _step_case("propensity", "{'inner_seconds': s['timings_seconds']['fit'], "
                                  "'score_seconds': s['timings_seconds']['score_target_city'], "
-                                 "'baselines_seconds': s['timings_seconds']['baselines_fit'], "
+                                 "'baselines_wait_seconds': "
+                                 "s['timings_seconds']['baselines_wait'], "
                                  "'evaluation_seconds': s['timings_seconds']['evaluation'], "
                                  "'roc_auc': s['metrics'][0]['roc_auc'], "
                                  "'roc_auc_boosting': s['metrics'][1]['roc_auc'], "

@@ -262,7 +262,7 @@ def _fit_and_compare(cfg: Config, con: Any, purchases: Any, frame: Any,
             "best_params": {k.replace("boost__", ""): v
                             for k, v in base.best_params_.items()},
             "timings": {"rows": rows_seconds, "fit": fit_seconds,
-                        "baselines_fit": base_seconds, "evaluation": eval_seconds}}
+                        "baselines_wait": base_seconds, "evaluation": eval_seconds}}
     return model, info
 
 
