@@ -14,7 +14,10 @@ purchases by calibration frequency. SHAP values explain the baseline. That basel
 from other clients' holdout days, which no forecast has when it is made, so the same
 boosting is also trained as it could be deployed: on the period one holdout length earlier
 (features on days ``0..calibration_end - 20``, labels in the next 20 days, the tuned
-settings) and applied to the held-out clients' calibration days.
+settings) and applied to the held-out clients' calibration days. And BG/NBD predicts a
+second time with the holdout days' activity as the training clients showed it (what that
+baseline learns from them; :func:`holdout_activity`), which splits its error into the
+store's activity, which it forecasts, and the clients.
 
 The deployed fit then uses every day: P(alive) at the last day, P(buy) in the next
 ``calibration_end``-to-``last_day`` horizon, and, with the Gamma-Gamma spend model, each
@@ -177,6 +180,27 @@ def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
     return btyd.ActivityClock.from_buyers(buyers, cfg.next_purchase.forecast_days)
 
 
+def holdout_activity(con: Any, cfg: Config) -> float:
+    """The operational length of the holdout days (days ``calibration_end + 1 ..
+    last_day``) as the training clients bought in them: their clients buying per day,
+    relative to their mean over the calibration days, summed over the holdout days (the
+    units of :func:`activity_clock`). This is the store-level information the same-period
+    boosting baseline learns from the training clients' holdout labels; BG/NBD predicting
+    with it instead of the forecast of :meth:`models.btyd.ActivityClock.horizon` separates
+    its error in the store's activity from its error about clients. The held-out clients'
+    own purchases are never read."""
+    npc = cfg.next_purchase
+    purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
+    train = purchases.filter(~held_out(purchases.id, npc.holdout_share, cfg.seed))
+    d = daily_buyers(train, npc.last_day).to_pandas()
+    buyers = np.zeros(npc.last_day + 1)
+    buyers[d["dt"].astype(int).to_numpy()] = d["buyers"].to_numpy(float)
+    calibration = buyers[:npc.calibration_end + 1].mean()
+    if calibration <= 0:
+        raise ValueError("no training client bought in the calibration days")
+    return float(buyers[npc.calibration_end + 1:].sum() / calibration)
+
+
 def _features(df: pd.DataFrame) -> pd.DataFrame:
     """The baseline's inputs; ``frequency`` is the calendar count of repeat purchase days
     (``repeat_days``), whether or not the rows were put on the activity clock (which
@@ -253,10 +277,13 @@ MIN_PREVIOUS_DAYS = 7
 #: the models compared on the held-out clients, as the metrics name them
 SAME_PERIOD = "gradient boosting (tuned)"
 PREVIOUS_PERIOD = "gradient boosting, trained on the previous period"
+#: BG/NBD predicting with the holdout days' activity as the training clients showed it
+KNOWN_ACTIVITY = "BG/NBD, holdout activity known"
 
 
 def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
-             previous: Any | None = None) -> dict[str, Any]:
+             previous: Any | None = None, known_horizon: float | None = None
+             ) -> dict[str, Any]:
     """Fit on the training clients' calibration period, judge on the held-out clients.
 
     ``table``: :func:`client_table` of the calibration and holdout periods. The BG/NBD
@@ -268,7 +295,9 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     :func:`client_table` of the period one holdout length earlier (features up to its end,
     labels in the days after); the boosting trained on its training clients is what could
     be deployed (the held-out clients' own period has no labels yet when a forecast is
-    made).
+    made). ``known_horizon`` (:func:`holdout_activity`): the chosen BG/NBD fit also
+    predicts with the holdout days' activity as the training clients showed it, what the
+    same-period baseline knows (:data:`KNOWN_ACTIVITY`).
 
     The boosting baseline runs in a second thread while the BG/NBD model compiles (numba's
     compilation holds one core for 10-15 s; boosting's tree building releases the GIL):
@@ -323,10 +352,20 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     preds_all = {f"BG/NBD ({chosen}, PyMC)": p_bg, SAME_PERIOD: base["p"]}
     if "p_previous" in base:
         preds_all[PREVIOUS_PERIOD] = base["p_previous"]
+    known: dict[str, np.ndarray] | None = None
+    if known_horizon is not None:
+        cells, pos = btyd.client_cells(hold, _pool(fits[chosen]))
+        d = fits[chosen].predict_draws(cells, known_horizon, npc.predict_draws)
+        known = {k: v.mean(1)[pos] for k, v in d.items()}
+        preds_all[KNOWN_ACTIVITY] = known["p_purchase"]
     metrics, calib = NP.compare(y, preds_all)
     by_freq = btyd.purchases_by_frequency(hold["repeat_days"].to_numpy() + 1,
                                           preds[chosen]["expected_purchases"],
                                           hold["holdout_days"].to_numpy())
+    if known is not None:
+        by_freq["expected_activity_known"] = btyd.purchases_by_frequency(
+            hold["repeat_days"].to_numpy() + 1, known["expected_purchases"],
+            hold["holdout_days"].to_numpy())["expected"].to_numpy()
     return {"fits": fits, "chosen": chosen, "pooling": pooling, "metrics": metrics,
             "calibration": calib, "by_frequency": by_freq, "shap": base["shap"],
             "shap_X": base["shap_X"], "shap_groups": base["shap_groups"], "timings": timings,
@@ -336,7 +375,7 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
                         "classifier_train": base["train_clients"],
                         "previous_period_train": base.get("previous_train_clients")},
             "best_params": getattr(base["model"], "best_params_", None), "horizon_days": days,
-            "horizon_operational": horizon}
+            "horizon_operational": horizon, "horizon_known": known_horizon}
 
 
 def deploy(cfg: Config, table: Any, path: Any, clock: btyd.ActivityClock,
@@ -530,7 +569,8 @@ def run(cfg: Config) -> dict[str, Any]:
         previous = (table((0, prev_end), (prev_end + 1, npc.calibration_end))[0]
                     if npc.previous_period_baseline and prev_end >= MIN_PREVIOUS_DAYS - 1
                     else None)
-        ev = evaluate(cfg, cal, clock, previous)
+        ev = evaluate(cfg, cal, clock, previous,
+                      holdout_activity(con, cfg) if npc.activity_clock else None)
         base_rate = (None if previous is None else float(
             (previous.holdout_days > 0).cast("float64").mean().to_pandas()))
         t_eval = time.perf_counter() - t0
@@ -573,7 +613,10 @@ def run(cfg: Config) -> dict[str, Any]:
         "activity": {"calibration_weights": clock.weights.round(4).tolist(),
                      "forecast_level": float(clock.weights[-clock.forecast_days:].mean()),
                      "deployed_forecast_level":
-                         float(full_clock.weights[-full_clock.forecast_days:].mean())},
+                         float(full_clock.weights[-full_clock.forecast_days:].mean()),
+                     # the holdout days' mean activity as the training clients showed it
+                     "holdout_level_training": (None if ev["horizon_known"] is None else
+                                                ev["horizon_known"] / ev["horizon_days"])},
         "horizon_operational": ev["horizon_operational"],
         "previous_period": (None if previous is None else
                             {"calibration_days": [0, prev_end],

@@ -99,7 +99,11 @@ def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
     out = tmp_path / "res" / "next_purchase"
     s = json.loads((out / "summary.json").read_text())
     assert [m["model"].split(" (")[0] for m in s["metrics"]] == [
-        "BG/NBD", "gradient boosting", "gradient boosting, trained on the previous period"]
+        "BG/NBD", "gradient boosting", "gradient boosting, trained on the previous period",
+        "BG/NBD, holdout activity known"]
+    # the holdout days' activity of the training clients, in the clock's units
+    assert 0 < s["activity"]["holdout_level_training"] < 3
+    assert "expected_activity_known" in s["by_frequency"][0]
     assert all(0.5 < m["roc_auc"] <= 1 for m in s["metrics"])
     assert s["previous_period"]["label_days"] == [19, 38]
     # the BG/NBD fits read cells, far fewer than clients, of a hash sample of about 1,200
@@ -133,3 +137,20 @@ def test_next_purchase_step_judges_bgnbd_on_held_out_days(demo_copy, tmp_path):
     assert "cluster" not in set(pd.read_parquet(out / "shap_importance.parquet")["feature"])
     if s["failed_fits"]:  # 300 draws may fall short: the failure must be loud
         assert "FAILED" in res[-1]["message"]
+
+
+def test_holdout_activity_reads_the_training_clients_only(tmp_path):
+    """Training clients buy every calibration day and every other holdout day (10 of days
+    39..58): the holdout days last 10 calibration days' worth of activity, whatever the
+    held-out clients do (here: buy every day)."""
+    cfg = load_config(None, data_dir=tmp_path, results_dir=tmp_path / "res")
+    ids = np.arange(1, 401)
+    test = held_out(ids, cfg.next_purchase.holdout_share, cfg.seed)
+    rows = [(i, d) for i in ids for d in range(59)
+            if d <= cfg.next_purchase.calibration_end or d % 2 == 0 or test[i - 1]]
+    purchases = pd.DataFrame(rows, columns=["id", "dt"]).assign(
+        revenue=100.0, base_sale=0, category="мяч")
+    (tmp_path / "res" / "clean").mkdir(parents=True)
+    purchases.to_parquet(tmp_path / "res" / "clean" / "purchases.parquet")
+    assert 0 < test.sum() < len(ids)
+    assert step.holdout_activity(connect("duckdb"), cfg) == pytest.approx(10.0)
