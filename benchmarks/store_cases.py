@@ -209,8 +209,27 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     return out
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Summed resident memory of process ``pid`` and all its descendants (Linux /proc)."""
+def tree_pss_bytes(pid: int) -> int:
+    """Summed proportional set size of process ``pid`` and all its descendants (Linux
+    ``/proc/<pid>/smaps_rollup``): a page shared by k processes counts 1/k in each, so the
+    sum is the memory the tree holds. Summed RSS counts a shared page in every process
+    that maps it: a step's worker forked from the server that imported the libraries
+    shares those pages with it, and both RSS count them."""
+    total = 0
+    for p in _tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as fh:
+                for line in fh:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1]) * 1024
+                        break
+        except (OSError, ValueError, IndexError):
+            pass
+    return total
+
+
+def _tree(pid: int) -> list[int]:
+    """Process ``pid`` and all its descendants (Linux /proc)."""
     import os
 
     children: dict[int, list[int]] = {}
@@ -222,15 +241,25 @@ def tree_rss_bytes(pid: int) -> int:
             except (OSError, ValueError, IndexError):
                 continue
             children.setdefault(ppid, []).append(int(d))
-    total, todo = 0, [pid]
+    out, todo = [], [pid]
     while todo:
         p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out
+
+
+def tree_rss_bytes(pid: int) -> int:
+    """Summed resident memory of process ``pid`` and all its descendants (Linux /proc)."""
+    import os
+
+    total = 0
+    for p in _tree(pid):
         try:
             with open(f"/proc/{p}/statm") as fh:
                 total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
         except (OSError, ValueError, IndexError):
             pass
-        todo += children.get(p, [])
     return total
 
 
@@ -257,11 +286,12 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     cfg = load_config(None, data_dir=data, results_dir=results, engine=engine, jobs=jobs)
     if one_click:
         cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=one_click))
-    peak, stop = [0], threading.Event()
+    peak, stop = [0, 0], threading.Event()
 
     def watch() -> None:
         while not stop.is_set():
             peak[0] = max(peak[0], tree_rss_bytes(os.getpid()))
+            peak[1] = max(peak[1], tree_pss_bytes(os.getpid()))
             stop.wait(0.25)
 
     watcher = threading.Thread(target=watch, daemon=True)
@@ -293,6 +323,7 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
         steps[res["step"]] = row
     return {"steps": steps, "engine": engine, "jobs": jobs, "inner_seconds": round(wall, 1),
             "tree_peak_rss_mib": round(peak[0] / 2**20, 1),
+            "tree_peak_pss_mib": round(peak[1] / 2**20, 1),
             "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}
 
 
