@@ -677,7 +677,7 @@ def run_concurrently(cfg: Config, plan: list[Step], force: bool = False,
                         echo(f"      {step.name} waits: expected peak "
                              f"{memory.expected_mib(step.name):,.0f} MiB beside "
                              f"{sum(map(memory.expected_mib, names)):,.0f} MiB running "
-                             f"({', '.join(names)}) is over the memory budget of "
+                             f"({', '.join(names)}) would not stay below the memory budget of "
                              f"{memory.budget_mib:,.0f} MiB (memory_budget_mib)")
                     continue
                 if len(running) < jobs:
