@@ -170,14 +170,25 @@ def hash_sample(ids: Any, n: int, size: int, seed: int, after: float = 0.0,
     return keep & ~held_out(ids, after, seed) if after else keep
 
 
-def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
-    """The :class:`models.btyd.ActivityClock` of days ``0..last_day`` (clients buying per
-    day, from the engine)."""
+def buyers_per_day(con: Any, cfg: Config, last_day: int, training_only: bool = False
+                   ) -> np.ndarray:
+    """Clients buying on each of days ``0..last_day`` (0 on a day without any), from the
+    engine; ``training_only``: the clients outside the held-out part only."""
     purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
+    if training_only:
+        npc = cfg.next_purchase
+        purchases = purchases.filter(~held_out(purchases.id, npc.holdout_share, cfg.seed))
     d = daily_buyers(purchases, last_day).to_pandas()
     buyers = np.zeros(last_day + 1)
     buyers[d["dt"].astype(int).to_numpy()] = d["buyers"].to_numpy(float)
-    return btyd.ActivityClock.from_buyers(buyers, cfg.next_purchase.forecast_days)
+    return buyers
+
+
+def activity_clock(con: Any, cfg: Config, last_day: int) -> btyd.ActivityClock:
+    """The :class:`models.btyd.ActivityClock` of days ``0..last_day`` (clients buying per
+    day, from the engine)."""
+    return btyd.ActivityClock.from_buyers(buyers_per_day(con, cfg, last_day),
+                                          cfg.next_purchase.forecast_days)
 
 
 def holdout_activity(con: Any, cfg: Config) -> float:
@@ -190,11 +201,7 @@ def holdout_activity(con: Any, cfg: Config) -> float:
     its error in the store's activity from its error about clients. The held-out clients'
     own purchases are never read."""
     npc = cfg.next_purchase
-    purchases = open_table(con, purchases_path(cfg), RFM_COLUMNS, "purchases")
-    train = purchases.filter(~held_out(purchases.id, npc.holdout_share, cfg.seed))
-    d = daily_buyers(train, npc.last_day).to_pandas()
-    buyers = np.zeros(npc.last_day + 1)
-    buyers[d["dt"].astype(int).to_numpy()] = d["buyers"].to_numpy(float)
+    buyers = buyers_per_day(con, cfg, npc.last_day, training_only=True)
     calibration = buyers[:npc.calibration_end + 1].mean()
     if calibration <= 0:
         raise ValueError("no training client bought in the calibration days")
