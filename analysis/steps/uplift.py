@@ -168,14 +168,12 @@ def run(cfg: Config) -> dict[str, Any]:
         return _run(cfg, table, ids, clusters_t is not None, out)
 
 
-def _placebo_caveat(placebo: dict[str, Any], window_rate: float, overall: pd.Series,
-                    sentence: str) -> str:
+def _placebo_caveat(placebo: dict[str, Any], overall: pd.Series, sentence: str) -> str:
     """The recommendation when the placebo's interval excludes 0: kept, with the placebo
-    stated, when the largest bias it leaves plausible
-    (:func:`models.observational.placebo_bias_bound`) lies below the uplift's 94%
+    stated, when the largest bias it leaves plausible (``placebo["bias_bound"]``:
+    :func:`models.observational.placebo_bias_bound`) lies below the uplift's 94%
     interval; withheld otherwise (the bias could explain the effect)."""
-    pl = placebo["conversion"]
-    bound = OBS.placebo_bias_bound(pl, window_rate)
+    pl, bound = placebo["conversion"], placebo["bias_bound"]
     low = float(overall["conversion_uplift_hdi_low"])
     said = (f"The placebo before the email (days 3-4) shows an effect of "
             f"{100 * pl['mean']:+.2f} points (94% interval {100 * pl['hdi_low']:.2f} to "
@@ -302,7 +300,7 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
         obs["placebo"]["bias_bound"] = OBS.placebo_bias_bound(obs["placebo"]["conversion"],
                                                               rates["treated"])
     if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
-        sentence = _placebo_caveat(obs["placebo"], rates["treated"], overall, sentence)
+        sentence = _placebo_caveat(obs["placebo"], overall, sentence)
     _figures(model, curve, out, b)
     ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
     if shares:

@@ -167,19 +167,18 @@ def test_trust_failures_reach_the_cli_line_and_the_recommendation(demo_copy, tmp
 
 def test_a_failed_placebo_keeps_the_recommendation_only_when_its_bias_cannot_explain_it():
     from analysis.steps.uplift import _placebo_caveat
+    from models.observational import placebo_bias_bound
 
     sentence = ("Compared with similar untreated clients ..., the email raised ... . "
                 "Recommendation: roll the campaign out.")
-    pl = {"conversion": {"mean": 0.008, "hdi_low": 0.0003, "hdi_high": 0.0157,
-                         "treated_mean": 0.31}}
+    conv = {"mean": 0.008, "hdi_low": 0.0003, "hdi_high": 0.0157, "treated_mean": 0.31}
     # bias bound 0.0157 / 0.31 * 0.96 = 4.9 points, under an uplift bounded below by 12.7
-    kept = _placebo_caveat(pl, 0.96, pd.Series({"conversion_uplift_hdi_low": 0.127}),
-                           sentence)
+    pl = {"conversion": conv, "bias_bound": placebo_bias_bound(conv, 0.96)}
+    kept = _placebo_caveat(pl, pd.Series({"conversion_uplift_hdi_low": 0.127}), sentence)
     assert "at most 4.9 points" in kept and kept.endswith("roll the campaign out.")
     assert not kept.startswith("WARNING")
     # the same placebo under an uplift bounded below by 3 points: withheld
-    held = _placebo_caveat(pl, 0.96, pd.Series({"conversion_uplift_hdi_low": 0.03}),
-                           sentence)
+    held = _placebo_caveat(pl, pd.Series({"conversion_uplift_hdi_low": 0.03}), sentence)
     assert held.startswith("WARNING") and "roll the campaign out" not in held
     assert held.endswith("Recommendation withheld: the comparison it would rest on failed "
                          "its placebo.")
