@@ -330,6 +330,8 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
     timings: dict[str, float] = {}
     fits: dict[str, btyd.BetaGeoCells] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
+    # each fit's distinct held-out cells and every held-out client's position among them
+    cells_of: dict[str, tuple[pd.DataFrame, np.ndarray]] = {}
     pool = sorted(set(counts["pool_group"]))
     variants = [False] + ([True] if npc.pool_by_city and len(pool) > 1 else [])
     prev = None
@@ -344,7 +346,7 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
             t0 = time.perf_counter()
             fits[name] = _fit_bgnbd(cfg, counts, pooled, pool,
                                     reuse=next(iter(fits.values()), None))
-            cells, pos = btyd.client_cells(hold, _pool(fits[name]))
+            cells_of[name] = cells, pos = btyd.client_cells(hold, _pool(fits[name]))
             d = fits[name].predict_draws(cells, horizon, npc.predict_draws)
             preds[name] = {k: v.mean(1)[pos] for k, v in d.items()}
             timings[f"bgnbd {name}"] = time.perf_counter() - t0
@@ -361,7 +363,7 @@ def evaluate(cfg: Config, table: Any, clock: btyd.ActivityClock,
         preds_all[PREVIOUS_PERIOD] = base["p_previous"]
     known: dict[str, np.ndarray] | None = None
     if known_horizon is not None:
-        cells, pos = btyd.client_cells(hold, _pool(fits[chosen]))
+        cells, pos = cells_of[chosen]
         d = fits[chosen].predict_draws(cells, known_horizon, npc.predict_draws)
         known = {k: v.mean(1)[pos] for k, v in d.items()}
         preds_all[KNOWN_ACTIVITY] = known["p_purchase"]
