@@ -156,6 +156,12 @@ def doubly_robust_att(df: pd.DataFrame, outcome: str, e: np.ndarray,
             "treated_mean": float(y[t].mean()), "p_positive": float(stats.norm.cdf(est / se))}
 
 
+#: the columns :func:`observational_check` reads: a caller may hand it only these
+CHECK_COLUMNS = ["treated", "gender", "city", "cluster", "age_band", "pre_orders", "pre_revenue",
+                 "higher_education", "converted", "revenue", "items", "placebo_pre_orders",
+                 "placebo_pre_revenue", "placebo_orders"]
+
+
 def observational_check(df: pd.DataFrame, seed: int,
                         sample_weight: np.ndarray | None = None) -> dict[str, Any]:
     """The design-based cross-check of campaign 1: propensity of being treated, overlap,

@@ -256,8 +256,21 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
                                  min_city_clients=cfg.min_city_clients,
                                  max_cities=cfg.max_cities)
     weights = whole["group"].map(weight).to_numpy(float)
+    # what the model does not change is computed before its fit, so the client frames
+    # (600,000 rows at 10 million clients) are not held while it compiles and samples
+    metrics = group_metrics(store.assign(treated=store["group"] == "treated")
+                            if n_c == 0 else campaign)
+    buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
+        else None
+    revenue_sd = float(treated["revenue"].std())
+    whole_treated = whole["treated"].to_numpy(bool)
+    check_input = whole[OBS.CHECK_COLUMNS]
+    del store, whole, treated
+    if verdict.primary == "whole store":
+        del campaign
     # the scikit-learn cross-check runs on the second core while the model compiles
-    with background(OBS.observational_check, whole, cfg.seed, weights) as cross_check:
+    with background(OBS.observational_check, check_input, cfg.seed, weights) as cross_check:
+        del check_input  # pickled for the worker
         if verdict.primary == "whole store":
             model.fit_cells(cells)
             comparison_clients = support["kept"]
@@ -272,8 +285,6 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     by_city = model.effects(b.margin, b.discount_depth, by="city")
     by_cluster = model.effects(b.margin, b.discount_depth, by="cluster")
     curve = model.margin_curve(b.discount_depth)
-    buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
-        else None
     rr = overall["conversion_ratio_hdi_low"]
     sensitivity = {"risk_ratio": float(overall["conversion_ratio_mean"]),
                    "e_value": DESIGN.e_value(overall["conversion_ratio_mean"]),
@@ -281,7 +292,7 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     w = model.weighted_draws()
     depth_grid = NT.profit_by_depth(w["arpu1"], w["arpu0"], b.margin, b.discount_depth)
     best = depth_grid.loc[depth_grid["profit_mean"].idxmax()]
-    sigma = float(treated["revenue"].std() * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
+    sigma = float(revenue_sd * abs(b.margin - best["depth"]) / (1 - b.discount_depth))
     prior_sd = max((best["profit_high"] - best["profit_low"]) / (2 * 1.88), 1e-6)
     follow_up = NT.assurance(best["profit_mean"], prior_sd, max(sigma, 1e-6),
                          np.array([500, 1000, 2000, 5000, 10000, 20000, 50000]), seed=cfg.seed)
@@ -302,15 +313,13 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     if verdict.primary == "whole store" and obs["placebo"]["passes"] is False:
         sentence = _placebo_caveat(obs["placebo"], overall, sentence)
     _figures(model, curve, out, b)
-    ax = OBS.plot_overlap(obs.pop("_e"), whole["treated"].to_numpy())
+    ax = OBS.plot_overlap(obs.pop("_e"), whole_treated)
     if shares:
         ax.set_title(ax.get_title() + "\n(hash samples: " + ", ".join(
             f"{g} {s:.1%}" for g, s in shares.items()) + ")", fontsize="medium")
     save_figure(ax.figure, out / "overlap.png")
     with atomic_path(out / "posterior.nc") as tmp:
         az.to_netcdf(model.idata_, tmp)
-    metrics = group_metrics(store.assign(treated=store["group"] == "treated")
-                            if n_c == 0 else campaign)
     # the counts are the store's, the means the (possibly sampled) rows'
     other = "control" if n_c else "untreated"
     metrics["clients"] = metrics["group"].map({"treated": n_t, "control": group_sizes[other]})

@@ -3,7 +3,9 @@ import pandas as pd
 import pytest
 
 from models.observational import (
+    CHECK_COLUMNS,
     doubly_robust_att,
+    observational_check,
     overlap_summary,
     placebo_bias_bound,
     treatment_propensity,
@@ -53,3 +55,21 @@ def test_placebo_bias_bound_carries_the_placebo_interval_over_to_the_window():
     neg = {**pl, "hdi_low": -0.03, "hdi_high": -0.001}
     assert placebo_bias_bound(neg, 0.5) == pytest.approx(0.03 / 0.31 * 0.5)
     assert placebo_bias_bound({**pl, "treated_mean": 0.0}, 0.96) is None
+
+
+def test_observational_check_reads_only_its_declared_columns():
+    # the uplift step hands the cross-check's process only CHECK_COLUMNS (a smaller
+    # pickle and worker): the result must be the one on the whole frame
+    df, _ = _confounded(seed=3, n=4_000)
+    rng = np.random.default_rng(4)
+    df = df.assign(revenue=df.converted * 3000.0, items=df.converted * 2.0,
+                   placebo_pre_orders=rng.poisson(0.4, len(df)),
+                   placebo_pre_revenue=rng.gamma(2.0, 900.0, len(df)),
+                   placebo_orders=rng.poisson(0.3, len(df)),
+                   unrelated=rng.normal(size=len(df)), group="x")
+    full = observational_check(df, 0)
+    only = observational_check(df[CHECK_COLUMNS], 0)
+    np.testing.assert_array_equal(full.pop("_e"), only.pop("_e"))
+    assert full == only
+    with pytest.raises(KeyError):
+        observational_check(df[CHECK_COLUMNS[1:]], 0)
