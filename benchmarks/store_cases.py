@@ -287,19 +287,24 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     if one_click:
         cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=one_click))
     peak, stop = [0, 0], threading.Event()
+    at = [0.0, 0.0]  # when each peak was read (seconds from the start)
 
     def watch() -> None:
         tick = 0
         while not stop.is_set():
-            peak[0] = max(peak[0], tree_rss_bytes(os.getpid()))
+            rss = tree_rss_bytes(os.getpid())
+            if rss > peak[0]:
+                peak[0], at[0] = rss, time.perf_counter() - t0
             if tick % 8 == 0:  # every 2 s: reading smaps_rollup costs about 10 ms per GiB
-                peak[1] = max(peak[1], tree_pss_bytes(os.getpid()))  # mapped, per process
+                pss = tree_pss_bytes(os.getpid())  # mapped, per process
+                if pss > peak[1]:
+                    peak[1], at[1] = pss, time.perf_counter() - t0
             tick += 1
             stop.wait(0.25)
 
+    t0 = time.perf_counter()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    t0 = time.perf_counter()
     try:
         results_ = pipeline.run(cfg, force=True, echo=lambda s: None)
     finally:
@@ -324,9 +329,15 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
             if worker:  # the background cross-check's process, beside the step's
                 row["worker_peak_rss_mib"] = round(worker, 1)
         steps[res["step"]] = row
+
+    def running(t: float) -> list[str]:  # the steps that ran at ``t`` s from the start
+        return [name for name, r in steps.items()  # type: ignore[union-attr]
+                if (r.get("run_start") or 0) <= t <= (r.get("run_end") or -1)]
+
     return {"steps": steps, "engine": engine, "jobs": jobs, "inner_seconds": round(wall, 1),
             "tree_peak_rss_mib": round(peak[0] / 2**20, 1),
             "tree_peak_pss_mib": round(peak[1] / 2**20, 1),
+            "tree_peak_rss_during": running(at[0]), "tree_peak_pss_during": running(at[1]),
             "all_ok": all(r["status"] in ("ok", "skipped") for r in steps.values())}
 
 
