@@ -89,12 +89,16 @@ def parquet_batches(path: Path, rows: int, columns: list[str] | None = None
     in order, as pandas frames.
 
     Files are read one row group after another without read-ahead, so memory holds about
-    one batch (plus one row group) whatever the table's size.
+    one batch (plus one row group) whatever the table's size. Without ``pre_buffer``:
+    with it (pyarrow's default) the reader kept what it had read: over the 77.6 million
+    purchase rows of a 10-million-client store in 100,000-row batches, 549 MiB still
+    allocated by Arrow at the end and 768 MiB resident, against 2 MiB and 237 MiB
+    without (the growth apache/arrow#39808 reports for dataset scans).
     """
     import pyarrow.parquet as pq
 
     for f in parquet_files(path):
-        reader = pq.ParquetFile(f)
+        reader = pq.ParquetFile(f, pre_buffer=False)
         try:
             for batch in reader.iter_batches(batch_size=rows, columns=columns,
                                              use_threads=False):

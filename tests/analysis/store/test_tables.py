@@ -7,7 +7,13 @@ import pandas as pd
 import pytest
 
 from analysis.store.engine import connect
-from analysis.store.tables import id_ranges, in_range, materialised, open_table
+from analysis.store.tables import (
+    id_ranges,
+    in_range,
+    materialised,
+    open_table,
+    parquet_batches,
+)
 
 
 @pytest.fixture()
@@ -48,3 +54,26 @@ def test_a_per_client_table_written_range_by_range_equals_the_one_query(purchase
         assert len(list(path.glob("*.parquet"))) == len(ranges)
     assert got["id"].is_monotonic_increasing and len(got) == 5_999
     pd.testing.assert_frame_equal(got, expected)
+
+
+def test_parquet_batches_do_not_keep_what_they_have_read(tmp_path):
+    # pyarrow's pre-buffering kept every row group read, up to the whole compressed file
+    # (549 MiB of the 10-million-client store's purchases by the last batch)
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    frame = pd.DataFrame({"id": rng.integers(0, 10**6, n),
+                          "product": rng.choice([f"товар {i}" for i in range(500)], n),
+                          "cost": rng.random(n)})
+    path = tmp_path / "purchases.parquet"
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), path,
+                   row_group_size=50_000)
+    base, held, rows = pa.total_allocated_bytes(), 0, 0
+    for batch in parquet_batches(path, 25_000):
+        rows += len(batch)
+        del batch
+        held = max(held, pa.total_allocated_bytes() - base)
+    assert rows == n
+    assert held < path.stat().st_size / 3  # about one row group, not the file
