@@ -60,3 +60,16 @@ def test_bad_input_is_refused():
         auc_bootstrap(y, w, {"m": good[:-1]})
     with pytest.raises(ValueError, match="both outcomes"):
         auc_bootstrap(np.zeros(100), w, {"m": good})
+
+
+def test_the_replicates_computed_at_once_change_memory_not_numbers(monkeypatch):
+    import models.classification_metrics as cm
+
+    y, w, good, weak = _data()
+    preds = {"good": good, "weak": weak}
+    unit = np.arange(len(y)) // 3
+    at_25 = auc_bootstrap(y, w, preds, unit=unit, draws=60, seed=4, block=25)
+    assert auc_bootstrap(y, w, preds, unit=unit, draws=60, seed=4, block=7) == at_25
+    # the default block shrinks with the rows: here to 2 replicates at a time
+    monkeypatch.setattr(cm, "BLOCK_BYTES", 2 * cm.BYTES_PER_ROW_REPLICATE * len(y))
+    assert auc_bootstrap(y, w, preds, unit=unit, draws=60, seed=4) == at_25
