@@ -136,6 +136,7 @@ def background(fn: Callable[..., Any], *args: Any) -> Iterator[Task]:
             task = Task(None, None, value=fn(*args))
         except Exception as exc:  # handed to the caller through result()
             task = Task(None, None, error=exc)
+        del args
         yield task
         return
     folder = Path(tempfile.mkdtemp(prefix="shopbayes-bg-"))
@@ -143,6 +144,8 @@ def background(fn: Callable[..., Any], *args: Any) -> Iterator[Task]:
         with (folder / "task.pkl").open("wb") as f:
             pickle.dump((fn.__module__, fn.__qualname__, args), f,
                         protocol=pickle.HIGHEST_PROTOCOL)
+        # pickled: the block may free what it passed (this frame lives as long as it)
+        del args
         from analysis.pipeline import worker_env
 
         # one OpenMP thread, the caller's BLAS threads: the pipeline's workers' policy

@@ -104,3 +104,23 @@ def test_a_task_ends_when_its_step_is_killed(tmp_path) -> None:
     finally:
         if step.poll() is None:
             step.kill()
+
+
+@pytest.mark.parametrize("enabled", ["1", "0"])
+def test_the_block_can_free_what_it_passed(monkeypatch: pytest.MonkeyPatch,
+                                           enabled: str) -> None:
+    # the uplift step drops the frame it handed the cross-check (hundreds of MiB at 10
+    # million clients) before its model's fit: the task must not keep it alive
+    import gc
+    import weakref
+
+    import numpy as np
+
+    monkeypatch.setenv(ENV_VAR, enabled)
+    data = np.arange(10.0)
+    ref = weakref.ref(data)
+    with background(np.sum, data) as task:
+        del data
+        gc.collect()
+        assert ref() is None
+        assert task.result() == 45.0
