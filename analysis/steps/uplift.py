@@ -96,12 +96,17 @@ def group_metrics(df: pd.DataFrame) -> pd.DataFrame:
     return out.reset_index(names="group")
 
 
-def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The comparison population: clients in the countries and age bands where treated
-    clients are (no untreated client elsewhere can stand in for a treated one)."""
+def _support_mask(df: pd.DataFrame) -> np.ndarray:
+    """Rows of the comparison population: clients in the countries and age bands where
+    treated clients are (no untreated client elsewhere can stand in for a treated one)."""
     t = df[df["treated"]]
-    keep = df["country"].isin(t["country"].unique()) & df["age_band"].isin(
-        t["age_band"].unique())
+    return (df["country"].isin(t["country"].unique())
+            & df["age_band"].isin(t["age_band"].unique())).to_numpy(bool)
+
+
+def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
+    """The comparison population (:func:`_support_mask`) and its counts."""
+    keep = _support_mask(df)
     return df[keep].reset_index(drop=True), {"kept": int(keep.sum()),
                                              "outside_support": int((~keep).sum())}
 
@@ -245,7 +250,9 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
                       arpu["_draws"]["treated"], arpu["_draws"]["control"], b.margin,
                       b.discount_depth)),
                   "valid": verdict.control_valid_for_conversion}
-    whole, _ = _support(store)
+    # the comparison population's rows, not a copy of them (600,000 rows of 38 columns at
+    # 10 million clients: the step's peak)
+    keep = _support_mask(store)
     treated = store[store["treated"]]
     # every client of the store in the treated clients' countries and age bands, as cells
     # the engine sums: no client row in memory
@@ -255,7 +262,7 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     model = U.HierarchicalUplift(sampler_config=cfg.sampler_for("uplift"), seed=cfg.seed,
                                  min_city_clients=cfg.min_city_clients,
                                  max_cities=cfg.max_cities)
-    weights = whole["group"].map(weight).to_numpy(float)
+    weights = store.loc[keep, "group"].map(weight).to_numpy(float)
     # what the model does not change is computed before its fit, so the client frames
     # (600,000 rows at 10 million clients) are not held while it compiles and samples
     metrics = group_metrics(store.assign(treated=store["group"] == "treated")
@@ -263,9 +270,9 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
         else None
     revenue_sd = float(treated["revenue"].std())
-    whole_treated = whole["treated"].to_numpy(bool)
-    check_input = whole[OBS.CHECK_COLUMNS]
-    del store, whole, treated
+    whole_treated = store.loc[keep, "treated"].to_numpy(bool)
+    check_input = store.loc[keep, OBS.CHECK_COLUMNS].reset_index(drop=True)
+    del store, treated
     if verdict.primary == "whole store":
         del campaign
     # the scikit-learn cross-check runs on the second core while the model compiles
