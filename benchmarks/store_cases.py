@@ -209,14 +209,14 @@ def aggregates(results: str, engine: str = "duckdb", compare_with_duckdb: bool =
     return out
 
 
-def tree_pss_bytes(pid: int) -> int:
-    """Summed proportional set size of process ``pid`` and all its descendants (Linux
-    ``/proc/<pid>/smaps_rollup``): a page shared by k processes counts 1/k in each, so the
-    sum is the memory the tree holds. Summed RSS counts a shared page in every process
-    that maps it: a step's worker forked from the server that imported the libraries
-    shares those pages with it, and both RSS count them."""
+def pss_bytes(pids: list[int]) -> int:
+    """Summed proportional set size of processes ``pids`` (e.g. a :func:`process_tree`;
+    Linux ``/proc/<pid>/smaps_rollup``): a page shared by k processes counts 1/k in each,
+    so the sum is the memory the tree holds. Summed RSS counts a shared page in every
+    process that maps it: a step's worker forked from the server that imported the
+    libraries shares those pages with it, and both RSS count them."""
     total = 0
-    for p in _tree(pid):
+    for p in pids:
         try:
             with open(f"/proc/{p}/smaps_rollup") as fh:
                 for line in fh:
@@ -228,7 +228,7 @@ def tree_pss_bytes(pid: int) -> int:
     return total
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """Process ``pid`` and all its descendants (Linux /proc)."""
     import os
 
@@ -249,12 +249,12 @@ def _tree(pid: int) -> list[int]:
     return out
 
 
-def tree_rss_bytes(pid: int) -> int:
-    """Summed resident memory of process ``pid`` and all its descendants (Linux /proc)."""
+def rss_bytes(pids: list[int]) -> int:
+    """Summed resident memory of processes ``pids`` (Linux /proc)."""
     import os
 
     total = 0
-    for p in _tree(pid):
+    for p in pids:
         try:
             with open(f"/proc/{p}/statm") as fh:
                 total += int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
@@ -292,11 +292,12 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     def watch() -> None:
         tick = 0
         while not stop.is_set():
-            rss = tree_rss_bytes(os.getpid())
+            tree = process_tree(os.getpid())
+            rss = rss_bytes(tree)
             if rss > peak[0]:
                 peak[0], at[0] = rss, time.perf_counter() - t0
             if tick % 8 == 0:  # every 2 s: reading smaps_rollup costs about 10 ms per GiB
-                pss = tree_pss_bytes(os.getpid())  # mapped, per process
+                pss = pss_bytes(tree)  # mapped, per process
                 if pss > peak[1]:
                     peak[1], at[1] = pss, time.perf_counter() - t0
             tick += 1

@@ -104,13 +104,6 @@ def _support_mask(df: pd.DataFrame) -> np.ndarray:
             & df["age_band"].isin(t["age_band"].unique())).to_numpy(bool)
 
 
-def _support(df: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, int]]:
-    """The comparison population (:func:`_support_mask`) and its counts."""
-    keep = _support_mask(df)
-    return df[keep].reset_index(drop=True), {"kept": int(keep.sum()),
-                                             "outside_support": int((~keep).sum())}
-
-
 def buyers_comparison(campaign: pd.DataFrame) -> dict[str, Any]:
     """The control file among buyers: per-buyer revenue, items and average purchase with
     Lee bounds (valid only if the controls were drawn at random among buyers)."""
@@ -270,8 +263,8 @@ def _run(cfg: Config, table: Any, ids: dict[str, list[int]], clusters: bool, out
     buyers = buyers_comparison(campaign) if n_c and campaign[~campaign.treated].converted.any() \
         else None
     revenue_sd = float(treated["revenue"].std())
-    whole_treated = store.loc[keep, "treated"].to_numpy(bool)
     check_input = store.loc[keep, OBS.CHECK_COLUMNS].reset_index(drop=True)
+    whole_treated = check_input["treated"].to_numpy(bool)
     del store, treated
     if verdict.primary == "whole store":
         del campaign

@@ -305,7 +305,7 @@ def test_campaign1_cells_and_store_sample_equal_the_pandas_ones(cleaned, small_d
 
     from analysis.steps.campaign1_data import PERIODS, store_frame
     from analysis.steps.clean import CLIENT_DTYPES
-    from analysis.steps.uplift import _sample_frames, _support
+    from analysis.steps.uplift import _sample_frames, _support_mask
     from analysis.store.aggregates import (
         CAMPAIGN_CLIENT_COLUMNS,
         PERIOD_COLUMNS,
@@ -325,7 +325,7 @@ def test_campaign1_cells_and_store_sample_equal_the_pandas_ones(cleaned, small_d
     clusters.to_parquet(tmp_path / "assignments.parquet")
     clients = data.clients.astype(CLIENT_DTYPES)
     store, _ = store_frame(clients, data.purchases, list(g.treated), list(g.control), clusters)
-    whole, _ = _support(store)
+    whole = store[_support_mask(store)]
     expected = client_cells(whole).sort_values(list(CELL_KEYS), ignore_index=True)
     t = store[store["treated"]]
     assert expected["cluster"].nunique() == 4 and expected["treated"].any()
