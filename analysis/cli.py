@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import os
 import sys
 import time
@@ -272,9 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     # nutpie's numba-compiled model, and the benchmarks were measured without a BLAS, so
     # the missing BLAS is stated here (and in the README) instead.
     os.environ.setdefault("PYTENSOR_FLAGS", "blas__ldflags=")
-    # PyMC announces every prior / posterior predictive draw ("Sampling: [...]") at INFO,
-    # which breaks the step-by-step progress display
-    logging.getLogger("pymc.sampling.forward").setLevel(logging.WARNING)
+    from analysis.logs import quiet_library_logs
+
+    quiet_library_logs()
     args = build_parser().parse_args(argv)
     return int(args.func(args))
 

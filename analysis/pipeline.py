@@ -481,9 +481,25 @@ def _run_in_worker(cfg: Config, step: Step, nice: int = 0) -> dict[str, Any]:
     try:
         return run_step(cfg, step, force=True)
     finally:
+        end_joblib_pool()
         for child in multiprocessing.active_children():
             child.terminate()
             child.join(10)
+
+
+def end_joblib_pool() -> None:
+    """End joblib's reusable worker pool (scikit-learn's ``n_jobs``) in this process, if
+    it has one, and delete the folders it shares large arrays through.
+
+    A worker leaves with ``os._exit``, which skips the exit handlers joblib cleans those
+    folders (``/dev/shm/joblib_memmapping_folder_*``) with, so the resource tracker found
+    them at its shutdown and printed a warning listing every one of them (11 after the
+    one-click step's nested search) into the run's output. ``MemmappingExecutor.terminate``
+    is what joblib itself calls to end the pool and remove its folders."""
+    module = sys.modules.get("joblib.externals.loky.reusable_executor")
+    executor = getattr(module, "_executor", None)
+    if executor is not None and hasattr(executor, "terminate"):
+        executor.terminate(kill_workers=True)
 
 
 #: the environment of every worker, set before it loads any numerical library: one
@@ -517,9 +533,11 @@ def _worker_init(env: dict[str, str], run_pid: int) -> None:
     ends (:func:`analysis.background.end_with`: a run killed with SIGKILL or by the
     out-of-memory killer leaves no worker computing for nobody)."""
     from analysis.background import end_with
+    from analysis.logs import quiet_library_logs
 
     end_with(run_pid)
     os.environ.update(env)
+    quiet_library_logs()
 
 
 def worker_context(plan: list[Step], env: dict[str, str]) -> Any:

@@ -457,6 +457,40 @@ def test_workers_end_when_the_run_is_killed(tmp_path):
             run.kill()
 
 
+def test_a_workers_joblib_pool_leaves_no_shared_folders_behind(tmp_path):
+    """A step whose joblib pool shared an array through a temporary folder ends in a
+    worker that leaves with os._exit: the folder is removed with the pool, not found
+    later by the resource tracker, which then prints a 'leaked folder objects' warning
+    into the run's output."""
+    import subprocess
+    import sys
+
+    code = ("from analysis import pipeline\nfrom analysis.config import load_config\n"
+            "from tests.analysis.test_pipeline import _toy\n"
+            f"cfg = load_config(None, results_dir=r'{tmp_path / 'res'}', memory_budget_mib=0)\n"
+            # twice: the step runs in the worker the run spawns, then (with the timings of
+            # the first run ordering the steps) in one forked from the server
+            "for force in (False, True):\n"
+            "    res = pipeline.run(cfg, steps=(_toy('memmapped'), _toy('beside')), jobs=2,"
+            " echo=lambda s: None, force=force)\n"
+            "    assert [r['status'] for r in res] == ['ok', 'ok'], res\n")
+    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "leaked folder" not in run.stderr, run.stderr[-3000:]
+
+
+def test_workers_keep_pymcs_sampling_lines_out_of_the_progress_display(tmp_path):
+    """The CLI's logging setting is not inherited by a fork server's children: each
+    worker makes it again ("Sampling: [...]" lines came back with --jobs 2)."""
+    import logging
+
+    cfg = load_config(None, results_dir=tmp_path / "res", memory_budget_mib=0)
+    steps = (_toy("log_level"), _toy("beside"), _toy("first"))
+    res = {r["step"]: r for r in pipeline.run(cfg, steps=steps, jobs=2, echo=lambda s: None)}
+    assert res["log_level"]["summary"]["level"] == logging.WARNING
+
+
 def _manifest(results: Path, name: str, peak_mib: float) -> None:
     (results / name).mkdir(parents=True, exist_ok=True)
     (results / name / "manifest.json").write_text(json.dumps(

@@ -97,3 +97,24 @@ def sleeper(cfg: Config) -> dict:
     cfg.results_dir.mkdir(parents=True, exist_ok=True)
     (cfg.results_dir / "sleeper.pid").write_text(str(os.getpid()))
     return _record(cfg, "sleeper", 120.0)
+
+
+def memmapped(cfg: Config) -> dict:
+    """Runs joblib on two processes with an array over joblib's 1 MB memmapping threshold
+    (as scikit-learn's ``n_jobs`` does with a large training set): joblib shares it
+    through a temporary folder, which the halves the workers send back still map when
+    the step ends."""
+    import numpy as np
+    from joblib import Parallel, delayed
+
+    block = np.arange(500_000, dtype=float)  # 4 MB
+    halves = Parallel(n_jobs=2)(delayed(np.asarray)(block[i::2]) for i in range(2))
+    return _record(cfg, "memmapped", 0.0) | {"sum": float(sum(h.sum() for h in halves))}
+
+
+def log_level(cfg: Config) -> dict:
+    """The level of PyMC's predictive-sampling logger where the step runs."""
+    import logging
+
+    level = logging.getLogger("pymc.sampling.forward").level
+    return _record(cfg, "log_level", 0.0) | {"level": level}
