@@ -11,11 +11,11 @@ metadata Numba rebuilds it from, as Numba's own cache keeps it) is saved under a
 everything the machine code depends on and loaded instead of compiled when the key
 matches.
 
-The key (:func:`cache_key`) is PyTensor's own cache key of the two compiled function
-graphs (every operation, its parameters and every constant, data included: the
-``FunctionGraph`` key of ``pytensor.link.numba.dispatch.basic``), the sizes and shared
-variables the callbacks read, and the versions of Python, NumPy, SciPy, PyTensor, PyMC,
-nutpie, Numba and llvmlite, the host CPU and Numba's optimisation settings. A graph
+The key (:func:`cache_key`) is a key of the two compiled function graphs' structure
+(:func:`graph_key`: every operation with its Numba cache key, its parameters and every
+constant, data included, whatever the order PyTensor's rewrites left the nodes in), the
+sizes and shared variables the callbacks read, and the versions of Python, NumPy, SciPy,
+PyTensor, PyMC, nutpie, Numba and llvmlite, the host CPU and Numba's optimisation settings. A graph
 PyTensor cannot key (an operation without a Numba cache key) is compiled as before, and
 so is a callback whose code holds a process address (Numba's "dynamic globals"), which
 would not be valid in another process. The digamma function (``psi``, in the gradient of
@@ -146,6 +146,55 @@ def _versions() -> dict[str, str]:
     return out
 
 
+def graph_key(fgraph: Any) -> str | None:
+    """A key of a compiled function graph's structure that does not depend on the order
+    its nodes are listed in; None when an operation has no Numba cache key.
+
+    PyTensor keys a graph (``numba_funcify_FunctionGraph``) by each node's position in
+    ``fgraph.toposort()`` and the positions its inputs come from. The graph PyTensor's
+    rewrites make of one PyMC model is not always the same: the order of the nodes and of
+    the operands of sums and products follows the identities of objects held in sets.
+    Two builds of the propensity model in one process got different PyTensor keys with
+    the same data, and on the pipeline's rerun with ``--force`` the propensity and uplift
+    steps compiled again instead of loading what the first run saved. Here each
+    variable's key is made from what it is (a graph input's position and type, a
+    constant's value) or from the node computing it (the operation's Numba cache key,
+    its output index and its inputs' keys, the operands of a commutative operation
+    sorted; recursively: a Merkle hash), and the graph's key from its outputs' keys, so
+    every order of the nodes, and of a sum's or product's operands, gives one key. Two
+    graphs with the same key compute the same function of the same inputs; the loaded
+    code may add a sum's operands in the order of the build that saved it, which is the
+    code the earlier run sampled with.
+
+    Parameters
+    ----------
+    fgraph
+        A PyTensor ``FunctionGraph`` (after rewriting, as compiled).
+    """
+    from pytensor.graph.basic import Constant
+    from pytensor.link.numba.dispatch.basic import (
+        cache_key_for_constant,
+        numba_funcify_and_cache_key,
+    )
+
+    keys: dict[Any, str] = {inp: f"input {i} {inp.type}" for i, inp in
+                            enumerate(fgraph.inputs)}
+    for node in fgraph.toposort():  # any valid order: the keys do not depend on it
+        _, op_key = numba_funcify_and_cache_key(node.op, node=node)
+        if op_key is None:
+            return None
+        ins = [f"constant {v.type} {cache_key_for_constant(v.data)}"
+               if isinstance(v, Constant) else keys[v] for v in node.inputs]
+        if getattr(getattr(node.op, "scalar_op", None), "commutative", False):
+            ins = sorted(ins)
+        node_key = hashlib.sha256(repr((op_key, ins)).encode()).hexdigest()
+        for j, out in enumerate(node.outputs):
+            keys[out] = f"{node_key} {j}"
+    outs = [keys.get(o) or f"constant {o.type} {cache_key_for_constant(o.data)}"
+            for o in fgraph.outputs]
+    return hashlib.sha256(repr(outs).encode()).hexdigest()
+
+
 def cache_key(graph_keys: list[str | None], n_dim: int, n_expanded: int,
               shared: dict[str, np.ndarray]) -> str | None:
     """The key of a model's two callbacks, or None when they cannot be cached.
@@ -268,8 +317,12 @@ def _functions(model: pm.Model) -> _Functions:
         seen.add(val)
     for arr in shared_data.values():
         arr.flags.writeable = False
-    key = cache_key([CACHED_SRC_FUNCTIONS.get(logp_pt.vm.jit_fn.py_func),
-                     CACHED_SRC_FUNCTIONS.get(expand_pt.vm.jit_fn.py_func)],
+    # PyTensor's key of each function graph (None: it cannot be cached) numbers the nodes
+    # in the order of one build of the model, which varies from one build to the next:
+    # the structure's own key instead (graph_key)
+    key = cache_key([graph_key(fn.maker.fgraph)
+                     if CACHED_SRC_FUNCTIONS.get(fn.vm.jit_fn.py_func) else None
+                     for fn in (logp_pt, expand_pt)],
                     n_dim, n_expanded, shared_data)
     return _Functions(n_dim, n_expanded, logp_pt, expand_pt, initial_point_fn, shape_info,
                       shared_data, cp.make_user_data(shared_vars, shared_data), key)

@@ -142,3 +142,28 @@ def test_another_process_loads_what_this_one_saved(pair: dict, spend: np.ndarray
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["info"] == {"cached": True, "key": pair["info1"]["key"]}
     np.testing.assert_array_equal(np.array(child["draws"]), draws(pair["first"]))
+
+
+def test_graph_key_ignores_node_and_commutative_operand_order() -> None:
+    """PyTensor's rewrites may list a model's nodes, and the operands of its sums and
+    products, in another order from one build to the next: the key stays, and it still
+    tells apart graphs that compute something else."""
+    import pytensor.tensor as pt
+    from pytensor.graph.fg import FunctionGraph
+
+    from models.compiled import graph_key
+
+    def fgraph(build):
+        x, y, z = pt.dvector("x"), pt.dvector("y"), pt.dvector("z")
+        return FunctionGraph([x, y, z], build(x, y, z), clone=True)
+
+    base = graph_key(fgraph(lambda x, y, z: [pt.exp(x) * y + pt.log(z), pt.exp(x) - y]))
+    assert base is not None
+    # the same function, nodes created and operands listed in another order
+    assert graph_key(fgraph(lambda x, y, z: [pt.log(z) + y * pt.exp(x),
+                                             pt.exp(x) - y])) == base
+    # other functions: operands of a non-commutative operation swapped, another input
+    assert graph_key(fgraph(lambda x, y, z: [pt.exp(x) * y + pt.log(z),
+                                             y - pt.exp(x)])) != base
+    assert graph_key(fgraph(lambda x, y, z: [pt.exp(x) * z + pt.log(y),
+                                             pt.exp(x) - y])) != base
