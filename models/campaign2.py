@@ -141,9 +141,16 @@ class Campaign2Model:
         coords = {"city": [str(c) for c in cities], "day": np.arange(int(di.max()) + 1),
                   "placebo": placebo_names}
         pri = self.priors
+        has = panel["orders"].to_numpy() > 0
+        aov = np.log(panel.loc[has, "revenue"].clip(lower=1) / panel.loc[has, "orders"])
         with pm.Model(coords=coords) as model:
+            # the panel's arrays as data containers (read at run time): the compiled code
+            # and its key (models.compiled) depend on the cities, days and indicators the
+            # model has, not on the counts, so a data refresh loads it instead of compiling
+            ci_d, di_d = pm.Data("panel_city", ci), pm.Data("panel_day", di)
+            x = {k: pm.Data(f"panel_{k}", v) for k, v in ind.items()}
             for outcome in ("orders", "buyers"):
-                y = panel[outcome].to_numpy()
+                y = pm.Data(f"panel_{outcome}", panel[outcome].to_numpy())
                 m = pm.Normal(f"{outcome}_city_mean", 0, 5)
                 s = pm.HalfNormal(f"{outcome}_city_sd", pri["city_sd"][1])
                 # centred: every city has hundreds of orders, so the data pin each effect
@@ -151,25 +158,26 @@ class Campaign2Model:
                 day = pm.ZeroSumNormal(f"{outcome}_day", sigma=pri["day_sd"][1], dims="day")
                 eff = pm.Normal(f"{outcome}_effect", pri["effect"][1], pri["effect"][2])
                 near = pm.Normal(f"{outcome}_near", pri["near"][1], pri["near"][2])
-                eta = city[ci] + day[di] + eff * ind["campaign"] + near * ind["around"]
+                eta = city[ci_d] + day[di_d] + eff * x["campaign"] + near * x["around"]
                 if placebo_names:
                     plc = pm.Normal(f"{outcome}_placebo", pri["placebo"][1], pri["placebo"][2],
                                     dims="placebo")
-                    eta = eta + pm.math.stack([ind[k] for k in placebo_names]).T @ plc
+                    eta = eta + pm.math.stack([x[k] for k in placebo_names]).T @ plc
                 alpha = pm.Gamma(f"{outcome}_alpha", pri["alpha"][1], pri["alpha"][2])
                 pm.NegativeBinomial(f"{outcome}_obs", mu=pm.math.exp(eta), alpha=alpha,
                                     observed=y)
-            has = panel["orders"].to_numpy() > 0
-            aov = np.log(panel.loc[has, "revenue"].clip(lower=1) / panel.loc[has, "orders"])
-            k = panel.loc[has, "orders"].to_numpy(float)
+            k = pm.Data("aov_orders", panel.loc[has, "orders"].to_numpy(float))
             m_a = pm.Normal("aov_mean", 8, 2)
             s_c = pm.HalfNormal("aov_city_sd", 0.5)
             a_city = pm.Normal("aov_city", m_a, s_c, dims="city")
             a_day = pm.ZeroSumNormal("aov_day", sigma=0.3, dims="day")
             a_eff = pm.Normal("aov_effect", 0, 0.3)
             sig = pm.HalfNormal("aov_sigma", 1.0)
-            mu = a_city[ci[has]] + a_day[di[has]] + a_eff * ind["campaign"][has]
-            pm.Normal("aov_obs", mu=mu, sigma=sig / np.sqrt(k), observed=aov.to_numpy())
+            mu = (a_city[pm.Data("aov_city_index", ci[has])]
+                  + a_day[pm.Data("aov_day_index", di[has])]
+                  + a_eff * pm.Data("aov_campaign", ind["campaign"][has]))
+            pm.Normal("aov_obs", mu=mu, sigma=sig / pm.math.sqrt(k),
+                      observed=pm.Data("aov_log_value", aov.to_numpy()))
         return model
 
     def fit(self, panel: pd.DataFrame) -> Campaign2Model:

@@ -334,6 +334,41 @@ def model_key(model: pm.Model) -> str | None:
     return _functions(model).key
 
 
+#: Numba puts a constant array into the code by value only when it is C- or
+#: F-contiguous and at most this many bytes (``BaseContext.make_constant_array``)
+FROZEN_CONSTANT_BYTES = 10**6
+
+
+def uncacheable_constants(model: pm.Model) -> list[str]:
+    """The constant arrays of ``model``'s compiled graphs that Numba would reach through
+    a process address, which makes the callback impossible to keep for another run
+    (:func:`compile_model` compiles it in every process): a non-contiguous array (a
+    column of a pandas frame's 2-D block, ``frame["col"].to_numpy()``, is one) or one
+    over :data:`FROZEN_CONSTANT_BYTES`. Empty when every constant is kept by value.
+    Pass such arrays as ``pm.Data`` (read at run time, whatever their layout).
+
+    Returns
+    -------
+    list of str
+        One line per such constant: the function (``logp`` or ``expand``), the operation
+        using it, its shape, dtype and strides.
+    """
+    from pytensor.graph.basic import Constant
+
+    f = _functions(model)
+    found = []
+    for name, fn in (("logp", f.logp_pt), ("expand", f.expand_pt)):
+        for node in fn.maker.fgraph.toposort():
+            for v in node.inputs:
+                d = v.data if isinstance(v, Constant) else None
+                if isinstance(d, np.ndarray) and (
+                        not (d.flags.c_contiguous or d.flags.f_contiguous)
+                        or d.nbytes > FROZEN_CONSTANT_BYTES):
+                    found.append(f"{name}: {str(node.op)[:60]} {d.shape} {d.dtype} "
+                                 f"strides {d.strides}")
+    return found
+
+
 def compile_model(model: pm.Model, store: CFuncStore | None = None
                   ) -> tuple[Any, dict[str, Any]]:
     """Compile ``model`` for nutpie, reusing the callbacks ``store`` has for it.

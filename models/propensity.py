@@ -246,6 +246,13 @@ class PropensityModel:
         g_gx, g_tx = groups[:, 2], groups[:, 3]
         flat = gidx.ravel() * len(self.categories_) + ci
         with pm.Model(coords=coords) as model:
+            # every array of the rows, groups and categories as a data container, not a
+            # constant of the compiled code: read at run time, so the code (and its key in
+            # models.compiled) is the same whatever the rows, and the store's next data
+            # refresh loads it instead of compiling
+            cat_x = pm.Data("category_x", cat_x)
+            g_city, g_clu = pm.Data("group_city", g_city), pm.Data("group_cluster", g_clu)
+            g_gx, g_tx = pm.Data("group_gender", g_gx), pm.Data("group_contacted", g_tx)
             mu_a = _prior(pm, "mu_a", pri["mu_a"])
             theta = _prior(pm, "theta", pri["theta"], dims="category_feature")
             s_a = _prior(pm, "sigma_a", pri["sigma_a"])
@@ -269,11 +276,13 @@ class PropensityModel:
                 if hi.any() and (tx * hi).sum() > 0:
                     gamma = _prior(pm, "gamma", pri["gamma"], dims="client_feature")
                     row_x = tx[:, None] * d["x"]
+            flat = pm.Data("row_cell", flat)
+            offset = pm.Data("row_offset", offset)
+            hist = pm.Data("row_history", hi)
+            k = pm.Data("row_buyers", k)
+            n = pm.Data("row_clients", n)
+            x_cat = pm.Data("row_category_items", d["x_cat"])
             eta = grid.flatten()[flat] + offset
-            # the client features as data containers, not constants of the compiled code:
-            # read at run time, so the code is the same whatever the rows (and a matrix
-            # over 1 MB, which Numba leaves at a process address, does not stop the
-            # compiled model from being kept for the next run: models.compiled)
             x_rows = pm.Data("client_x", d["x"])
             if row_x is not None:
                 row_x = pm.Data("contacted_client_x", row_x)
@@ -283,7 +292,7 @@ class PropensityModel:
                 # one slope for the items of the row's category: with category-specific
                 # slopes their spread sat at zero (r_hat 1.02 at sigma at real scale)
                 b_ci = _prior(pm, "b_cat_items", pri["b_cat_items"])
-                eta = eta + hi * b_h + pm.math.dot(x_rows, beta) + b_ci * d["x_cat"]
+                eta = eta + hist * b_h + pm.math.dot(x_rows, beta) + b_ci * x_cat
             if row_x is not None:
                 eta = eta + pm.math.dot(row_x, gamma)
             # binomial log-likelihood up to log C(n, k): exact for the cells, Bernoulli for

@@ -412,12 +412,19 @@ class HierarchicalUplift:
         ix = self._index(cells)
         lv, cd, x, trt = ix["levels"], ix["codes"], ix["x"], ix["trt"]
         self._levels = lv
-        ci, ki, ai, pi = cd["city"], cd["cluster"], cd["age_band"], cd["pre_level"]
         pri = self.model_config
         coords = {k: [str(v) for v in vals] for k, vals in lv.items()}
         coords["cell"] = np.arange(len(cells))
         coords["arm"] = ["comparison", "treated"]
         with pm.Model(coords=coords) as model:
+            # the cells' arrays as data containers (read at run time): the compiled code
+            # and its key (models.compiled) depend on the model's structure, not on the
+            # cells, so the next data refresh of the store loads it instead of compiling
+            ci, ki, ai, pi = (pm.Data(f"cell_{k}", cd[k].astype("int64"))
+                              for k in ("city", "cluster", "age_band", "pre_level"))
+            x = pm.Data("cell_spend", x)
+            arm = pm.Data("cell_arm", trt.astype("int64"))
+            trt = pm.Data("cell_treated", trt)
             a = pm.Normal("intercept", pri["intercept"][1], pri["intercept"][2])
             b_spend = pm.Normal("beta_spend", pri["beta_spend"][1], pri["beta_spend"][2])
             one_city = len(lv["city"]) == 1  # one city (or all pooled): no city terms
@@ -462,11 +469,12 @@ class HierarchicalUplift:
                     "tau_cluster", sigma=pri["tau_cluster"][1], dims="cluster")[ki]
             else:
                 pm.Deterministic("tau_cluster", pm.math.zeros(1), dims="cluster")
-            pm.Binomial("buyers", n=cells["n"].to_numpy(), logit_p=eta + trt * tau_cell,
-                        observed=cells["y"].to_numpy(), dims="cell")
-            self._spend_block(cells, ix["pre"], x, trt, ki, ci, len(lv["cluster"]))
+            pm.Binomial("buyers", n=pm.Data("cell_clients", cells["n"].to_numpy()),
+                        logit_p=eta + trt * tau_cell,
+                        observed=pm.Data("cell_buyers", cells["y"].to_numpy()), dims="cell")
+            self._spend_block(cells, pi, x, trt, arm, ki, ci, len(lv["cluster"]))
             if getattr(self, "has_items_", True):
-                self._items_block(cells, ix["pre"], x, trt, ki, ci, len(lv["cluster"]))
+                self._items_block(cells, pi, x, trt, arm, ki, ci, len(lv["cluster"]))
         return model
 
     def _city_term(self, name: str, ci: np.ndarray) -> Any:
@@ -477,8 +485,8 @@ class HierarchicalUplift:
             return 0.0
         return pm.ZeroSumNormal(name, sigma=1.0, dims="city")[ci]
 
-    def _spend_block(self, cells: pd.DataFrame, pre: np.ndarray, x: np.ndarray,
-                     trt: np.ndarray, ki: np.ndarray, ci: np.ndarray, n_clusters: int) -> None:
+    def _spend_block(self, cells: pd.DataFrame, pre: Any, x: Any, trt: Any, arm: Any,
+                     ki: Any, ci: Any, n_clusters: int) -> None:
         """Spend per buyer: gamma with log link (mean ``exp(mu)``, money) through its exact
         sufficient statistics (buyers, sum of spend, sum of log spend).
 
@@ -496,7 +504,7 @@ class HierarchicalUplift:
         kappa = pm.Normal("kappa", pri["kappa"][1], pri["kappa"][2])
         shape_arm = pm.LogNormal("spend_shape", pri["spend_shape"][1], pri["spend_shape"][2],
                                  dims="arm")
-        alpha = shape_arm[trt.astype(int)]
+        alpha = shape_arm[arm]
         kap = kappa + _effect_by_level("kappa_pre", 0.5, self._levels["pre_level"],
                                        self._treated_by_level)[pre]
         mu = m0 + b_pre[pre] + b_x * x + self._city_term("spend_city", ci)
@@ -504,15 +512,16 @@ class HierarchicalUplift:
             kap = kap + pm.ZeroSumNormal("kappa_cluster", sigma=0.3, dims="cluster")[ki]
             mu = mu + pm.ZeroSumNormal("spend_cluster", sigma=1.0, dims="cluster")[ki]
         mu = mu + trt * kap
-        k = cells["spenders"].to_numpy(float)
-        s_log, r = cells["s1"].to_numpy(), cells["r1"].to_numpy()
+        k = pm.Data("cell_spenders", cells["spenders"].to_numpy(float))
+        s_log = pm.Data("cell_sum_log_spend", cells["s1"].to_numpy(float))
+        r = pm.Data("cell_sum_spend", cells["r1"].to_numpy(float))
         # sum over a cell's buyers of log Gamma(y | shape alpha, rate alpha / exp(mu))
         loglik = (k * (alpha * (pm.math.log(alpha) - mu) - pt.gammaln(alpha))
                   + (alpha - 1) * s_log - alpha * r * pm.math.exp(-mu))
         pm.Potential("spend_loglik", pm.math.sum(loglik))
 
-    def _items_block(self, cells: pd.DataFrame, pre: np.ndarray, x: np.ndarray,
-                     trt: np.ndarray, ki: np.ndarray, ci: np.ndarray, n_clusters: int) -> None:
+    def _items_block(self, cells: pd.DataFrame, pre: Any, x: Any, trt: Any, arm: Any,
+                     ki: Any, ci: Any, n_clusters: int) -> None:
         """Items per buyer: mean ``exp(linear)``, normal errors with one SD, through the
         exact sufficient statistics (count, sum, sum of squares); a quasi-likelihood for
         the mean of a count (McCullagh & Nelder 1989, ch. 9)."""
@@ -521,7 +530,7 @@ class HierarchicalUplift:
         b_pre = _contrasts("items_pre", 0.5, self._levels["pre_level"])
         b_x = pm.Normal("items_x", 0.0, 0.5)
         nu = pm.Normal("nu", pri["nu"][1], pri["nu"][2])
-        sigma = pm.HalfNormal("items_sigma", pri["items_sigma"][1], dims="arm")[trt.astype(int)]
+        sigma = pm.HalfNormal("items_sigma", pri["items_sigma"][1], dims="arm")[arm]
         log_mu = i0 + b_pre[pre] + b_x * x + self._city_term("items_city", ci)
         eff = nu + _effect_by_level("nu_pre", 0.5, self._levels["pre_level"],
                                     self._treated_by_level)[pre]
@@ -529,8 +538,9 @@ class HierarchicalUplift:
             log_mu = log_mu + pm.ZeroSumNormal("items_cluster", sigma=1.0, dims="cluster")[ki]
             eff = eff + pm.ZeroSumNormal("nu_cluster", sigma=0.3, dims="cluster")[ki]
         mu = pm.math.exp(log_mu + trt * eff)
-        k = cells["spenders"].to_numpy(float)
-        s1, s2 = cells["i1"].to_numpy(), cells["i2"].to_numpy()
+        k = pm.modelcontext(None)["cell_spenders"]
+        s1 = pm.Data("cell_sum_items", cells["i1"].to_numpy(float))
+        s2 = pm.Data("cell_sum_items_sq", cells["i2"].to_numpy(float))
         ss = s2 - 2 * mu * s1 + k * mu**2
         pm.Potential("items_loglik",
                      pm.math.sum(-k * pm.math.log(sigma) - ss / (2 * sigma**2)))

@@ -9,6 +9,7 @@ from analysis.store.id_files import campaign_groups
 from analysis.store.loaders import load_folder
 from analysis.store.rules import clean
 from models.campaign2 import Campaign2Model, build_panel, check_design, pool_cities
+from models.compiled import uncacheable_constants
 
 
 def _toy():
@@ -77,6 +78,7 @@ def test_recovers_planted_effect_and_placebos_find_nothing(tmp_path):
     truth = json.loads((tmp_path / "truth.json").read_text())["campaign2"]
     eff = m.effects()["orders"]
     assert eff["hdi_low"] < truth["orders_ratio_expected"] - 1 < eff["hdi_high"]
+    assert uncacheable_constants(m.model_) == []  # the compiled code is kept for reruns
     assert m.placebo()["hdi_includes_zero"].all()
     cf = m.counterfactual()
     assert len(cf) == 59 and np.isfinite(cf["counterfactual_orders"]).all()

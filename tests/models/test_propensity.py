@@ -180,3 +180,13 @@ def test_meta_learners_survive_pickling_for_a_second_process():
     assert np.isfinite(learners.predict_x(part, e[:200])).all()
     with pytest.raises(ValueError, match="contacted and not-contacted"):
         meta_learners(rows.assign(contacted=True), e, params)
+
+
+def test_the_compiled_model_can_be_kept_for_the_next_run(fitted):
+    """Every array of the rows reaches the compiled code as data, none as a constant
+    Numba would reach through a process address (a column of the groups' 2-D array
+    was one): the code is kept, and a rerun loads it instead of compiling."""
+    from models.compiled import uncacheable_constants
+
+    m, _, _, _ = fitted
+    assert uncacheable_constants(m.model_) == []
