@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 import pymc as pm
 
+from models.compiled import fixed_data
 from models.diagnostics import check_convergence
 from models.sampling import Sampler, SamplerSettings, sample_checked
 from models.uplift import describe, profit_per_treated
@@ -147,10 +148,10 @@ class Campaign2Model:
             # the panel's arrays as data containers (read at run time): the compiled code
             # and its key (models.compiled) depend on the cities, days and indicators the
             # model has, not on the counts, so a data refresh loads it instead of compiling
-            ci_d, di_d = pm.Data("panel_city", ci), pm.Data("panel_day", di)
-            x = {k: pm.Data(f"panel_{k}", v) for k, v in ind.items()}
+            ci_d, di_d = fixed_data("panel_city", ci), fixed_data("panel_day", di)
+            x = {k: fixed_data(f"panel_{k}", v) for k, v in ind.items()}
             for outcome in ("orders", "buyers"):
-                y = pm.Data(f"panel_{outcome}", panel[outcome].to_numpy())
+                y = fixed_data(f"panel_{outcome}", panel[outcome].to_numpy())
                 m = pm.Normal(f"{outcome}_city_mean", 0, 5)
                 s = pm.HalfNormal(f"{outcome}_city_sd", pri["city_sd"][1])
                 # centred: every city has hundreds of orders, so the data pin each effect
@@ -166,18 +167,18 @@ class Campaign2Model:
                 alpha = pm.Gamma(f"{outcome}_alpha", pri["alpha"][1], pri["alpha"][2])
                 pm.NegativeBinomial(f"{outcome}_obs", mu=pm.math.exp(eta), alpha=alpha,
                                     observed=y)
-            k = pm.Data("aov_orders", panel.loc[has, "orders"].to_numpy(float))
+            k = fixed_data("aov_orders", panel.loc[has, "orders"].to_numpy(float))
             m_a = pm.Normal("aov_mean", 8, 2)
             s_c = pm.HalfNormal("aov_city_sd", 0.5)
             a_city = pm.Normal("aov_city", m_a, s_c, dims="city")
             a_day = pm.ZeroSumNormal("aov_day", sigma=0.3, dims="day")
             a_eff = pm.Normal("aov_effect", 0, 0.3)
             sig = pm.HalfNormal("aov_sigma", 1.0)
-            mu = (a_city[pm.Data("aov_city_index", ci[has])]
-                  + a_day[pm.Data("aov_day_index", di[has])]
-                  + a_eff * pm.Data("aov_campaign", ind["campaign"][has]))
+            mu = (a_city[fixed_data("aov_city_index", ci[has])]
+                  + a_day[fixed_data("aov_day_index", di[has])]
+                  + a_eff * fixed_data("aov_campaign", ind["campaign"][has]))
             pm.Normal("aov_obs", mu=mu, sigma=sig / pm.math.sqrt(k),
-                      observed=pm.Data("aov_log_value", aov.to_numpy()))
+                      observed=fixed_data("aov_log_value", aov.to_numpy()))
         return model
 
     def fit(self, panel: pd.DataFrame) -> Campaign2Model:

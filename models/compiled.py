@@ -334,6 +334,32 @@ def model_key(model: pm.Model) -> str | None:
     return _functions(model).key
 
 
+def fixed_data(name: str, value: Any) -> Any:
+    """``pm.Data(name, value)`` with its shape fixed: how a model passes an array so
+    that its compiled code can be kept for the next run.
+
+    As data the array is read at run time (not a constant of the code: a constant Numba
+    reaches through a process address cannot be kept, :func:`uncacheable_constants`);
+    with its shape known, PyTensor needs no run-time checks that arrays combined element
+    by element have equal lengths. Those checks compare one array's length with
+    another's, picked by the order of a set, so the compiled graph and its key
+    (:func:`model_key`) differed from one process to the next: the propensity model got
+    3 keys in 3 processes from the same rows, and every run compiled it again. The key
+    then holds the arrays' lengths: other data of other sizes compile again.
+
+    Parameters
+    ----------
+    name
+        The container's name (unique in the model).
+    value
+        Array-like; must be called inside a ``pm.Model`` context.
+    """
+    import pymc as pm
+
+    value = np.asarray(value)
+    return pm.Data(name, value, shape=value.shape)
+
+
 #: Numba puts a constant array into the code by value only when it is C- or
 #: F-contiguous and at most this many bytes (``BaseContext.make_constant_array``)
 FROZEN_CONSTANT_BYTES = 10**6

@@ -55,6 +55,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import expit
 
+from models.compiled import fixed_data
 from models.diagnostics import check_convergence
 from models.sampling import Sampler, SamplerSettings, sample_checked
 from models.uplift import HDI_PROB, describe
@@ -250,9 +251,9 @@ class PropensityModel:
             # constant of the compiled code: read at run time, so the code (and its key in
             # models.compiled) is the same whatever the rows, and the store's next data
             # refresh loads it instead of compiling
-            cat_x = pm.Data("category_x", cat_x)
-            g_city, g_clu = pm.Data("group_city", g_city), pm.Data("group_cluster", g_clu)
-            g_gx, g_tx = pm.Data("group_gender", g_gx), pm.Data("group_contacted", g_tx)
+            cat_x = fixed_data("category_x", cat_x)
+            g_city, g_clu = fixed_data("group_city", g_city), fixed_data("group_cluster", g_clu)
+            g_gx, g_tx = fixed_data("group_gender", g_gx), fixed_data("group_contacted", g_tx)
             mu_a = _prior(pm, "mu_a", pri["mu_a"])
             theta = _prior(pm, "theta", pri["theta"], dims="category_feature")
             s_a = _prior(pm, "sigma_a", pri["sigma_a"])
@@ -276,16 +277,16 @@ class PropensityModel:
                 if hi.any() and (tx * hi).sum() > 0:
                     gamma = _prior(pm, "gamma", pri["gamma"], dims="client_feature")
                     row_x = tx[:, None] * d["x"]
-            flat = pm.Data("row_cell", flat)
-            offset = pm.Data("row_offset", offset)
-            hist = pm.Data("row_history", hi)
-            k = pm.Data("row_buyers", k)
-            n = pm.Data("row_clients", n)
-            x_cat = pm.Data("row_category_items", d["x_cat"])
+            flat = fixed_data("row_cell", flat)
+            offset = fixed_data("row_offset", offset)
+            hist = fixed_data("row_history", hi)
+            k = fixed_data("row_buyers", k)
+            n = fixed_data("row_clients", n)
+            x_cat = fixed_data("row_category_items", d["x_cat"])
             eta = grid.flatten()[flat] + offset
-            x_rows = pm.Data("client_x", d["x"])
+            x_rows = fixed_data("client_x", d["x"])
             if row_x is not None:
-                row_x = pm.Data("contacted_client_x", row_x)
+                row_x = fixed_data("contacted_client_x", row_x)
             if hi.any():
                 b_h = _prior(pm, "b_history", pri["b_history"])
                 beta = _prior(pm, "beta", pri["beta"], dims="client_feature")

@@ -52,6 +52,7 @@ import pytensor.tensor as pt
 from scipy.special import expit
 
 from models.campaign_design import SMD_LIMIT, smd
+from models.compiled import fixed_data
 from models.diagnostics import check_convergence
 from models.sampling import Sampler, SamplerSettings, sample_checked
 
@@ -420,11 +421,11 @@ class HierarchicalUplift:
             # the cells' arrays as data containers (read at run time): the compiled code
             # and its key (models.compiled) depend on the model's structure, not on the
             # cells, so the next data refresh of the store loads it instead of compiling
-            ci, ki, ai, pi = (pm.Data(f"cell_{k}", cd[k].astype("int64"))
+            ci, ki, ai, pi = (fixed_data(f"cell_{k}", cd[k].astype("int64"))
                               for k in ("city", "cluster", "age_band", "pre_level"))
-            x = pm.Data("cell_spend", x)
-            arm = pm.Data("cell_arm", trt.astype("int64"))
-            trt = pm.Data("cell_treated", trt)
+            x = fixed_data("cell_spend", x)
+            arm = fixed_data("cell_arm", trt.astype("int64"))
+            trt = fixed_data("cell_treated", trt)
             a = pm.Normal("intercept", pri["intercept"][1], pri["intercept"][2])
             b_spend = pm.Normal("beta_spend", pri["beta_spend"][1], pri["beta_spend"][2])
             one_city = len(lv["city"]) == 1  # one city (or all pooled): no city terms
@@ -469,9 +470,10 @@ class HierarchicalUplift:
                     "tau_cluster", sigma=pri["tau_cluster"][1], dims="cluster")[ki]
             else:
                 pm.Deterministic("tau_cluster", pm.math.zeros(1), dims="cluster")
-            pm.Binomial("buyers", n=pm.Data("cell_clients", cells["n"].to_numpy()),
+            pm.Binomial("buyers", n=fixed_data("cell_clients", cells["n"].to_numpy()),
                         logit_p=eta + trt * tau_cell,
-                        observed=pm.Data("cell_buyers", cells["y"].to_numpy()), dims="cell")
+                        observed=fixed_data("cell_buyers", cells["y"].to_numpy()),
+                        dims="cell")
             self._spend_block(cells, pi, x, trt, arm, ki, ci, len(lv["cluster"]))
             if getattr(self, "has_items_", True):
                 self._items_block(cells, pi, x, trt, arm, ki, ci, len(lv["cluster"]))
@@ -512,9 +514,9 @@ class HierarchicalUplift:
             kap = kap + pm.ZeroSumNormal("kappa_cluster", sigma=0.3, dims="cluster")[ki]
             mu = mu + pm.ZeroSumNormal("spend_cluster", sigma=1.0, dims="cluster")[ki]
         mu = mu + trt * kap
-        k = pm.Data("cell_spenders", cells["spenders"].to_numpy(float))
-        s_log = pm.Data("cell_sum_log_spend", cells["s1"].to_numpy(float))
-        r = pm.Data("cell_sum_spend", cells["r1"].to_numpy(float))
+        k = fixed_data("cell_spenders", cells["spenders"].to_numpy(float))
+        s_log = fixed_data("cell_sum_log_spend", cells["s1"].to_numpy(float))
+        r = fixed_data("cell_sum_spend", cells["r1"].to_numpy(float))
         # sum over a cell's buyers of log Gamma(y | shape alpha, rate alpha / exp(mu))
         loglik = (k * (alpha * (pm.math.log(alpha) - mu) - pt.gammaln(alpha))
                   + (alpha - 1) * s_log - alpha * r * pm.math.exp(-mu))
@@ -539,8 +541,8 @@ class HierarchicalUplift:
             eff = eff + pm.ZeroSumNormal("nu_cluster", sigma=0.3, dims="cluster")[ki]
         mu = pm.math.exp(log_mu + trt * eff)
         k = pm.modelcontext(None)["cell_spenders"]
-        s1 = pm.Data("cell_sum_items", cells["i1"].to_numpy(float))
-        s2 = pm.Data("cell_sum_items_sq", cells["i2"].to_numpy(float))
+        s1 = fixed_data("cell_sum_items", cells["i1"].to_numpy(float))
+        s2 = fixed_data("cell_sum_items_sq", cells["i2"].to_numpy(float))
         ss = s2 - 2 * mu * s1 + k * mu**2
         pm.Potential("items_loglik",
                      pm.math.sum(-k * pm.math.log(sigma) - ss / (2 * sigma**2)))
