@@ -264,9 +264,11 @@ def rss_bytes(pids: list[int]) -> int:
 
 
 def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 1,
-                   one_click: str | None = None) -> dict[str, object]:
+                   one_click: str | None = None, keep: bool = False) -> dict[str, object]:
     """Every step of ``shopbayes run`` on the store in ``data`` (results in ``results``,
-    rerun from scratch), ``jobs`` steps at a time: the wall seconds, the peak of the
+    rerun from scratch; ``keep``: every step forced to run again in the results folder
+    of an earlier run, its compiled models there), ``jobs`` steps at a time: the wall
+    seconds, the peak of the
     summed RSS of this process and its workers (MiB, sampled every 0.25 s), and per step
     the status, seconds, peak RSS (MiB; the step's own, also when steps share a process:
     :func:`analysis.pipeline.reset_peak_rss`) and, for the MCMC steps, where the MCMC
@@ -282,7 +284,8 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     from analysis import pipeline
     from analysis.config import load_config
 
-    shutil.rmtree(results, ignore_errors=True)
+    if not keep:
+        shutil.rmtree(results, ignore_errors=True)
     cfg = load_config(None, data_dir=data, results_dir=results, engine=engine, jobs=jobs)
     if one_click:
         cfg = replace(cfg, one_click=replace(cfg.one_click, data_dir=one_click))
