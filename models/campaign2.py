@@ -145,9 +145,9 @@ class Campaign2Model:
         has = panel["orders"].to_numpy() > 0
         aov = np.log(panel.loc[has, "revenue"].clip(lower=1) / panel.loc[has, "orders"])
         with pm.Model(coords=coords) as model:
-            # the panel's arrays as data containers (read at run time): the compiled code
-            # and its key (models.compiled) depend on the cities, days and indicators the
-            # model has, not on the counts, so a data refresh loads it instead of compiling
+            # the panel's arrays as data containers of fixed shape, not constants of the
+            # compiled code, so that the code can be kept and a rerun loads it
+            # (models.compiled.fixed_data)
             ci_d, di_d = fixed_data("panel_city", ci), fixed_data("panel_day", di)
             x = {k: fixed_data(f"panel_{k}", v) for k, v in ind.items()}
             for outcome in ("orders", "buyers"):

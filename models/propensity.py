@@ -247,10 +247,10 @@ class PropensityModel:
         g_gx, g_tx = groups[:, 2], groups[:, 3]
         flat = gidx.ravel() * len(self.categories_) + ci
         with pm.Model(coords=coords) as model:
-            # every array of the rows, groups and categories as a data container, not a
-            # constant of the compiled code: read at run time, so the code (and its key in
-            # models.compiled) is the same whatever the rows, and the store's next data
-            # refresh loads it instead of compiling
+            # every array of the rows, groups and categories as a data container of fixed
+            # shape, not a constant of the compiled code (a column of the groups' array
+            # was not contiguous), so that the code can be kept and a rerun loads it
+            # (models.compiled.fixed_data)
             cat_x = fixed_data("category_x", cat_x)
             g_city, g_clu = fixed_data("group_city", g_city), fixed_data("group_cluster", g_clu)
             g_gx, g_tx = fixed_data("group_gender", g_gx), fixed_data("group_contacted", g_tx)

@@ -418,9 +418,9 @@ class HierarchicalUplift:
         coords["cell"] = np.arange(len(cells))
         coords["arm"] = ["comparison", "treated"]
         with pm.Model(coords=coords) as model:
-            # the cells' arrays as data containers (read at run time): the compiled code
-            # and its key (models.compiled) depend on the model's structure, not on the
-            # cells, so the next data refresh of the store loads it instead of compiling
+            # the cells' arrays as data containers of fixed shape, not constants of the
+            # compiled code, so that the code can be kept and a rerun loads it
+            # (models.compiled.fixed_data)
             ci, ki, ai, pi = (fixed_data(f"cell_{k}", cd[k].astype("int64"))
                               for k in ("city", "cluster", "age_band", "pre_level"))
             x = fixed_data("cell_spend", x)
