@@ -310,22 +310,12 @@ class PropensityModel:
         z = pm.Normal(f"{name}_z", 0, 1, dims="category")
         return pm.Deterministic(f"{name}_cat", mu + sd * z, dims="category")
 
-    def fit(self, rows: pd.DataFrame, categories: pd.DataFrame,
-            feature_scale: tuple[np.ndarray, np.ndarray] | None = None) -> PropensityModel:
-        """Sample the posterior on ``rows`` (:func:`analysis.store.aggregates.
-        propensity_rows`: cells and sampled rows with ``n``, ``k`` and
-        ``negative_rate``).
+    def prepare(self, rows: pd.DataFrame, categories: pd.DataFrame,
+                feature_scale: tuple[np.ndarray, np.ndarray] | None = None) -> Any:
+        """Check ``rows``, learn their levels and standardisation and build the PyMC model
+        :meth:`fit` samples (kept as ``model_``, also returned); nothing is sampled.
 
-        ``feature_scale`` (mean, sd of the five raw features of :func:`client_features`)
-        fixes the standardisation; by default the mean and SD over the rows with history,
-        weighted by :func:`negative_weights` (what the rows stand for before
-        case-control sampling).
-
-        Raises
-        ------
-        ValueError
-            If a column is missing, there is nothing to fit, or ``k`` is outside
-            ``0..n``.
+        Parameters and errors: those of :meth:`fit`.
         """
         missing = [c for c in ROW_KEYS + BEHAVIOUR + ["n", "k", "negative_rate"]
                    if c not in rows]
@@ -340,6 +330,26 @@ class PropensityModel:
         self._levels(self.rows_)
         self._standardiser(self.rows_, feature_scale)
         self.model_ = self.build_model(self.rows_, categories)
+        return self.model_
+
+    def fit(self, rows: pd.DataFrame, categories: pd.DataFrame,
+            feature_scale: tuple[np.ndarray, np.ndarray] | None = None) -> PropensityModel:
+        """Sample the posterior on ``rows`` (:func:`analysis.store.aggregates.
+        propensity_rows`: cells and sampled rows with ``n``, ``k`` and
+        ``negative_rate``), in the model :meth:`prepare` builds.
+
+        ``feature_scale`` (mean, sd of the five raw features of :func:`client_features`)
+        fixes the standardisation; by default the mean and SD over the rows with history,
+        weighted by :func:`negative_weights` (what the rows stand for before
+        case-control sampling).
+
+        Raises
+        ------
+        ValueError
+            If a column is missing, there is nothing to fit, or ``k`` is outside
+            ``0..n``.
+        """
+        self.prepare(rows, categories, feature_scale)
         settings = SamplerSettings.from_any(self.sampler_config)
         self.idata_, self.convergence_, self.resampled_with_ = sample_checked(
             Sampler(self.model_, settings), self.seed,

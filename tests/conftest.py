@@ -14,6 +14,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -22,6 +24,16 @@ import pytest
 from analysis.demo.store import DemoSpec, write_demo
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, timeout: float = 300.0) -> subprocess.CompletedProcess:
+    """Run ``code`` in a new Python process from the project's root (a fresh process: new
+    object addresses, nothing imported or set by the tests); its output captured as text.
+    Fails the test, with the end of its standard error, when the process fails."""
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                         text=True, timeout=timeout)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run
 SHARED = ROOT.parent / "shared" / "data"
 SKILLBOX = SHARED / "skillbox"
 

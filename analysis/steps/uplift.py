@@ -99,7 +99,7 @@ def group_metrics(df: pd.DataFrame) -> pd.DataFrame:
 def _support_mask(df: pd.DataFrame) -> np.ndarray:
     """Rows of the comparison population: clients in the countries and age bands where
     treated clients are (no untreated client elsewhere can stand in for a treated one)."""
-    t = df[df["treated"]]
+    t = df.loc[df["treated"], ["country", "age_band"]]
     return (df["country"].isin(t["country"].unique())
             & df["age_band"].isin(t["age_band"].unique())).to_numpy(bool)
 

@@ -462,8 +462,7 @@ def test_a_workers_joblib_pool_leaves_no_shared_folders_behind(tmp_path):
     worker that leaves with os._exit: the folder is removed with the pool, not found
     later by the resource tracker, which then prints a 'leaked folder objects' warning
     into the run's output."""
-    import subprocess
-    import sys
+    from tests.conftest import run_python
 
     code = ("from analysis import pipeline\nfrom analysis.config import load_config\n"
             "from tests.analysis.test_pipeline import _toy\n"
@@ -474,9 +473,7 @@ def test_a_workers_joblib_pool_leaves_no_shared_folders_behind(tmp_path):
             "    res = pipeline.run(cfg, steps=(_toy('memmapped'), _toy('beside')), jobs=2,"
             " echo=lambda s: None, force=force)\n"
             "    assert [r['status'] for r in res] == ['ok', 'ok'], res\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-3000:]
+    run = run_python(code)
     assert "leaked folder" not in run.stderr, run.stderr[-3000:]
 
 

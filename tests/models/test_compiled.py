@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from models.compiled import (  # noqa: E402
     register_cacheable_psi,
     supported,
 )
+from tests.conftest import run_python  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.skipif(not supported(), reason="nutpie release not followed")
@@ -137,8 +136,7 @@ def test_another_process_loads_what_this_one_saved(pair: dict, spend: np.ndarray
                                 CompileCache({str(pair["folder"])!r}))
         print(json.dumps({{"info": info, "draws": draws(c).tolist()}}))
     """)
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                         check=True, cwd=ROOT)
+    out = run_python(script)
     child = json.loads(out.stdout.strip().splitlines()[-1])
     assert child["info"] == {"cached": True, "key": pair["info1"]["key"]}
     np.testing.assert_array_equal(np.array(child["draws"]), draws(pair["first"]))

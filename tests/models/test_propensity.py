@@ -198,21 +198,15 @@ def test_the_compiled_models_key_is_the_same_in_another_process(fitted, tmp_path
     whose run-time length checks then compared arrays picked by a set's order: the key
     changed from one process to the next)."""
     import pickle
-    import subprocess
-    import sys
-    from pathlib import Path
 
     from models.compiled import model_key
+    from tests.conftest import run_python
 
     m, rows, cats, truth = fitted
     (tmp_path / "rows.pkl").write_bytes(pickle.dumps((rows, cats, truth["feature_scale"])))
     code = ("import pickle\nfrom models.compiled import model_key\n"
             "from models.propensity import PropensityModel\n"
             f"rows, cats, scale = pickle.loads(open(r'{tmp_path / 'rows.pkl'}', 'rb').read())\n"
-            "m = PropensityModel(seed=2)\nm.rows_ = rows.reset_index(drop=True)\n"
-            "m._levels(m.rows_)\nm._standardiser(m.rows_, scale)\n"
-            "print(model_key(m.build_model(m.rows_, cats)))\n")
-    run = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
-                         capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stderr[-2000:]
+            "print(model_key(PropensityModel(seed=2).prepare(rows, cats, scale)))\n")
+    run = run_python(code)
     assert run.stdout.strip().splitlines()[-1] == model_key(m.model_)
