@@ -268,8 +268,8 @@ def whole_pipeline(data: str, results: str, engine: str = "duckdb", jobs: int = 
     """Every step of ``shopbayes run`` on the store in ``data`` (results in ``results``,
     rerun from scratch; ``keep``: every step forced to run again in the results folder
     of an earlier run, its compiled models there), ``jobs`` steps at a time: the wall
-    seconds, the peak of the
-    summed RSS of this process and its workers (MiB, sampled every 0.25 s), and per step
+    seconds, the peak of the summed RSS of this process and its workers (MiB, sampled
+    every 0.25 s), and per step
     the status, seconds, peak RSS (MiB; the step's own, also when steps share a process:
     :func:`analysis.pipeline.reset_peak_rss`) and, for the MCMC steps, where the MCMC
     time went and whether it converged. ``one_click``: the one-click case's folder

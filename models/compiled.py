@@ -15,17 +15,17 @@ The key (:func:`cache_key`) is a key of the two compiled function graphs' struct
 (:func:`graph_key`: every operation with its Numba cache key, its parameters and every
 constant, data included, whatever the order PyTensor's rewrites left the nodes in), the
 sizes and shared variables the callbacks read, and the versions of Python, NumPy, SciPy,
-PyTensor, PyMC, nutpie, Numba and llvmlite, the host CPU and Numba's optimisation settings. A graph
-PyTensor cannot key (an operation without a Numba cache key) is compiled as before, and
-so is a callback whose code holds a process address (Numba's "dynamic globals"), which
-would not be valid in another process. The digamma function (``psi``, in the gradient of
-every Gamma-family likelihood) is one such operation in PyTensor: it calls SciPy's
-compiled ``psi`` through its address; :func:`register_cacheable_psi` calls the very same
-SciPy function through a named symbol instead, so graphs with it are keyed and cached.
-Its values are SciPy's, bit for bit; the surrounding code is optimised as a whole
-(fast-math), so a model's draws need not equal those of a build without the registration
-(they do not on the uplift model), but they are the same with a store or without, loaded
-or compiled.
+PyTensor, PyMC, nutpie, Numba and llvmlite, the host CPU and Numba's optimisation
+settings. A graph PyTensor cannot key (an operation without a Numba cache key) is
+compiled as before, and so is a callback whose code holds a process address (Numba's
+"dynamic globals"), which would not be valid in another process. The digamma function
+(``psi``, in the gradient of every Gamma-family likelihood) is one such operation in
+PyTensor: it calls SciPy's compiled ``psi`` through its address;
+:func:`register_cacheable_psi` calls the very same SciPy function through a named symbol
+instead, so graphs with it are keyed and cached. Its values are SciPy's, bit for bit;
+the surrounding code is optimised as a whole (fast-math), so a model's draws need not
+equal those of a build without the registration (they do not on the uplift model), but
+they are the same with a store or without, loaded or compiled.
 
 This module does no file I/O: the store (``load(key, name)`` / ``save(key, name,
 payload)``) is the caller's (``analysis.compile_cache``). Written against nutpie 0.16's
@@ -371,7 +371,7 @@ def uncacheable_constants(model: pm.Model) -> list[str]:
     (:func:`compile_model` compiles it in every process): a non-contiguous array (a
     column of a pandas frame's 2-D block, ``frame["col"].to_numpy()``, is one) or one
     over :data:`FROZEN_CONSTANT_BYTES`. Empty when every constant is kept by value.
-    Pass such arrays as ``pm.Data`` (read at run time, whatever their layout).
+    Pass such arrays with :func:`fixed_data` (read at run time, whatever their layout).
 
     Returns
     -------
